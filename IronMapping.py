@@ -1,0 +1,467 @@
+"""Iron Mapping: 3D Slicer module for R2*/T2* maps, organ iron statistics and liver iron.
+
+Slicer loads this file by path and registers it as ``sys.modules["IronMapping"]``, which hides
+the library package folder ``IronMapping/`` of the same name. The first lines below make this
+module behave as that package (``__path__``, ``__package__`` and the package's ``__init__``),
+so ``from IronMapping.logic import IronMappingLogic`` works inside Slicer exactly as it does in
+plain Python. Only this file uses Qt; the library never does.
+"""
+
+import os
+import sys
+
+_MODULE_DOC = __doc__
+_LIBRARY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "IronMapping")
+
+# ---- make this module package-like (see DESIGN.md, "the name clash") ------------------------
+__path__ = [_LIBRARY_DIR]
+__package__ = __name__
+if globals().get("__spec__") is not None:
+    __spec__.submodule_search_locations = __path__
+with open(os.path.join(_LIBRARY_DIR, "__init__.py"), encoding="utf-8") as _init_file:
+    exec(compile(_init_file.read(), os.path.join(_LIBRARY_DIR, "__init__.py"), "exec"), globals())
+__doc__ = _MODULE_DOC
+# ---------------------------------------------------------------------------------------------
+
+import logging  # noqa: E402
+import unittest  # noqa: E402
+from typing import Annotated, Optional, Union  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from IronMapping.calibration import CALIBRATIONS, DEFAULT_CALIBRATION  # noqa: E402
+from IronMapping.logic import IronMappingLogic  # noqa: E402
+from IronMapping.relaxometry import METHOD_REFERENCES, METHODS  # noqa: E402
+
+try:  # the Slicer application (Qt, CTK, module base classes)
+    import ctk
+    import qt
+    import vtk
+
+    import slicer
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+    from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+    from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
+                                               ScriptedLoadableModuleWidget)
+    from slicer.util import VTKObservationMixin
+
+    IN_SLICER_APP = True
+except ImportError:  # plain Python (tests, scripts): the library works, the panel does not exist
+    IN_SLICER_APP = False
+    import slicer  # slicer-core provides the MRML classes used in the annotations below
+
+    def _(text):
+        return text
+
+    def translate(context, text):
+        return text
+
+    def parameterNodeWrapper(cls):
+        return cls
+
+    class _Validator:
+        def __init__(self, *args):
+            self.args = args
+
+    Choice = WithinRange = _Validator
+    class _NeedsSlicerApplication:
+        """Base of the module and widget classes outside Slicer: defined, but not constructible."""
+
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("The Iron Mapping panel needs the 3D Slicer application; in plain "
+                               "Python use IronMapping.logic.IronMappingLogic.")
+
+    ScriptedLoadableModule = ScriptedLoadableModuleWidget = _NeedsSlicerApplication
+    ScriptedLoadableModuleTest = unittest.TestCase
+    from slicer.util import VTKObservationMixin
+
+from slicer import (vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,  # noqa: E402
+                    vtkMRMLSequenceNode)
+
+log = logging.getLogger("IronMapping")
+
+
+def _help_text() -> str:
+    methods = "".join(f"<li><b>{name}</b>: {ref}</li>" for name, ref in METHOD_REFERENCES.items())
+    calibrations = "".join(
+        f"<li><b>{cal.label}</b> ({cal.field_strength_t:g} T): {cal.equation}. {cal.citation}"
+        f"{' doi:' + cal.doi if cal.doi else ''}</li>" for cal in CALIBRATIONS.values())
+    return _(
+        "Maps R2* (1/s) and T2* (ms) from multi-echo gradient-echo MRI (R2/T2 for spin echo), "
+        "summarises them per segment (median, ROI-averaged fit, grades), converts liver R2* to "
+        "liver iron concentration (LIC, mg Fe/g dry weight) and describes the iron distribution "
+        "pattern (parenchymal vs reticuloendothelial; extrahepatic siderosis with spleen sparing "
+        "as seen in neonatal haemochromatosis).<br><br>"
+        "<b>Input</b>: the multi-echo series as a volume sequence or MultiVolume (echo times are "
+        "read from MultiVolume.FrameLabels / DICOM EchoTime), or several echo volumes with the "
+        "echo times typed in (ms). <b>Segmentation</b>: organs from the Segment Editor, "
+        "resampled onto the echo grid; where segments overlap the smaller one wins.<br>"
+        "<b>Outputs</b>: volumes '&lt;input&gt; R2*', 'T2*', 'S0', 'fit quality R^2', 'fit "
+        "status' (and 'PDFF' for the fat-water method), a statistics table and a plot of each "
+        "segment's mean signal with its fitted curve. Every output carries its method, echo "
+        "times, units and software version as node attributes (IronMapping.*).<br><br>"
+        f"<b>Fitting methods</b> (default 'auto' = the engine's noise-corrected fit):<ul>{methods}</ul>"
+        f"<b>LIC calibrations</b> (default {CALIBRATIONS[DEFAULT_CALIBRATION].label}); a 1.5 T "
+        f"calibration is refused on 3 T data unless a published conversion is requested:<ul>{calibrations}</ul>"
+        "Grading cut-offs and their sources are listed in the statistics table notes and the "
+        "README. See <a href=\"https://github.com/ironmapping/SlicerIronMapping\">the project page</a>."
+        f"<br><br><b>{RESEARCH_USE_STATEMENT}</b>")
+
+
+#
+# IronMapping
+#
+
+
+class IronMapping(ScriptedLoadableModule):
+    """Module description (title, category, help). Uses ScriptedLoadableModule."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Iron Mapping")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["IronMapping contributors"]
+        self.parent.helpText = _help_text()
+        self.parent.acknowledgementText = _(
+            "Built on 3D Slicer, numpy, scipy, SimpleITK and pydicom. Signal models and "
+            "calibrations follow the publications cited in the help text (Feng 2013, He 2008, "
+            "Ghugre 2006, Pei 2015, Triay Bagur 2019, Bray 2023; Wood 2005, Hankins 2009, "
+            "Garbowski 2014, Hernando 2022). Example scanner data used in tests come from the "
+            "public repositories named in the README.")
+        slicer.app.connect("startupCompleted()", _registerWithOtherModules)
+
+
+def _registerWithOtherModules():
+    """Phantom in Sample Data and R2*/T2*/LIC in Segment Statistics (when those modules exist)."""
+    from IronMapping import sample_data, segment_statistics
+
+    try:
+        sample_data.register()
+    except Exception as exc:  # a missing SampleData module must not break this module
+        log.warning("IronMapping: sample data not registered: %s", exc)
+    try:
+        segment_statistics.register()
+    except Exception as exc:
+        log.warning("IronMapping: Segment Statistics plugin not registered: %s", exc)
+
+
+#
+# IronMappingParameterNode
+#
+
+
+@parameterNodeWrapper
+class IronMappingParameterNode:
+    """The panel's settings, saved with the scene.
+
+    inputNode - multi-echo series: volume sequence, MultiVolume or the proxy volume of a sequence.
+    echoVolumes - alternatively, one scalar volume per echo (used when two or more are checked).
+    echoTimesText - echo times in ms, comma-separated; filled from the metadata, editable.
+    fieldStrength - tesla; filled from DICOM when known, 0 = unknown.
+    segmentationNode, segmentIds - regions (comma-separated segment IDs; empty = all).
+    calibration - LIC calibration name.
+    method - fitting method ("auto" = the engine's default).
+    maskThreshold - first-echo signal below which voxels are not fitted (0 = automatic).
+    noiseSigma, coils - noise SD per coil channel and receive coil count (0 = estimate).
+    convertField - allow a 1.5 T LIC calibration on 3 T data through a published conversion.
+    createNewOutputs - keep earlier results and add new output nodes.
+    patternText - the distribution pattern sentence of the last run (shown in the panel).
+    """
+
+    inputNode: Optional[Union[vtkMRMLSequenceNode, vtkMRMLScalarVolumeNode]]
+    echoVolumes: list[vtkMRMLScalarVolumeNode]
+    echoTimesText: str = ""
+    fieldStrength: Annotated[float, WithinRange(0.0, 21.0)] = 0.0
+    segmentationNode: vtkMRMLSegmentationNode
+    segmentIds: str = ""
+    calibration: Annotated[str, Choice(list(CALIBRATIONS))] = DEFAULT_CALIBRATION
+    method: Annotated[str, Choice(list(METHODS))] = "auto"
+    maskThreshold: Annotated[float, WithinRange(0.0, 1e9)] = 0.0
+    noiseSigma: Annotated[float, WithinRange(0.0, 1e9)] = 0.0
+    coils: Annotated[int, WithinRange(0, 128)] = 0
+    convertField: bool = False
+    createNewOutputs: bool = False
+    patternText: str = ""
+
+
+def parseEchoTimes(text: str):
+    """'1.2, 2.4 3.6' -> [1.2, 2.4, 3.6] (ms); '' -> None. Raises EchoTimeError on bad text."""
+    from IronMapping.errors import EchoTimeError
+
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+    if not parts:
+        return None
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise EchoTimeError(f"Echo times '{text}' are not numbers. Type them in milliseconds, "
+                            "separated by commas (e.g. 1.2, 2.4, 3.6).") from None
+
+
+#
+# IronMappingWidget
+#
+
+
+class IronMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: reads the parameter node, calls IronMappingLogic.process, shows the results."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self.lastResult = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/IronMapping.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = IronMappingLogic()
+
+        self.ui.segmentsSelector.segmentationNodeSelectorVisible = False
+        self.ui.segmentsSelector.multiSelection = True
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
+        self.ui.echoVolumesSelector.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
+        self.ui.segmentsSelector.connect("segmentSelectionChanged(QStringList)", self.onSegmentsChanged)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(IronMappingParameterNode(self.logic.getParameterNode()))
+        if not self._parameterNode.inputNode:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
+            if first:
+                self._parameterNode.inputNode = first
+        if not self._parameterNode.segmentationNode:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+            if first:
+                self._parameterNode.segmentationNode = first
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets carry a "SlicerParameterName" dynamic property in the .ui file.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # connectGui fills the combo boxes from the Choice lists; name each calibration
+            for index, name in enumerate(CALIBRATIONS):
+                self.ui.calibrationComboBox.setItemData(index, CALIBRATIONS[name].label, qt.Qt.ToolTipRole)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.ui.echoVolumesSelector.blockSignals(True)
+            for node in self._parameterNode.echoVolumes:
+                self.ui.echoVolumesSelector.setCheckState(node, qt.Qt.Checked)
+            self.ui.echoVolumesSelector.blockSignals(False)
+            self.ui.segmentsSelector.setCurrentNode(self._parameterNode.segmentationNode)
+            ids = [i for i in self._parameterNode.segmentIds.split(",") if i]
+            if ids:
+                self.ui.segmentsSelector.setSelectedSegmentIDs(ids)
+            self._checkCanApply()
+
+    def _inputs(self):
+        """The list of checked echo volumes when two or more are checked, else the input node."""
+        volumes = list(self._parameterNode.echoVolumes) if self._parameterNode else []
+        if len(volumes) >= 2:
+            return volumes
+        return self._parameterNode.inputNode if self._parameterNode else None
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        if self._parameterNode and self._inputs():
+            self.ui.applyButton.toolTip = _("Fit the maps and compute the statistics")
+            self.ui.applyButton.enabled = True
+        else:
+            self.ui.applyButton.toolTip = _("Select the multi-echo series (or two or more echo volumes)")
+            self.ui.applyButton.enabled = False
+
+    def _fillFromMetadata(self, inputs) -> None:
+        """Echo times and field strength from the input's metadata, when it has them."""
+        if not inputs or not self._parameterNode:
+            return
+        try:
+            found = self.logic.inspectInput(inputs)
+        except Exception as exc:  # shown when Apply is pressed; here just say what is missing
+            self.ui.inputInfoLabel.text = str(exc)
+            return
+        te = found["echoTimesMs"]
+        if te:
+            self._parameterNode.echoTimesText = ", ".join(f"{t:g}" for t in te)
+        if found["fieldStrengthT"]:
+            self._parameterNode.fieldStrength = float(found["fieldStrengthT"])
+        where = found["echoTimeSource"] or _("not found: type them in")
+        self.ui.inputInfoLabel.text = _("{n} echoes ({quantity}); echo times: {where}").format(
+            n=found["numberOfEchoes"], quantity=found["quantity"], where=where)
+
+    def onInputChanged(self, node) -> None:
+        if node is not None:
+            self._fillFromMetadata(node)
+
+    def onEchoVolumesChanged(self) -> None:
+        if not self._parameterNode:
+            return
+        self._parameterNode.echoVolumes = list(self.ui.echoVolumesSelector.checkedNodes())
+        if len(self._parameterNode.echoVolumes) >= 2:
+            self._fillFromMetadata(self._parameterNode.echoVolumes)
+
+    def onSegmentationChanged(self, node) -> None:
+        self.ui.segmentsSelector.setCurrentNode(node)
+
+    def onSegmentsChanged(self, segmentIds) -> None:
+        if self._parameterNode:
+            self._parameterNode.segmentIds = ",".join(segmentIds)
+
+    def onApplyButton(self) -> None:
+        """Fit with a progress dialog (cancel supported) and show the results."""
+        with slicer.util.tryWithErrorDisplay(_("Iron mapping failed."), waitCursor=True):
+            p = self._parameterNode
+            progress = slicer.util.createProgressDialog(
+                labelText=_("Fitting R2* maps..."), windowTitle=_("Iron Mapping"), maximum=100)
+
+            def onProgress(fraction):
+                progress.value = int(round(100 * fraction))
+                slicer.app.processEvents()
+
+            try:
+                result = self.logic.process(
+                    self._inputs(), echoTimesMs=parseEchoTimes(p.echoTimesText),
+                    segmentationNode=p.segmentationNode,
+                    segmentIds=[i for i in p.segmentIds.split(",") if i] or None,
+                    method=p.method, fieldStrengthT=p.fieldStrength or None,
+                    calibration=p.calibration, maskThreshold=p.maskThreshold or None,
+                    noiseSigma=p.noiseSigma or None, coils=p.coils or None,
+                    convertField=p.convertField, progress=onProgress,
+                    cancel=lambda: progress.wasCanceled, reuseOutputs=not p.createNewOutputs)
+            finally:
+                progress.close()
+            self.lastResult = result
+            self.showResult(result)
+
+    def showResult(self, result) -> None:
+        """R2* over the first echo with its colour legend; table and plot in the layout."""
+        lines = [result.pattern_text] if result.pattern_text else []
+        lines += [f"- {w}" for w in result.warnings[:6]]
+        lines.append(_("Method {method}; {seconds:.1f} s.").format(method=result.fit.method, seconds=result.seconds))
+        self._parameterNode.patternText = "\n".join(lines)
+        inputs = self._inputs()
+        background = self.logic.inspectInput(inputs)["displayNode"]
+        if background is None and not isinstance(inputs, list):
+            background = inputs if isinstance(inputs, vtkMRMLScalarVolumeNode) else None
+        if isinstance(inputs, list):
+            background = inputs[0]
+        slicer.util.setSliceViewerLayers(background=background or "keep-current",
+                                         foreground=result["r2star"], foregroundOpacity=0.6, fit=True)
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:
+            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
+        appLogic = slicer.app.applicationLogic()
+        selection = appLogic.GetSelectionNode()
+        selection.SetActiveTableID(result["table"].GetID())
+        appLogic.PropagateTableSelection()
+        if "plot" in result:
+            selection.SetActivePlotChartID(result["plot"].GetID())
+            appLogic.PropagatePlotChartSelection()
+
+
+#
+# IronMappingTest
+#
+
+
+class IronMappingTest(ScriptedLoadableModuleTest):
+    """Runs the panel's click path on the phantom and checks the numbers against its truth."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_IronMapping_phantom_click_path()
+        self.setUp()
+        self.test_IronMapping_bad_input_leaves_scene()
+
+    def _phantom(self):
+        from IronMapping import sample_data
+
+        return sample_data.load_phantom(shape=(8, 48, 64), snr=50.0, coils=4, seed=3)
+
+    def test_IronMapping_phantom_click_path(self):
+        self.delayDisplay("Loading the phantom")
+        sequence, segmentation, phantom = self._phantom()
+
+        slicer.util.selectModule("IronMapping")
+        widget = slicer.modules.IronMappingWidget
+        parameters = widget._parameterNode
+        parameters.inputNode = sequence
+        parameters.segmentationNode = segmentation
+        parameters.echoVolumes = []
+        widget.onInputChanged(sequence)
+        self.assertEqual(parseEchoTimes(parameters.echoTimesText), [float(t) for t in phantom.image.echo_times_ms])
+        self.assertAlmostEqual(parameters.fieldStrength, phantom.image.field_strength_t)
+
+        self.delayDisplay("Apply")
+        widget.ui.applyButton.click()
+        result = widget.lastResult
+        self.assertIsNotNone(result, "Apply did not produce a result")
+        for key in ("r2star", "t2star", "s0", "quality", "status", "table", "plot"):
+            self.assertIn(key, result)
+        self.assertEqual(result["r2star"].GetAttribute("IronMapping.Unit"), "1/s")
+
+        from IronMapping.scene import table_rows
+
+        rows = {row["name"] if "name" in row else row.get("Region", ""): row for row in table_rows(result["table"])}
+        regions = {r["name"]: r for r in result.summary["regions"]}
+        for name, truth in phantom.region_r2star.items():
+            if name not in regions:
+                continue
+            median = regions[name]["r2star_median"]
+            self.assertLess(abs(median - truth) / truth, 0.1, f"{name}: R2* {median:.1f} vs truth {truth:.1f} 1/s")
+        self.assertTrue(rows, "the statistics table is empty")
+        self.assertTrue(widget._parameterNode.patternText)
+
+        self.delayDisplay("Apply again: outputs are updated, not duplicated")
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        widget.ui.applyButton.click()
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+        self.delayDisplay("Test passed")
+
+    def test_IronMapping_bad_input_leaves_scene(self):
+        from IronMapping.errors import EchoTimeError
+
+        sequence, segmentation, phantom = self._phantom()
+        sequence.RemoveAttribute("MultiVolume.FrameLabels")
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaises(EchoTimeError):
+            IronMappingLogic().process(sequence, segmentationNode=segmentation)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+        self.delayDisplay("Bad input refused, scene unchanged")

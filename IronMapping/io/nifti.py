@@ -1,0 +1,388 @@
+"""NIfTI echoes with dcm2niix/BIDS JSON sidecars, and other single-volume files.
+
+Layouts read:
+
+- one NIfTI per echo (dcm2niix ``..._e1.nii.gz``, ``..._e3.nii.gz``, ...; gaps in the echo
+  numbering are fine), each with a sidecar ``<same name>.json`` whose ``EchoTime`` is in
+  seconds;
+- one 4-D NIfTI holding all echoes with a sidecar whose ``EchoTime`` is a list (seconds);
+- per-echo 4-D files holding magnitude, real and imaginary volumes (GE, as in the UKRIN-MAPS
+  kidney data): the magnitude volume is recognised because it equals sqrt(real^2 + imag^2);
+  real and imaginary are set aside in ``metadata["complex_components"]``;
+- a list of scalar volumes (NIfTI, NRRD, MetaImage, ...) with ``echo_times_ms`` typed in.
+
+Phase, real and imaginary files (sidecar ``ImageType`` containing P/PHASE, REAL, IMAGINARY, or
+dcm2niix suffixes ``_ph``, ``_real``, ``_imaginary``) are never fitted; when they match the
+magnitude echoes they are kept in ``metadata["complex_components"]``.
+
+Pixel data and geometry are read with SimpleITK (as Slicer does), so the IJK-to-RAS matrix is
+the file's own (for NIfTI: the sform/qform affine, which is already RAS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from ..errors import EchoTimeError, InputError
+from .checks import (field_strength_from, quantity_from_sequence, reconcile_echo_times,
+                     stack_echoes)
+from .geometry import sitk_ijk_to_ras
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_ECHO_SUFFIX = re.compile(r"_e(\d+)(?=(_ph|_real|_imaginary|_imag|_mag)?$)", re.IGNORECASE)
+_COMPONENT_SUFFIX = {"_ph": "phase", "_phase": "phase", "_real": "real",
+                     "_imaginary": "imaginary", "_imag": "imaginary"}
+# Magnitude must equal hypot(real, imag) to within this median relative difference.
+_MRI_TOLERANCE = 0.05
+
+
+def strip_suffix(path):
+    """File name without its image extension (.nii.gz, .nii, .nrrd, ...)."""
+    name = os.path.basename(os.fspath(path))
+    low = name.lower()
+    for suf in (".seq.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if low.endswith(suf):
+            return name[: -len(suf)]
+    return os.path.splitext(name)[0]
+
+
+def is_nifti(path) -> bool:
+    return os.fspath(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def sidecar_path(path):
+    """The JSON sidecar beside an image file, or None."""
+    cand = os.path.join(os.path.dirname(os.fspath(path)), strip_suffix(path) + ".json")
+    return cand if os.path.isfile(cand) else None
+
+
+def read_sidecar(path):
+    """The parsed JSON sidecar of ``path`` (dict), or None when there is none."""
+    sc = sidecar_path(path)
+    if sc is None:
+        return None
+    try:
+        with open(sc, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"The sidecar {sc} cannot be read as JSON ({exc}). Fix or remove it.")
+    if not isinstance(data, dict):
+        raise InputError(f"The sidecar {sc} does not hold a JSON object.")
+    return data
+
+
+def natural_key(path):
+    """Sort key putting e2 before e10."""
+    name = os.path.basename(os.fspath(path))
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def component_of(path, sidecar) -> str:
+    """'magnitude', 'phase', 'real' or 'imaginary' from the sidecar ImageType or file suffix."""
+    if sidecar:
+        it = sidecar.get("ImageType") or []
+        if isinstance(it, str):
+            it = it.replace("\\", " ").split()
+        tokens = {str(t).upper() for t in it}
+        if tokens & {"P", "PHASE"}:
+            return "phase"
+        if tokens & {"REAL", "R"}:
+            return "real"
+        if tokens & {"IMAGINARY", "I"}:
+            return "imaginary"
+    stem = strip_suffix(path).lower()
+    for suf, comp in _COMPONENT_SUFFIX.items():
+        if stem.endswith(suf):
+            return comp
+    return "magnitude"
+
+
+def sidecar_echo_times_ms(sidecar, notes, name):
+    """Echo times in ms from a sidecar's EchoTime (seconds; scalar or list), or None."""
+    if not sidecar or sidecar.get("EchoTime") is None:
+        return None
+    raw = sidecar["EchoTime"]
+    values = [float(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw])]
+    if any(v >= 1.0 for v in values):
+        # BIDS says seconds; an echo time of a second or more is surely milliseconds.
+        notes.append(f"EchoTime in {name} ({', '.join(f'{v:g}' for v in values)}) looks like "
+                     "milliseconds, not seconds as BIDS/dcm2niix write it; read as ms.")
+        return values
+    return [v * 1000.0 for v in values]
+
+
+def read_image_info(path):
+    """(number of volumes, spatial size) of an image file without reading its pixels."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(os.fspath(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{path} cannot be read as an image ({str(exc).strip()[:200]}).")
+    size = reader.GetSize()
+    n_vol = size[3] if len(size) > 3 else 1
+    return n_vol, tuple(size[:3])
+
+
+def read_volumes(path):
+    """Read an image file into volumes [n, k, j, i] float32 and its IJK-to-RAS (4x4)."""
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(os.fspath(path))
+    except RuntimeError as exc:
+        raise InputError(f"{path} cannot be read as an image ({str(exc).strip()[:200]}).")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path} holds vector pixels ({img.GetNumberOfComponentsPerPixel()} "
+                         "components); give one scalar volume per echo.")
+    arr = np.asarray(sitk.GetArrayFromImage(img), dtype=np.float32)
+    dim = img.GetDimension()
+    if dim == 2:
+        arr = arr[None, None]
+    elif dim == 3:
+        arr = arr[None]
+    elif dim != 4:
+        raise InputError(f"{path} is a {dim}-D image; expected 3-D (one echo) or 4-D.")
+    return arr, sitk_ijk_to_ras(img)
+
+
+def split_magnitude_real_imaginary(vols, name):
+    """Find magnitude among 3 volumes that are magnitude, real and imaginary in some order.
+
+    Returns (magnitude, {"real": ..., "imaginary": ...}, (index of magnitude, median relative
+    difference)) or None when they are not.
+    The two others keep their file order as real, then imaginary (GE writes magnitude, real,
+    imaginary).
+    """
+    if vols.shape[0] != 3:
+        return None
+    for m in range(3):
+        mag = vols[m]
+        if mag.min() < 0:
+            continue
+        a, b = (vols[x] for x in range(3) if x != m)
+        strong = mag > np.percentile(mag, 75)
+        if not strong.any():
+            continue
+        rel = np.median(np.abs(np.hypot(a[strong], b[strong]) - mag[strong]) / mag[strong])
+        if rel < _MRI_TOLERANCE:
+            return mag, {"real": a, "imaginary": b}, (m, float(rel))
+    return None
+
+
+class FileEntry:
+    """One image file and what its sidecar says."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.name = os.path.basename(self.path)
+        self.sidecar = read_sidecar(self.path) if is_nifti(self.path) else None
+        self.component = component_of(self.path, self.sidecar)
+        self.notes = []
+        self.echo_times = sidecar_echo_times_ms(self.sidecar, self.notes, self.name)
+        m = _ECHO_SUFFIX.search(strip_suffix(self.path))
+        self.echo_number = int(m.group(1)) if m else None
+
+    def group_key(self):
+        sc = self.sidecar or {}
+        if sc.get("SeriesNumber") is not None:
+            return ("series", str(sc.get("SeriesNumber")),
+                    str(sc.get("SeriesDescription") or sc.get("ProtocolName") or ""))
+        stem = _ECHO_SUFFIX.sub("", strip_suffix(self.path))
+        for suf in _COMPONENT_SUFFIX:
+            if stem.lower().endswith(suf):
+                stem = stem[: -len(suf)]
+        return ("stem", os.path.dirname(self.path), stem)
+
+
+def describe_group(entries):
+    sc = next((e.sidecar for e in entries if e.sidecar), {}) or {}
+    desc = sc.get("SeriesDescription") or sc.get("ProtocolName") or \
+        entries[0].group_key()[2]
+    num = sc.get("SeriesNumber")
+    return (f"series {num} " if num is not None else "") + f"'{desc}'"
+
+
+def load_files(entries, echo_times_ms=None, explicit=False, source_format="nifti"):
+    """Build a MultiEchoImage from image files, one echo each (or one 4-D multi-echo file).
+
+    Parameters
+    ----------
+    entries : list of FileEntry
+        Files in input order (for a folder: natural name order).
+    echo_times_ms : sequence of float, optional
+        Typed-in echo times (ms), one per magnitude echo in input order; must agree with
+        sidecars where those exist.
+    explicit : bool
+        True when the caller listed the files (their order is the echo order).
+    """
+    mags = [e for e in entries if e.component == "magnitude"]
+    others = [e for e in entries if e.component != "magnitude"]
+    if echo_times_ms is None and mags and all(e.echo_times and len(e.echo_times) == 1
+                                              for e in mags):
+        # one echo per file, each with its recorded echo time: file order does not matter
+        mags.sort(key=lambda e: e.echo_times[0])
+    if not mags:
+        raise InputError(
+            "Only phase/real/imaginary images were found (" + ", ".join(e.name for e in
+                                                                       entries[:4])
+            + "); IronMapping fits magnitude images. Add the magnitude files.")
+    volumes, tes, names, mats = [], [], [], []
+    reals, imags = [], []
+    notes, splits = [], []
+    for e in mags:
+        notes.extend(e.notes)
+        vols, mat = read_volumes(e.path)
+        n_vol = vols.shape[0]
+        file_tes = e.echo_times
+        if n_vol == 1:
+            volumes.append(vols[0])
+            tes.append(file_tes[0] if file_tes and len(file_tes) == 1 else None)
+            if file_tes and len(file_tes) > 1:
+                raise EchoTimeError(
+                    f"{e.name} holds one volume but its sidecar lists {len(file_tes)} echo "
+                    "times. Check that the sidecar belongs to this file.")
+            names.append(e.name)
+            mats.append(mat)
+            reals.append(None)
+            imags.append(None)
+            continue
+        if file_tes and len(file_tes) == n_vol:
+            for v in range(n_vol):
+                volumes.append(vols[v])
+                tes.append(file_tes[v])
+                names.append(f"{e.name} volume {v + 1}")
+                mats.append(mat)
+                reals.append(None)
+                imags.append(None)
+            continue
+        split = split_magnitude_real_imaginary(vols, e.name)
+        if split is not None and (not file_tes or len(file_tes) == 1):
+            mag, parts, found_split = split
+            splits.append((e.name,) + found_split)
+            volumes.append(mag)
+            tes.append(file_tes[0] if file_tes else None)
+            names.append(e.name)
+            mats.append(mat)
+            reals.append(parts["real"])
+            imags.append(parts["imaginary"])
+            continue
+        if not file_tes and len(mags) == 1 and echo_times_ms is not None \
+                and len(echo_times_ms) == n_vol:
+            for v in range(n_vol):
+                volumes.append(vols[v])
+                tes.append(None)
+                names.append(f"{e.name} volume {v + 1}")
+                mats.append(mat)
+                reals.append(None)
+                imags.append(None)
+            continue
+        where = f"its sidecar {strip_suffix(e.path)}.json" if e.sidecar else \
+            "no sidecar was found"
+        raise EchoTimeError(
+            f"{e.name} holds {n_vol} volumes but {len(file_tes) if file_tes else 'no'} echo "
+            f"times are known ({where}). Give one echo time per volume: a sidecar with "
+            "\"EchoTime\": [t1, t2, ...] in seconds, or echo_times_ms=[...].")
+
+    if splits:
+        idx = sorted({m for _, m, _ in splits})
+        rels = [r for _, _, r in splits]
+        notes.append(
+            f"{len(splits)} file(s) hold 3 volumes each (e.g. {splits[0][0]}); volume "
+            f"{'/'.join(str(i) for i in idx)} was taken as the magnitude because it equals "
+            f"sqrt(a^2 + b^2) of the other two (median difference {100 * min(rels):.1f}-"
+            f"{100 * max(rels):.1f}%); the other two are kept as real and imaginary "
+            "(in file order) in metadata['complex_components'].")
+    looked = [f"\"EchoTime\" (seconds) in the JSON sidecar beside each file (e.g. "
+              f"{strip_suffix(mags[0].path)}.json)"]
+    found = tes if any(t is not None for t in tes) else None
+    if found is not None and any(t is None for t in found) and echo_times_ms is None:
+        missing = [names[k] for k, t in enumerate(found) if t is None]
+        raise EchoTimeError(
+            "No echo time known for " + ", ".join(missing[:6]) + "; looked in: " + looked[0]
+            + ". Add the sidecars or give echo_times_ms=[...] (ms, one per echo in file "
+            "order).")
+    use_tes, source = reconcile_echo_times(found, echo_times_ms,
+                                           "the JSON sidecars (EchoTime, s)")
+    if use_tes is None:
+        use_tes = [None] * len(volumes)
+        source = None
+    elif len(use_tes) != len(volumes):
+        raise EchoTimeError(
+            f"{len(use_tes)} echo times for {len(volumes)} echoes "
+            f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''}). Give one echo time "
+            "per echo.")
+
+    components = {}
+    if any(r is not None for r in reals) and all(r is not None for r in reals):
+        components["real"] = np.stack(reals).astype(np.float32)
+        components["imaginary"] = np.stack(imags).astype(np.float32)
+    components.update(_matching_component_files(others, use_tes, volumes[0].shape, notes))
+
+    sc = next((e.sidecar for e in mags if e.sidecar), None) or {}
+    notes_b0 = []
+    metadata = {
+        "source_format": source_format,
+        "source_paths": [e.path for e in entries],
+        "echo_time_source": source,
+        "manufacturer": sc.get("Manufacturer"),
+        "model": sc.get("ManufacturersModelName"),
+        "series_description": sc.get("SeriesDescription") or sc.get("ProtocolName"),
+        "series_number": sc.get("SeriesNumber"),
+        "scanning_sequence": sc.get("ScanningSequence"),
+        "sequence_name": sc.get("SequenceName") or sc.get("PulseSequenceDetails"),
+        "repetition_time_ms": None if sc.get("RepetitionTime") is None
+        else float(sc["RepetitionTime"]) * 1000.0,
+        "flip_angle_deg": sc.get("FlipAngle"),
+        "receive_coil": sc.get("ReceiveCoilName") or sc.get("CoilString"),
+        "echo_numbers": [e.echo_number for e in mags],
+        "set_aside": [{"file": e.path, "component": e.component} for e in others],
+        "warnings": notes,
+    }
+    field_t = field_strength_from(sc.get("MagneticFieldStrength"), notes_b0)
+    metadata["warnings"] += notes_b0
+    if components:
+        metadata["complex_components"] = components
+        metadata["complex_components_info"] = (
+            "Arrays [echo, k, j, i] in echo order, as stored (phase not converted to "
+            "radians; real/imaginary on the magnitude's scale).")
+    quantity = quantity_from_sequence(sc.get("ScanningSequence"))
+    return stack_echoes(volumes, use_tes, mats, quantity=quantity, field_strength_t=field_t,
+                        metadata=metadata, names=names,
+                        looked_in=looked + (["the echo_times_ms argument"] if explicit else []))
+
+
+def _matching_component_files(others, tes, shape, notes):
+    """Phase/real/imaginary files whose echo times match the magnitude echoes, by component."""
+    out = {}
+    by_comp = {}
+    for e in others:
+        by_comp.setdefault(e.component, []).append(e)
+    for comp, files in by_comp.items():
+        if tes is None or any(t is None for t in tes):
+            notes.append(f"{len(files)} {comp} file(s) set aside (echo times unknown).")
+            continue
+        found = {}
+        for e in files:
+            if e.echo_times and len(e.echo_times) == 1:
+                found[round(e.echo_times[0], 3)] = e
+        keys = [round(t, 3) for t in tes]
+        if all(k in found for k in keys):
+            arrs = []
+            for k in keys:
+                vols, _ = read_volumes(found[k].path)
+                if vols.shape[1:] != shape:
+                    break
+                arrs.append(vols[0])
+            if len(arrs) == len(keys):
+                out[comp] = np.stack(arrs).astype(np.float32)
+                continue
+        notes.append(f"{len(files)} {comp} file(s) set aside; they do not match the "
+                     "magnitude echoes one to one.")
+    return out

@@ -1,0 +1,283 @@
+"""IronMappingLogic: the one object the Slicer panel and the Python console both use.
+
+    >>> from IronMapping.logic import IronMappingLogic
+    >>> result = IronMappingLogic().process(sequenceNode, segmentationNode=segNode)
+    >>> result["r2star"], result["table"], result["plot"]      # MRML nodes
+    >>> result.summary["pattern"]["text"]
+
+Works inside Slicer and in plain Python with the ``slicer-core`` wheel (no Qt needed). All MRML
+access goes through :mod:`IronMapping.scene`; the numbers come from :mod:`IronMapping.relaxometry`
+and :mod:`IronMapping.quantification`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import RESEARCH_USE_STATEMENT, __version__
+from . import scene as mrml
+from .errors import InputError
+
+try:  # inside Slicer: behave like every scripted module logic (parameter node helpers)
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
+except ImportError:  # plain Python with slicer-core, or no Slicer at all
+    _LogicBase = object
+
+log = logging.getLogger(__name__)
+
+MAP_KEYS = ("r2star", "t2star", "s0", "quality", "status")
+WHOLE_IMAGE_REGION = "all fitted voxels"
+
+
+@dataclass
+class IronMappingResult(Mapping):
+    """Output nodes by key ("r2star", "t2star", "s0", "quality", "status", "table", "plot",
+    and "pdff" for fat-water fits) plus what produced them.
+
+    fit : relaxometry.RelaxometryFit; image : MultiEchoImage; summary : quantification dict
+    (issue 4 JSON shape); warnings : sentences worth showing; seconds : run time.
+    """
+
+    nodes: dict
+    fit: Any = None
+    image: Any = None
+    summary: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __getitem__(self, key):
+        return self.nodes[key]
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def __len__(self):
+        return len(self.nodes)
+
+    @property
+    def pattern_text(self) -> str:
+        pattern = (self.summary or {}).get("pattern") or {}
+        return pattern.get("text", "") if isinstance(pattern, dict) else str(pattern)
+
+
+class IronMappingLogic(_LogicBase):
+    """Maps, statistics, table and plot in the scene from a multi-echo input.
+
+    Usable without a GUI; the module's panel calls :meth:`process` with the panel's values.
+    """
+
+    def __init__(self, parent=None):
+        if _LogicBase is not object:
+            _LogicBase.__init__(self, parent)
+
+    # ------------------------------------------------------------------ helpers for the panel
+
+    @staticmethod
+    def inspectInput(inputNode, scene=None) -> dict:
+        """Echo times (ms), field strength (T), echo count and quantity found in the metadata of
+        an input (no voxels read). Values are None when unknown."""
+        desc = mrml.describe_input(inputNode, scene)
+        te = desc.echo_times_ms
+        return {"echoTimesMs": None if te is None else [float(t) for t in te],
+                "echoTimeSource": desc.echo_time_source, "fieldStrengthT": desc.field_strength_t,
+                "numberOfEchoes": desc.n_echoes, "quantity": desc.quantity, "kind": desc.kind,
+                "displayNode": desc.display}
+
+    @staticmethod
+    def methods() -> tuple:
+        from .relaxometry import METHODS
+
+        return METHODS
+
+    @staticmethod
+    def calibrations() -> dict:
+        """{name: label} of the LIC calibrations, default first."""
+        from .calibration import CALIBRATIONS, DEFAULT_CALIBRATION
+
+        names = [DEFAULT_CALIBRATION] + [n for n in CALIBRATIONS if n != DEFAULT_CALIBRATION]
+        return {n: CALIBRATIONS[n].label for n in names}
+
+    # ------------------------------------------------------------------ the computation
+
+    def process(self, inputNode, echoTimesMs=None, segmentationNode=None, method: str = "auto",
+                fieldStrengthT: float | None = None, calibration=None, segmentIds=None,
+                maskThreshold: float | None = None, noiseSigma: float | None = None,
+                coils: float | None = None, convertField: bool = False,
+                progress: Callable[[float], None] | None = None,
+                cancel: Callable[[], bool] | None = None, reuseOutputs: bool = True,
+                scene=None) -> IronMappingResult:
+        """Fit R2*/T2* maps of ``inputNode`` and summarise them per segment in the scene.
+
+        inputNode : volume sequence, MultiVolume, proxy volume of a sequence, or a list of
+            scalar volumes (one per echo).
+        echoTimesMs : echo times in ms; None reads them from the metadata (MultiVolume
+            FrameLabels or DICOM EchoTime).
+        segmentationNode, segmentIds : regions (all segments when segmentIds is None); without
+            a segmentation the table summarises all fitted voxels.
+        method : one of :meth:`methods` ("auto" = the engine's default).
+        fieldStrengthT : tesla; None takes DICOM MagneticFieldStrength when available.
+        calibration : LIC calibration name (see :meth:`calibrations`), None = default.
+        maskThreshold : first-echo signal below which voxels are not fitted; None/0 = automatic.
+        noiseSigma, coils : noise SD per coil channel and receive coil count, when known.
+        convertField : allow a 1.5 T LIC calibration on 3 T data through a published
+            conversion (flagged in the output); otherwise such a request is refused.
+        progress(fraction), cancel() -> bool : for a progress dialog; cancelling raises
+            FitCancelled and leaves the scene unchanged.
+        reuseOutputs : update the outputs of a previous run (default) instead of adding new ones.
+
+        Returns an :class:`IronMappingResult` (a mapping key -> output node). Bad input raises
+        an IronMappingError subclass and leaves the scene as it was.
+        """
+        from . import relaxometry
+
+        started = time.perf_counter()
+        scene = mrml.mrml_scene(scene)
+        notes: list[str] = []
+        with mrml.SceneTransaction(scene):
+            image, desc = mrml.read_multiecho(inputNode, echoTimesMs, fieldStrengthT, scene)
+            regions = None
+            if segmentationNode is not None:
+                regions = mrml.region_labels(segmentationNode, segmentIds, image, scene, desc.primary)
+                notes.extend(regions.overlaps)
+            mask = None
+            if maskThreshold:
+                mask = np.nan_to_num(image.signal[0]) > float(maskThreshold)
+                if not mask.any():
+                    raise InputError(
+                        f"No voxel has a first-echo signal above the mask threshold {maskThreshold:g}; "
+                        f"the first echo ranges up to {np.nanmax(image.signal[0]):g}. Lower the "
+                        "threshold or set it to 0 for the automatic mask.")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fit = relaxometry.fit(
+                    image.signal, image.echo_times_ms, method=method, mask=mask,
+                    noise_sigma=noiseSigma, coils=coils, progress=progress, cancel=cancel,
+                    quantity=image.quantity, field_strength_t=image.field_strength_t)
+                summary, labels, names = self._summarize(fit, image, regions, calibration, convertField)
+                curves, fit_times = self._decay_curves(image, fit, labels, names, summary)
+            for w in caught:
+                if issubclass(w.category, RuntimeWarning):  # numpy arithmetic chatter, not advice
+                    continue
+                text = str(w.message)
+                if text not in notes:
+                    notes.append(text)
+
+            attributes = self._table_attributes(fit, image, summary, notes)
+            nodes = mrml.write_maps(desc, image, fit, reuse=reuseOutputs, scene=scene)
+            if "pdff" not in nodes and reuseOutputs:
+                mrml.remove_outputs(desc.primary, ["pdff"], scene)
+            rows = self._rows(summary)
+            nodes["table"] = mrml.write_table(desc, rows, attributes, reuse=reuseOutputs, scene=scene)
+            if curves:
+                nodes["plot"] = mrml.write_plot(desc, image.echo_times_ms, curves, fit_times,
+                                                fit.quantity, reuse=reuseOutputs, scene=scene)
+        seconds = time.perf_counter() - started
+        log.info("IronMapping: %s fitted in %.1f s (method %s)", desc.name, seconds, fit.method)
+        return IronMappingResult(nodes=nodes, fit=fit, image=image, summary=summary,
+                                 warnings=notes, seconds=seconds)
+
+    # ------------------------------------------------------------------ pieces
+
+    @staticmethod
+    def _summarize(fit, image, regions, calibration, convert_field):
+        from .quantification import summarize
+        from .relaxometry import Status
+
+        if regions is not None:
+            labels, names = regions.labels, dict(regions.label_names)
+        else:
+            labels = (fit.status == Status.FITTED).astype(np.uint16)
+            names = {1: WHOLE_IMAGE_REGION}
+        kwargs = {}
+        if convert_field:
+            kwargs["convert_field"] = True
+        if regions is not None and any(regions.terminology.values()):
+            kwargs["terminology"] = dict(regions.terminology)
+        summary = _call_tolerant(summarize, fit, labels, names, image.field_strength_t,
+                                 calibration=calibration, signal=image.signal,
+                                 echo_times_ms=image.echo_times_ms,
+                                 voxel_volume_ml=image.voxel_volume_ml, **kwargs)
+        return summary, labels, names
+
+    @staticmethod
+    def _rows(summary) -> list[dict]:
+        from .quantification import regions_table
+
+        return regions_table(summary)
+
+    @staticmethod
+    def _table_attributes(fit, image, summary, notes) -> dict:
+        pattern = summary.get("pattern") or {}
+        calibration = summary.get("calibration") or {}
+        return {
+            "Quantity": fit.quantity, "Method": fit.method,
+            "MethodReference": fit.provenance().get("method_reference", ""),
+            "EchoTimesMs": [float(t) for t in fit.echo_times_ms],
+            "FieldStrengthT": "" if image.field_strength_t is None else f"{image.field_strength_t:g}",
+            "Calibration": calibration, "Pattern": pattern.get("text", "") if isinstance(pattern, dict) else str(pattern),
+            "Units": "R2* 1/s; T2* ms; LIC mg Fe/g dry weight; volume mL",
+            "Warnings": notes, "Software": f"IronMapping {__version__}", "Version": __version__,
+            "ResearchUse": RESEARCH_USE_STATEMENT,
+            # Full-precision numbers (a saved table keeps 6 significant digits per cell).
+            "Summary": summary,
+        }
+
+    @staticmethod
+    def _decay_curves(image, fit, labels, names, summary):
+        """Mean signal per region and its ROI-averaged fit (the one in the statistics table)."""
+        values = [v for v in sorted(names) if np.any(labels == v)]
+        if not values:
+            return [], None
+        te = image.echo_times_ms
+        flat = labels.ravel().astype(np.int64)
+        counts = np.bincount(flat, minlength=max(values) + 1).astype(float)
+        means = np.empty((image.n_echoes, len(values)))
+        rms = np.empty_like(means)
+        for e in range(image.n_echoes):
+            echo = np.nan_to_num(image.signal[e]).ravel().astype(np.float64)
+            means[e] = np.bincount(flat, weights=echo, minlength=max(values) + 1)[values] / counts[values]
+            rms[e] = np.sqrt(np.bincount(flat, weights=echo * echo, minlength=max(values) + 1)[values]
+                             / counts[values])
+        roi_fits = {r.get("label_value"): (r.get("roi_fit") or {}) for r in summary.get("regions") or []}
+        fit_times = np.linspace(0.0, float(te[-1]) * 1.05, 120)
+        curves = []
+        for n, value in enumerate(values):
+            roi = roi_fits.get(value) or {}
+            curve = np.full(fit_times.size, np.nan)
+            if roi.get("r2star") is not None and roi.get("s0") is not None:
+                curve = model_curve(fit_times, roi["s0"], roi["r2star"], roi.get("method"),
+                                    fit.noise_sigma, fit.coils)
+            # The noise-corrected ROI fit works on the root-mean-square signal (see regions.roi_fit).
+            points = rms[:, n] if roi.get("method") == "noise-corrected" else means[:, n]
+            curves.append({"name": names[value], "mean": points, "fit": curve,
+                           "r2star": roi.get("r2star"), "method": roi.get("method")})
+        return curves, fit_times
+
+
+def model_curve(t_ms, s0, r2star, method=None, noise_sigma=None, coils=None):
+    """Magnitude predicted by a mono-exponential fit at echo times t_ms (ms): S0 exp(-R2* t),
+    with the magnitude noise floor sqrt(A^2 + 2 L sigma^2) for the noise-corrected model."""
+    amplitude = float(s0) * np.exp(-float(r2star) * np.asarray(t_ms, dtype=float) / 1000.0)
+    if method == "noise-corrected" and noise_sigma:
+        return np.sqrt(amplitude**2 + 2.0 * float(coils or 1.0) * float(noise_sigma) ** 2)
+    return amplitude
+
+
+def _call_tolerant(function, *args, **kwargs):
+    """Call ``function`` dropping optional keyword arguments it does not accept."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return function(*args, **kwargs)
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
+    return function(*args, **kwargs)

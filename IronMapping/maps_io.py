@@ -1,0 +1,577 @@
+"""Map and label-map files: NRRD / NIfTI through SimpleITK, with Slicer's geometry.
+
+Geometry convention
+-------------------
+IronMapping keeps Slicer's ``ijk_to_ras`` 4x4 matrix: voxel index (i, j, k) to RAS millimetres,
+arrays in KJI order ``[k, j, i]``. ITK (and so every file written here) uses LPS physical space:
+``LPS = diag(-1, -1, 1) @ RAS``, ``point = origin + direction @ (spacing * (i, j, k))``, and
+``sitk.GetArrayFromImage`` returns the same KJI order. The helpers below convert exactly.
+
+NRRD keeps the geometry to double precision; NIfTI stores it in float32 (its format), so a NIfTI
+round trip agrees to about 1e-5 mm. Every map gets its units and method in the file header
+(NRRD keys ``IronMapping.*``) and in a JSON sidecar beside it (``<name>.json``), for NIfTI
+whose header has no room for them. Voxels that were not fitted are NaN in both formats, but
+ITK's NIfTI reader (so also Slicer) shows NaN as 0: read the ``status`` map to tell them apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import __version__, RESEARCH_USE_STATEMENT
+from .errors import GeometryError, InputError
+
+_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: What each map file holds: name -> (quantity, unit, dtype, description).
+MAP_SPECS: dict[str, tuple[str, str, str, str]] = {
+    "r2star": ("R2*", "1/s", "float32", "Transverse relaxation rate R2* (R2 for spin echo)."),
+    "t2star": ("T2*", "ms", "float32", "Relaxation time T2* = 1000 / R2* (T2 for spin echo)."),
+    "s0": ("S0", "a.u.", "float32", "Signal extrapolated to echo time 0, scanner units."),
+    "quality": ("R^2", "1", "float32", "Coefficient of determination of the fit, 0..1."),
+    "status": ("status", "code", "uint8", "Why a voxel was or was not fitted (codes in the sidecar)."),
+    "r2star_sd": ("SD of R2*", "1/s", "float32", "Uncertainty (standard deviation) of R2*."),
+    "lic": ("LIC", "mg Fe/g dry weight", "float32",
+            "Liver iron concentration from R2*, in liver voxels only (NaN elsewhere)."),
+    "pdff": ("PDFF", "%", "float32", "Proton density fat fraction from the fat-water fit."),
+}
+
+FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
+
+
+# --------------------------------------------------------------------------- geometry
+
+def sitk_geometry(ijk_to_ras) -> tuple[tuple, tuple, tuple]:
+    """Split a Slicer ``ijk_to_ras`` (4x4) into ITK ``(origin, spacing, direction)`` in LPS.
+
+    ``direction`` is the row-major flattened 3x3 matrix SimpleITK expects.
+    """
+    m = np.asarray(ijk_to_ras, dtype=np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise GeometryError(
+            f"ijk_to_ras must be a finite 4x4 matrix; got {np.shape(m)}. Read the image with "
+            "IronMapping's readers so its geometry is set.")
+    lps = _LPS_FROM_RAS @ m
+    columns = lps[:3, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    if np.any(spacing <= 0) or abs(np.linalg.det(columns)) < 1e-12 * np.prod(spacing):
+        raise GeometryError(
+            f"The voxel axes of ijk_to_ras are degenerate (spacing {spacing.tolist()} mm). "
+            "Check the image geometry; every voxel axis needs a non-zero size and direction.")
+    direction = columns / spacing
+    return tuple(lps[:3, 3].tolist()), tuple(spacing.tolist()), tuple(direction.ravel().tolist())
+
+
+def ijk_to_ras_from_sitk(image) -> np.ndarray:
+    """The Slicer ``ijk_to_ras`` (4x4, RAS mm) of a 3-D SimpleITK image."""
+    if image.GetDimension() != 3:
+        raise GeometryError(f"Expected a 3-D image, got {image.GetDimension()}-D.")
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
+    lps[:3, 3] = image.GetOrigin()
+    return _LPS_FROM_RAS @ lps
+
+
+def image_from_array(array, ijk_to_ras):
+    """A SimpleITK image of ``array`` [k, j, i] placed by ``ijk_to_ras``."""
+    import SimpleITK as sitk
+
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise InputError(f"Maps and label maps are 3-D [k, j, i]; got shape {array.shape}.")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    origin, spacing, direction = sitk_geometry(ijk_to_ras)
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    return image
+
+
+def same_grid(shape_a, ijk_to_ras_a, shape_b, ijk_to_ras_b, tol_mm: float = 1e-3) -> bool:
+    """True when two grids have the same shape and voxel positions (within ``tol_mm``)."""
+    if tuple(shape_a) != tuple(shape_b):
+        return False
+    a = np.asarray(ijk_to_ras_a, dtype=np.float64)
+    b = np.asarray(ijk_to_ras_b, dtype=np.float64)
+    extent = np.array(shape_a[::-1], dtype=np.float64)  # voxel counts along i, j, k
+    # Largest displacement of any corner of the grid between the two matrices.
+    corners = np.array(np.meshgrid(*[[0.0, n - 1] for n in extent], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    return bool(np.max(np.abs((a - b) @ corners)) <= tol_mm)
+
+
+# --------------------------------------------------------------------------- volumes
+
+@dataclass
+class Volume:
+    """A 3-D array [k, j, i] with its Slicer geometry and file header."""
+
+    array: np.ndarray
+    ijk_to_ras: np.ndarray
+    metadata: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _check_readable(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} {str(path)!r} does not exist. Check the path.")
+    if path.is_dir():
+        raise InputError(f"{what} {str(path)!r} is a folder; give the file itself.")
+
+
+def read_volume(path) -> Volume:
+    """Read a 3-D NRRD / NIfTI / MetaImage volume; returns array [k, j, i] and ``ijk_to_ras``."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    _check_readable(path, "Volume")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(
+            f"Cannot read {str(path)!r} as an image ({_first_line(exc)}). Give a NRRD (.nrrd) or "
+            "NIfTI (.nii, .nii.gz) file.") from None
+    return _volume_from_image(image, path)
+
+
+def _volume_from_image(image, path) -> Volume:
+    import SimpleITK as sitk
+
+    metadata = {k: image.GetMetaData(k) for k in image.GetMetaDataKeys()}
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise InputError(
+            f"{str(path)!r} is a {image.GetDimension()}-D image; a 3-D volume was expected.")
+    return Volume(sitk.GetArrayFromImage(image), ijk_to_ras_from_sitk(image), metadata, Path(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def output_path(out_dir, name: str, fmt: str = "nrrd") -> Path:
+    """Where map ``name`` goes in ``out_dir`` for format ``fmt`` ("nrrd" or "nifti")."""
+    if fmt not in FORMATS:
+        raise InputError(f"Unknown map format {fmt!r}; choose one of {sorted(FORMATS)}.")
+    return Path(out_dir) / f"{name}{FORMATS[fmt]}"
+
+
+def sidecar_path(map_path) -> Path:
+    """The JSON sidecar beside a map file (``r2star.nii.gz`` -> ``r2star.json``)."""
+    p = Path(map_path)
+    stem = p.name
+    for ext in (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".nhdr", ".mha"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    return p.with_name(stem + ".json")
+
+
+def write_volume(path, array, ijk_to_ras, metadata: Mapping[str, Any] | None = None,
+                 sidecar: bool = True, compress: bool = True) -> Path:
+    """Write a 3-D array [k, j, i] with its geometry; header keys and a JSON sidecar.
+
+    Parameters
+    ----------
+    path : output file, ``.nrrd`` or ``.nii`` / ``.nii.gz``.
+    array : 3-D array [k, j, i].
+    ijk_to_ras : 4x4 Slicer geometry.
+    metadata : JSON-able dict written to the sidecar; its scalar entries also become
+        ``IronMapping.<key>`` NRRD header keys.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    image = image_from_array(array, ijk_to_ras)
+    metadata = dict(metadata or {})
+    is_nifti = path.name.endswith((".nii", ".nii.gz"))
+    if is_nifti and not np.allclose(
+            np.asarray(image.GetDirection()).reshape(3, 3) @ np.asarray(image.GetDirection()).reshape(3, 3).T,
+            np.eye(3), atol=1e-4):
+        raise GeometryError(
+            f"{path.name}: the voxel axes are not perpendicular (sheared geometry), which NIfTI "
+            "cannot store. Write NRRD instead (--format nrrd).")
+    for key, value in metadata.items():
+        if isinstance(value, (str, int, float, bool)) and not is_nifti:
+            image.SetMetaData(f"IronMapping.{key}", str(value))
+    if is_nifti:
+        note = " ".join(f"{k}={metadata[k]}" for k in ("quantity", "unit") if k in metadata)
+        image.SetMetaData("ITK_FileNotes", f"IronMapping {note}"[:79])
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(path))
+    writer.SetUseCompression(bool(compress))
+    if compress and not is_nifti:
+        writer.SetCompressionLevel(1)  # fast gzip: maps are large and mostly incompressible floats
+    try:
+        writer.Execute(image)
+    except RuntimeError as exc:
+        raise InputError(f"Cannot write {str(path)!r} ({_first_line(exc)}). Check the folder "
+                         "exists and is writable.") from None
+    if sidecar:
+        _write_json(sidecar_path(path), metadata)
+    return path
+
+
+def _write_json(path: Path, payload) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=False) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _status_codes() -> dict[str, str]:
+    """Status code -> sentence, from the engine's Status enum (empty if unavailable)."""
+    try:
+        from .relaxometry import Status
+    except ImportError:  # the engine is optional for reading/writing plain maps
+        return {}
+    codes = {}
+    for member in Status:
+        try:
+            codes[str(int(member))] = f"{member.name}: {Status.describe(int(member))}"
+        except Exception:  # describe() is a convenience; the name alone still documents it
+            codes[str(int(member))] = member.name
+    return codes
+
+
+def map_metadata(name: str, provenance: Mapping[str, Any] | None = None,
+                 quantity_override: str | None = None, extra: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """Header / sidecar content for map ``name`` (see :data:`MAP_SPECS`)."""
+    quantity, unit, _, description = MAP_SPECS[name]
+    if quantity_override == "T2" and name in ("r2star", "t2star", "r2star_sd"):
+        quantity = quantity.replace("*", "")
+        description = description.replace("R2*", "R2").replace("T2*", "T2")
+    prov = dict(provenance or {})
+    meta: dict[str, Any] = {
+        "map": name,
+        "quantity": quantity,
+        "unit": unit,
+        "description": description,
+        "method": prov.get("method", ""),
+        "echo_times_ms": prov.get("echo_times_ms"),
+        "software": f"IronMapping {__version__}",
+        "research_use": RESEARCH_USE_STATEMENT,
+    }
+    if name == "status":
+        meta["status_codes"] = _status_codes()
+    if extra:
+        meta.update(extra)
+    meta["provenance"] = prov
+    if isinstance(meta["echo_times_ms"], (list, tuple, np.ndarray)):
+        meta["echo_times_ms"] = [float(t) for t in meta["echo_times_ms"]]
+    return meta
+
+
+def write_maps(out_dir, maps: Mapping[str, np.ndarray], ijk_to_ras, fmt: str = "nrrd",
+               provenance: Mapping[str, Any] | None = None, quantity: str = "T2*",
+               extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
+    """Write each map of ``maps`` (name -> array [k, j, i]) to ``out_dir``; returns name -> path.
+
+    Names must be keys of :data:`MAP_SPECS`. ``provenance`` (the fit's) goes into every sidecar;
+    ``extra`` adds per-map sidecar entries (e.g. the LIC calibration and its source).
+    """
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+    for name, array in maps.items():
+        if name not in MAP_SPECS:
+            raise InputError(f"Unknown map name {name!r}; known maps: {sorted(MAP_SPECS)}.")
+        dtype = MAP_SPECS[name][2]
+        meta = map_metadata(name, provenance, quantity, (extra or {}).get(name))
+        path = output_path(out_dir, name, fmt)
+        write_volume(path, np.asarray(array, dtype=dtype), ijk_to_ras, meta)
+        written[name] = path
+    return written
+
+
+# --------------------------------------------------------------------------- label maps
+
+@dataclass
+class LabelMap:
+    """Integer regions on a voxel grid.
+
+    Attributes
+    ----------
+    labels : int array [k, j, i]; 0 is background.
+    ijk_to_ras : 4x4 Slicer geometry of ``labels``.
+    names : {label value: region name}.
+    source : where it came from (file path, "phantom", ...).
+    warnings : things the user should know (overlapping segments, resampling, ...).
+    terminology : {label value: Slicer TerminologyEntry tag} from a .seg.nrrd (organ codes).
+    """
+
+    labels: np.ndarray
+    ijk_to_ras: np.ndarray
+    names: dict[int, str] = field(default_factory=dict)
+    source: str = ""
+    warnings: list[str] = field(default_factory=list)
+    terminology: dict[int, str] = field(default_factory=dict)
+
+
+_SEGMENT_KEY = re.compile(r"^Segment(\d+)_(\w+)$")
+
+
+def is_segmentation_file(path) -> bool:
+    return Path(path).name.lower().endswith(".seg.nrrd")
+
+
+def read_label_names(path) -> dict[int, str]:
+    """Label value -> name from a CSV (``value,name``) or a Slicer colour table.
+
+    Accepted: a two-column CSV with or without a header row; Slicer's CSV colour table
+    (columns ``LabelValue``, ``Name``); Slicer's ``.ctbl`` / ``.txt`` colour table
+    (``value name r g b a`` per line, ``#`` comments, underscores standing for spaces).
+    Value 0 (background) is dropped.
+    """
+    path = Path(path)
+    _check_readable(path, "Label-name file")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    suffix = path.suffix.lower()
+    names: dict[int, str] = {}
+    if suffix in (".ctbl", ".txt"):
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            value = _label_value(parts[0], path, n)
+            if len(parts) < 2:
+                raise InputError(f"{path.name} line {n}: expected 'value name r g b a', got "
+                                 f"{line!r}.")
+            names[value] = parts[1].replace("_", " ")
+    else:
+        rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+        if not rows:
+            raise InputError(f"{path.name} is empty; write one 'value,name' line per label.")
+        header = [c.strip().lower() for c in rows[0]]
+        value_col, name_col, start = 0, 1, 0
+        if "labelvalue" in header and "name" in header:  # Slicer's CSV colour table
+            value_col, name_col, start = header.index("labelvalue"), header.index("name"), 1
+        elif "value" in header and "name" in header:
+            value_col, name_col, start = header.index("value"), header.index("name"), 1
+        elif not _is_int(rows[0][0]):
+            start = 1  # some other header row
+        for n, row in enumerate(rows[start:], start + 1):
+            if len(row) <= max(value_col, name_col):
+                raise InputError(f"{path.name} line {n}: expected 'value,name', got {row!r}.")
+            names[_label_value(row[value_col], path, n)] = row[name_col].strip()
+    names.pop(0, None)
+    if not names:
+        raise InputError(f"{path.name} names no label other than 0 (background). Write one "
+                         "'value,name' line per region, e.g. '1,liver'.")
+    return names
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text.strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _label_value(text: str, path: Path, line: int) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise InputError(f"{path.name} line {line}: label value {text!r} is not an integer. "
+                         "Each line must start with the integer label value.") from None
+
+
+def read_labels(path, names_path=None, reference_shape=None, reference_ijk_to_ras=None
+                ) -> LabelMap:
+    """Read a label map (NRRD / NIfTI label volume or Slicer ``.seg.nrrd``).
+
+    Names come from ``names_path`` (see :func:`read_label_names`), else from the segment names
+    embedded in a ``.seg.nrrd``, else from a ``value,name`` CSV beside the label file
+    (``<stem>.csv``) or default to ``"label <value>"``. With ``reference_shape`` and
+    ``reference_ijk_to_ras`` the labels are resampled (nearest neighbour) onto that grid.
+    """
+    path = Path(path)
+    _check_readable(path, "Label map")
+    if is_segmentation_file(path):
+        label_map = _read_segmentation(path)
+    else:
+        volume = read_volume(path)
+        array = volume.array
+        if not np.issubdtype(array.dtype, np.integer):
+            rounded = np.rint(array)
+            if not np.array_equal(rounded[np.isfinite(array)], array[np.isfinite(array)]):
+                raise InputError(
+                    f"{path.name} holds non-integer values; a label map needs integer labels "
+                    "(0 background, 1, 2, ... per region). Did you pass an image instead?")
+            array = np.nan_to_num(rounded).astype(np.int32)
+        if array.min() < 0:
+            raise InputError(f"{path.name} has negative label values; use 0 for background "
+                             "and positive integers for regions.")
+        label_map = LabelMap(array.astype(np.int32, copy=False), volume.ijk_to_ras, {}, str(path))
+    present = [int(v) for v in np.unique(label_map.labels) if v != 0]
+    if names_path is not None:
+        names = read_label_names(names_path)
+        label_map.names = {v: names[v] for v in present if v in names}
+        missing = [v for v in present if v not in names]
+        if missing:
+            label_map.warnings.append(
+                f"Label values {missing} have no name in {Path(names_path).name}; they are "
+                "reported as 'label <value>'.")
+            label_map.names.update({v: f"label {v}" for v in missing})
+    elif not label_map.names:
+        beside = _names_beside(path)
+        names = read_label_names(beside) if beside else {}
+        label_map.names = {v: names.get(v, f"label {v}") for v in present}
+    if reference_shape is not None and reference_ijk_to_ras is not None:
+        label_map = resample_labels(label_map, reference_shape, reference_ijk_to_ras)
+    return label_map
+
+
+def _names_beside(path: Path) -> Path | None:
+    stem = path.name
+    for ext in (".seg.nrrd", ".nii.gz", ".nrrd", ".nii", ".nhdr", ".mha"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    for suffix in (".csv", ".ctbl", ".txt"):
+        candidate = path.with_name(stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_segmentation(path: Path) -> LabelMap:
+    """Merge a Slicer ``.seg.nrrd`` (one or more layers) into one label array.
+
+    Segments are renumbered 1..N in file order. Where segments on different layers overlap,
+    the voxel goes to the later segment and a warning says how many voxels were affected.
+    """
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"Cannot read {path.name} as a Slicer segmentation "
+                         f"({_first_line(exc)}).") from None
+    segments: dict[int, dict[str, str]] = {}
+    for key in image.GetMetaDataKeys():
+        m = _SEGMENT_KEY.match(key)
+        if m:
+            segments.setdefault(int(m.group(1)), {})[m.group(2)] = image.GetMetaData(key)
+    if not segments:
+        raise InputError(f"{path.name} has no Segment0_* header keys, so it is not a Slicer "
+                         "segmentation. Save it from Slicer's Segmentations module, or pass a "
+                         "plain label map with --label-names.")
+    n_layers = image.GetNumberOfComponentsPerPixel()
+    if image.GetDimension() == 4:  # obsolete 4-D spatial form: one 3-D volume per layer
+        layer_images = [image[:, :, :, n] for n in range(image.GetSize()[3])]
+        data = np.stack([sitk.GetArrayFromImage(im) for im in layer_images], axis=-1)
+        geometry_image = layer_images[0]
+    else:
+        data = sitk.GetArrayFromImage(image)
+        if n_layers == 1:
+            data = data[..., np.newaxis]
+        geometry_image = image
+    ijk_to_ras = _segmentation_geometry(geometry_image)
+    merged = np.zeros(data.shape[:3], dtype=np.int32)
+    names: dict[int, str] = {}
+    terminology: dict[int, str] = {}
+    warnings: list[str] = []
+    for new_value, index in enumerate(sorted(segments), 1):
+        seg = segments[index]
+        name = seg.get("Name") or f"segment {index}"
+        layer = int(seg.get("Layer", 0))
+        value = int(seg.get("LabelValue", 1))
+        if layer >= data.shape[-1]:
+            raise InputError(f"{path.name}: segment {name!r} is on layer {layer} but the file "
+                             f"has {data.shape[-1]} layer(s). Re-save it from Slicer.")
+        voxels = data[..., layer] == value
+        overlap = int(np.count_nonzero(voxels & (merged != 0)))
+        if overlap:
+            warnings.append(
+                f"Segment {name!r} overlaps earlier segments in {overlap} voxels; those voxels "
+                f"are counted in {name!r} only.")
+        merged[voxels] = new_value
+        names[new_value] = name
+        entry = _terminology_entry(seg.get("Tags", ""))
+        if entry:
+            terminology[new_value] = entry
+    return LabelMap(merged, ijk_to_ras, names, str(path), warnings, terminology)
+
+
+def _terminology_entry(tags: str) -> str | None:
+    """The TerminologyEntry of a segment's ``Segment<N>_Tags`` value (``key:value|...``)."""
+    for item in tags.split("|"):
+        key, _, value = item.partition(":")
+        if key == "TerminologyEntry" and value:
+            return value
+    return None
+
+
+def _segmentation_geometry(image) -> np.ndarray:
+    return ijk_to_ras_from_sitk(image)
+
+
+def resample_labels(label_map: LabelMap, shape, ijk_to_ras) -> LabelMap:
+    """``label_map`` on the grid (``shape`` [k, j, i], ``ijk_to_ras``), nearest neighbour.
+
+    Same grid: returned unchanged. Otherwise (cropped Slicer segmentations, other resolution)
+    each target voxel takes the label at its centre; voxels outside the label map get 0.
+    """
+    shape = tuple(int(s) for s in shape)
+    if same_grid(label_map.labels.shape, label_map.ijk_to_ras, shape, ijk_to_ras):
+        return label_map
+    import SimpleITK as sitk
+
+    source = image_from_array(label_map.labels.astype(np.int32), label_map.ijk_to_ras)
+    reference = image_from_array(np.zeros(shape, dtype=np.uint8), ijk_to_ras)
+    resampled = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                              sitk.sitkInt32)
+    labels = sitk.GetArrayFromImage(resampled)
+    before = {int(v) for v in np.unique(label_map.labels) if v}
+    after = {int(v) for v in np.unique(labels) if v}
+    warnings = list(label_map.warnings)
+    if before and not after:
+        raise GeometryError(
+            f"The label map {label_map.source or ''} does not overlap the image at all. Check "
+            "that it was drawn on this series (same patient position and frame of reference).")
+    if before - after:
+        lost = sorted(before - after)
+        warnings.append(f"Labels {[label_map.names.get(v, v) for v in lost]} fall outside the "
+                        "image after resampling onto its grid and are not reported.")
+    if not _is_voxel_shift(label_map.ijk_to_ras, ijk_to_ras):
+        warnings.append("The label map has another voxel size or orientation than the image; it "
+                        "was resampled (nearest neighbour) onto the image grid.")
+    return LabelMap(labels.astype(np.int32), np.asarray(ijk_to_ras, dtype=np.float64),
+                    dict(label_map.names), label_map.source, warnings,
+                    dict(label_map.terminology))
+
+
+def _is_voxel_shift(a, b, tol: float = 1e-3) -> bool:
+    """True when grid ``a`` is grid ``b`` shifted by whole voxels (e.g. a cropped segmentation)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if not np.allclose(a[:3, :3], b[:3, :3], atol=tol * 1e-1):
+        return False
+    shift = np.linalg.solve(b[:3, :3], a[:3, 3] - b[:3, 3])
+    return bool(np.allclose(shift, np.round(shift), atol=tol))

@@ -1,0 +1,465 @@
+"""Voxel-wise R2*/T2* (or R2/T2) mapping from magnitude multi-echo data.
+
+    >>> from IronMapping.relaxometry import fit
+    >>> result = fit(signal, echo_times_ms)          # signal: [echo, ...spatial]
+    >>> result.r2star, result.t2star, result.status
+
+Methods (``method=``):
+
+=================  ===========================================================================
+"auto"             the default: "noise-corrected" (see README's accuracy table for why)
+"noise-corrected"  squared-signal fit with the noise floor 2 L sigma^2 (Feng et al. 2013,
+                   MRM 70:1765); iteratively reweighted with Var(S^2)
+"ml"               noncentral-chi maximum likelihood, known sigma and L (Fisher scoring)
+"truncation"       drop late echoes near the noise floor (SNR < 2), then least squares
+                   (He et al. 2008, MRM 60:1082; Pennell group / CMRtools practice)
+"offset"           S0 exp(-R2* t) + C (Ghugre et al. 2006, JMRI 23:9)
+"nlls"             mono-exponential least squares, Gaussian noise
+"loglinear"        log-linear least squares weighted by S^2
+"arlo"             auto-regression on linear operations (Pei et al. 2015, MRM 73:843);
+                   uniformly spaced echoes only
+"fat-water"        water, fat (six-peak spectrum) and one R2* from magnitude data
+                   (MAGO/MAGORINO; Triay Bagur 2019, Bray 2023); needs field_strength_t
+=================  ===========================================================================
+
+The work is split into blocks of voxels that run on all cores (numpy releases the GIL), so
+memory stays bounded and a cancel request is honoured within one block.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Callable
+
+import numpy as np
+
+from . import __version__, estimators
+from .errors import EchoTimeError, FitCancelled, InputError
+from .noise import (NoiseEstimate, automatic_mask, estimate_noise_background,
+                    estimate_noise_differences, otsu_threshold)
+
+
+class Status(IntEnum):
+    """Per-voxel outcome of the fit (the `status` map)."""
+
+    MASKED = 0
+    FITTED = 1
+    TOO_FEW_ECHOES = 2
+    NOT_CONVERGED = 3
+    OUT_OF_RANGE = 4
+    INVALID_SIGNAL = 5
+
+    @classmethod
+    def describe(cls, code) -> str:
+        return _STATUS_TEXT[cls(int(code))]
+
+
+_STATUS_TEXT = {
+    Status.MASKED: "masked out (background or outside the given mask); not fitted",
+    Status.FITTED: "fitted",
+    Status.TOO_FEW_ECHOES: "too few usable echoes (fewer than two with signal above zero)",
+    Status.NOT_CONVERGED: "fit did not converge",
+    Status.OUT_OF_RANGE: "fitted value outside the physical range (R2* < 0 or T2* shorter than a third of the first echo time)",
+    Status.INVALID_SIGNAL: "invalid signal (not a number, infinite or negative in at least one echo)",
+}
+
+METHODS = ("auto", "noise-corrected", "ml", "truncation", "offset", "nlls", "loglinear",
+           "arlo", "fat-water")
+DEFAULT_METHOD = "noise-corrected"
+NOISE_AWARE = {"noise-corrected", "ml", "truncation", "fat-water"}
+_MIN_ECHOES = {"offset": 3, "arlo": 3, "fat-water": 3}
+_KERNELS = {
+    "noise-corrected": estimators.noise_corrected,
+    "ml": estimators.maximum_likelihood,
+    "truncation": estimators.truncation,
+    "offset": estimators.offset,
+    "nlls": estimators.nlls,
+    "loglinear": estimators.loglinear,
+    "arlo": estimators.arlo,
+}
+BLOCK_VOXELS = 8192
+
+
+@dataclass
+class RelaxometryFit:
+    """Parametric maps of one fit; arrays have the spatial shape of the input.
+
+    r2star : float32, 1/s (R2 when quantity is "T2"); NaN where status != FITTED
+    t2star : float32, ms (1000 / r2star); NaN where R2* <= 0 (decay too slow to measure)
+    s0 : float32, signal extrapolated to TE = 0 (input units)
+    quality : float32, coefficient of determination R^2 of the fitted magnitude curve
+    uncertainty : float32, standard deviation of R2* in 1/s from the Fisher information
+    status : uint8, `Status` codes
+    echoes_used : uint8, number of echoes that entered the fit (truncation varies per voxel)
+    maps : extra maps, e.g. "offset" (offset model) or "pdff" (%, fat-water)
+    """
+
+    r2star: np.ndarray
+    t2star: np.ndarray
+    s0: np.ndarray
+    quality: np.ndarray
+    uncertainty: np.ndarray
+    status: np.ndarray
+    echoes_used: np.ndarray
+    method: str
+    echo_times_ms: np.ndarray
+    noise_sigma: float | None
+    coils: float | None
+    noise_source: str
+    quantity: str = "T2*"
+    requested_method: str = "auto"
+    field_strength_t: float | None = None
+    maps: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def fitted(self) -> np.ndarray:
+        return self.status == Status.FITTED
+
+    def status_counts(self) -> dict:
+        codes, counts = np.unique(self.status, return_counts=True)
+        return {Status(int(c)).name.lower(): int(n) for c, n in zip(codes, counts)}
+
+    def provenance(self) -> dict:
+        """JSON-able description of how these maps were made."""
+        return {
+            "software": f"IronMapping {__version__}",
+            "quantity": self.quantity,
+            "method": self.method,
+            "requested_method": self.requested_method,
+            "method_reference": METHOD_REFERENCES.get(self.method, ""),
+            "echo_times_ms": [float(t) for t in self.echo_times_ms],
+            "noise_sigma": None if self.noise_sigma is None else float(self.noise_sigma),
+            "coils": None if self.coils is None else float(self.coils),
+            "noise_source": self.noise_source,
+            "field_strength_t": self.field_strength_t,
+            "status_counts": self.status_counts(),
+            "warnings": list(self.warnings),
+        }
+
+
+METHOD_REFERENCES = {
+    "noise-corrected": "Feng Y et al. MRM 2013;70:1765-1774, doi:10.1002/mrm.24607 (squared signal with noise floor)",
+    "ml": "Noncentral-chi maximum likelihood (Rician for one coil); cf. Bray et al. MRM 2023, doi:10.1002/mrm.29493",
+    "truncation": "He T et al. MRM 2008;60:1082-1089 (truncation model; stop at SNR ~2)",
+    "offset": "Ghugre NR et al. JMRI 2006;23:9-16 (exponential plus constant offset)",
+    "nlls": "Mono-exponential least squares",
+    "loglinear": "Log-linear least squares weighted by S^2",
+    "arlo": "Pei M et al. MRM 2015;73:843-850 (ARLO)",
+    "fat-water": "Triay Bagur A et al. MRM 2019 (MAGO); Bray TJP et al. MRM 2023, doi:10.1002/mrm.29493 (MAGORINO)",
+}
+
+
+def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "auto") -> np.ndarray:
+    """Validate echo times (ms) and return them as float64; raise EchoTimeError with advice."""
+    if echo_times_ms is None:
+        raise EchoTimeError(
+            "No echo times were given. Give one echo time in milliseconds per echo "
+            "(they are in the DICOM tag EchoTime (0018,0081) or the dcm2niix JSON sidecar).")
+    te = np.asarray(echo_times_ms, dtype=np.float64).ravel()
+    if n_echoes is not None and te.size != n_echoes:
+        raise EchoTimeError(
+            f"The signal has {n_echoes} echoes but {te.size} echo times were given. "
+            "Give exactly one echo time (ms) per echo, in the order of the echo axis (axis 0).")
+    if te.size < 2:
+        raise EchoTimeError(
+            f"R2*/T2* needs at least two echoes; got {te.size}. Load the whole multi-echo series.")
+    if not np.all(np.isfinite(te)) or np.any(te < 0):
+        raise EchoTimeError(f"Echo times must be finite and not negative; got {te.tolist()} ms.")
+    if np.any(np.diff(te) == 0):
+        raise EchoTimeError(
+            f"Duplicate echo times {te.tolist()} ms: each echo needs its own echo time. "
+            "Check that the series was not loaded twice.")
+    if np.any(np.diff(te) < 0):
+        raise EchoTimeError(
+            f"Echo times are not in increasing order: {te.tolist()} ms. Sort the echoes and "
+            "their echo times together (e.g. order = np.argsort(te); signal[order], te[order]).")
+    if te[-1] < 0.5:
+        raise EchoTimeError(
+            f"Echo times {te.tolist()} look like seconds, not milliseconds. Multiply by 1000.")
+    need = _MIN_ECHOES.get(method, 2)
+    if te.size < need:
+        raise EchoTimeError(f"Method {method!r} needs at least {need} echoes; got {te.size}.")
+    if method == "arlo":
+        spacing = np.diff(te)
+        if np.ptp(spacing) > 1e-3 * spacing.mean():
+            raise EchoTimeError(
+                f"ARLO needs uniformly spaced echoes; the spacings are {np.round(spacing, 4).tolist()} ms. "
+                "Use method='noise-corrected' or 'nlls' for non-uniform echo spacing.")
+    return te
+
+
+def resolve_method(method: str, quantity: str = "T2*") -> str:
+    if method not in METHODS:
+        raise InputError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
+    return DEFAULT_METHOD if method == "auto" else method
+
+
+def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None) -> NoiseEstimate | None:
+    """Noise as given, else from background air (None when there is too little of it).
+
+    Background is what lies outside Otsu's threshold of the first echo (and outside the mask),
+    kept two voxels away from tissue so that edges and partial volume do not count as noise.
+    """
+    if noise_sigma is not None:
+        if not np.isfinite(noise_sigma) or noise_sigma <= 0:
+            raise InputError(f"noise_sigma must be a positive number; got {noise_sigma}.")
+        return NoiseEstimate(float(noise_sigma), float(coils or 1.0), "given")
+    if coils is not None and coils < 1:
+        raise InputError(f"coils must be at least 1; got {coils}.")
+    first = np.nan_to_num(signal2d[0], nan=0.0)
+    rough = first > otsu_threshold(first[first > 0]) if np.any(first > 0) else first > 0
+    if mask_flat is not None:
+        rough |= mask_flat
+    if spatial is not None and len(spatial) >= 2:
+        from scipy import ndimage
+
+        rough = ndimage.binary_dilation(rough.reshape(spatial), iterations=2).reshape(-1)
+    background = ~rough
+    samples = signal2d[:, background]
+    if np.count_nonzero(samples > 0) >= 1000:
+        try:
+            return estimate_noise_background(samples, coils)
+        except InputError:
+            pass
+    return None
+
+
+def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: float | None = None,
+        coils: float | None = None, progress: Callable[[float], None] | None = None,
+        cancel: Callable[[], bool] | None = None, quantity: str = "T2*",
+        field_strength_t: float | None = None, **options) -> RelaxometryFit:
+    """Fit R2* (1/s) and T2* (ms) in every voxel.
+
+    Parameters
+    ----------
+    signal : array (n_echoes, ...) of magnitudes, echo axis first, any spatial shape.
+    echo_times_ms : (n_echoes,) strictly increasing echo times in ms.
+    method : one of METHODS; "auto" is "noise-corrected".
+    mask : bool array of the spatial shape; None makes one from the first echo.
+    noise_sigma, coils : noise SD per channel (signal units) and receive coil count L; when
+        None they are estimated from background air (noncentral-chi moments).
+    progress : called with the finished fraction (0..1) from the calling thread.
+    cancel : polled between blocks; returning True raises FitCancelled.
+    quantity : "T2*" (gradient echo) or "T2" (spin echo); only labels the result.
+    field_strength_t : main field in tesla (needed by "fat-water").
+    """
+    requested = method
+    method = resolve_method(method, quantity)
+    if quantity not in ("T2*", "T2"):
+        raise InputError(f"quantity must be 'T2*' or 'T2', not {quantity!r}.")
+    signal = np.asarray(signal)
+    if signal.ndim < 2:
+        raise InputError(
+            f"signal must have the echo axis first and at least one spatial axis; got shape {signal.shape}.")
+    if not np.issubdtype(signal.dtype, np.number) or np.iscomplexobj(signal):
+        raise InputError("signal must hold real magnitude values; take np.abs() of complex data first.")
+    te_ms = check_echo_times(echo_times_ms, signal.shape[0], method)
+    if method == "fat-water" and field_strength_t is None:
+        raise InputError("method='fat-water' needs field_strength_t (tesla) to place the fat peaks.")
+    spatial = signal.shape[1:]
+    n_vox = int(np.prod(spatial))
+    y2d = signal.reshape(signal.shape[0], n_vox)
+
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != spatial:
+            raise InputError(
+                f"mask has shape {mask.shape} but the signal's spatial shape is {spatial}. "
+                "Resample the mask onto the echo grid first.")
+        mask_flat = mask.reshape(-1).astype(bool)
+    else:
+        mask_flat = None
+
+    notes = []
+    noise = resolve_noise(y2d, mask_flat, noise_sigma, coils, spatial)
+    if mask_flat is None:
+        mask_flat = automatic_mask(y2d[0], noise)
+        if noise is None:
+            notes.append("automatic mask from Otsu's threshold on the first echo (no background to measure noise)")
+    if noise is None and method in NOISE_AWARE | {"auto"}:
+        try:
+            noise = estimate_noise_differences(
+                signal, mask_flat.reshape(spatial), coils) if len(spatial) >= 1 else None
+        except InputError:
+            raise InputError(
+                f"Method {method!r} needs the noise level, but the image has no background air and "
+                "too little tissue to estimate it. Give noise_sigma (and coils) explicitly, or use "
+                "method='nlls'.") from None
+        notes.append("noise estimated from neighbour differences in tissue: no usable background")
+    if noise is not None and noise.source == "background" and coils is None and noise.coils > 1.5:
+        notes.append(f"effective coil count {noise.coils:.2f} estimated from the background noise distribution")
+
+    index = np.flatnonzero(mask_flat)
+    out_r2 = np.full(n_vox, np.nan, np.float32)
+    out_s0 = np.full(n_vox, np.nan, np.float32)
+    out_q = np.full(n_vox, np.nan, np.float32)
+    out_u = np.full(n_vox, np.nan, np.float32)
+    out_status = np.zeros(n_vox, np.uint8)
+    out_used = np.zeros(n_vox, np.uint8)
+    extra_maps: dict[str, np.ndarray] = {}
+    lock = threading.Lock()
+
+    t_s = te_ms / 1000.0
+    r2_max = 3.0 / t_s[0] if t_s[0] > 0 else np.inf
+    kernel = _kernel_for(method, field_strength_t, options)
+    sigma = noise.sigma if noise is not None else None
+    n_coils = noise.coils if noise is not None else 1.0
+    stop = threading.Event()
+
+    def run(block):
+        if stop.is_set():
+            return 0
+        idx = index[block]
+        y = y2d[:, idx].astype(np.float64)
+        invalid = ~np.isfinite(y.sum(0)) | (y.min(0) < 0)
+        if invalid.any():
+            y[:, invalid] = np.where(np.isfinite(y[:, invalid]), np.maximum(y[:, invalid], 0.0), 0.0)
+        bf = kernel(y, t_s, sigma=sigma, coils=n_coils)
+        status, quality, uncert = _assess(y, t_s, bf, method, sigma, n_coils, invalid, r2_max)
+        ok = status == Status.FITTED
+        out_r2[idx] = np.where(ok, bf.r2star, np.nan)
+        out_s0[idx] = np.where(invalid, np.nan, bf.s0)
+        out_q[idx] = np.where(invalid, np.nan, quality)
+        out_u[idx] = np.where(ok, uncert, np.nan)
+        out_status[idx] = status
+        out_used[idx] = np.clip(bf.echoes_used, 0, 255)
+        for name, values in bf.extra.items():
+            if name.startswith("_"):
+                continue
+            with lock:
+                if name not in extra_maps:
+                    extra_maps[name] = np.full(n_vox, np.nan, np.float32)
+            extra_maps[name][idx] = values
+        return idx.size
+
+    blocks = [slice(i, min(i + BLOCK_VOXELS, index.size)) for i in range(0, index.size, BLOCK_VOXELS)]
+    workers = max(1, min(options.get("workers") or os.cpu_count() or 1, len(blocks)))
+    done = 0
+    if progress is not None:
+        progress(0.0)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = {pool.submit(run, b) for b in blocks}
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    done += f.result()
+                if cancel is not None and cancel():
+                    raise FitCancelled("The fit was cancelled; no maps were produced.")
+                if progress is not None and finished:
+                    progress(done / max(index.size, 1))
+        except BaseException:
+            stop.set()
+            for f in pending:
+                f.cancel()
+            raise
+    if progress is not None:
+        progress(1.0)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t2 = np.where((out_status == Status.FITTED) & (out_r2 > 0), 1000.0 / out_r2, np.nan).astype(np.float32)
+    n_fit = int(np.count_nonzero(out_status == Status.FITTED))
+    if n_fit and method in ("loglinear", "nlls", "arlo"):
+        short = np.count_nonzero(t2[out_status == Status.FITTED] < 2.0 * te_ms[0] + 5.0) / n_fit
+        if short > 0.3:
+            notes.append(
+                f"{100 * short:.0f}% of fitted voxels have T2* close to the echo spacing; method "
+                f"{method!r} underestimates R2* there. Prefer 'noise-corrected' (default).")
+    for w in notes:
+        warnings.warn(w, stacklevel=2)
+    shape = lambda a: a.reshape(spatial)  # noqa: E731
+    return RelaxometryFit(
+        r2star=shape(out_r2), t2star=shape(t2), s0=shape(out_s0), quality=shape(out_q),
+        uncertainty=shape(out_u), status=shape(out_status), echoes_used=shape(out_used),
+        method=method, requested_method=requested, echo_times_ms=te_ms,
+        noise_sigma=sigma, coils=n_coils if noise is not None else None,
+        noise_source=noise.source if noise is not None else "none",
+        quantity=quantity, field_strength_t=field_strength_t,
+        maps={k: shape(v) for k, v in extra_maps.items()}, warnings=notes)
+
+
+def _kernel_for(method, field_strength_t, options):
+    if method == "fat-water":
+        from .fatwater import fit_fatwater_chunk
+
+        def kernel(y, t, sigma, coils):
+            res = fit_fatwater_chunk(y, t, field_strength_t=field_strength_t, sigma=sigma,
+                                     coils=coils, precession_clockwise=options.get("precession_clockwise", True))
+            extra = {k: res[k] for k in ("pdff", "water", "fat") if k in res}
+            if "start" in res:
+                extra["fat_water_start"] = res["start"]
+            extra["_rss"] = res.get("rss")
+            extra["_uncertainty"] = res.get("uncertainty")
+            return estimators.BlockFit(res["r2star"], res["s0"], res["converged"],
+                                       np.full(y.shape[1], y.shape[0]), extra)
+        return kernel
+    kernel = _KERNELS[method]
+    if method == "truncation" and "snr_limit" in options:
+        return lambda y, t, **kw: kernel(y, t, snr_limit=options["snr_limit"], **kw)
+    return kernel
+
+
+def _assess(y, t, bf: estimators.BlockFit, method, sigma, coils, invalid, r2_max):
+    """Status, R^2 quality and SD(R2*) for one block (y: (n_echoes, n) float64, t in s)."""
+    r2, s0 = bf.r2star, bf.s0
+    s0_safe = np.nan_to_num(s0)
+    e = np.multiply.outer(-t, np.nan_to_num(r2))
+    np.exp(e, out=e)
+    predicted = e * s0_safe
+    noise_model = method in ("noise-corrected", "ml") and sigma is not None
+    if noise_model:
+        # root-mean-square magnitude of the noncentral chi: sqrt(A^2 + 2 L sigma^2)
+        np.multiply(predicted, predicted, out=predicted)
+        predicted += 2.0 * coils * sigma * sigma
+        np.sqrt(predicted, out=predicted)
+    elif "offset" in bf.extra:
+        predicted += bf.extra["offset"]
+    resid = np.subtract(y, predicted, out=predicted)
+    if method == "truncation":
+        used = (np.arange(y.shape[0])[:, None] < bf.echoes_used[None, :]).astype(np.float64)
+        resid *= used
+        yw = y * used
+        n_used = used.sum(0)
+    else:
+        used, yw, n_used = None, y, float(y.shape[0])
+    rss = bf.extra.get("_rss")
+    if rss is None:
+        rss = np.einsum("ij,ij->j", resid, resid)
+    sum_y = yw.sum(0)
+    tss = np.einsum("ij,ij->j", yw, yw) - sum_y * sum_y / n_used
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quality = np.where(tss > 1e-12 * (sum_y * sum_y / n_used),
+                           np.clip(1.0 - rss / tss, 0.0, 1.0),
+                           np.where(rss <= 1e-12 * (sum_y * sum_y + 1e-300), 1.0, 0.0))
+        uncertainty = bf.extra.get("_uncertainty")
+        if uncertainty is None:
+            # Gaussian Fisher information of (S0, R2*) with the residual variance
+            n_par = 3 if "offset" in bf.extra else 2
+            var = rss / np.maximum(n_used - n_par, 1)
+            ee = np.multiply(e, e, out=e)
+            if used is not None:
+                ee *= used
+            f11 = ee.sum(0)
+            f12 = -s0_safe * (t @ ee)
+            f22 = s0_safe * s0_safe * ((t * t) @ ee)
+            uncertainty = np.sqrt(var * f11 / (f11 * f22 - f12 * f12))
+
+    status = np.full(r2.shape, Status.FITTED, np.uint8)
+    finite = np.isfinite(r2) & np.isfinite(s0)
+    status[~bf.converged | ~finite] = Status.NOT_CONVERGED
+    # A fit that runs off towards infinite R2* means the decay is faster than the echoes can
+    # sample: that is "out of range", not a numerical failure.
+    # Slightly negative R2* within three SDs is noise around a very slow decay (fluid), not
+    # an error: it stays FITTED (T2* is then NaN) so region means are not biased upwards.
+    with np.errstate(over="ignore", invalid="ignore"):
+        negative = r2 < -3.0 * np.nan_to_num(uncertainty, nan=0.0) - 1e-6
+    status[finite & (negative | (r2 > r2_max) | (s0 <= 0))] = Status.OUT_OF_RANGE
+    status[(y > 0).sum(0) < _MIN_ECHOES.get(method, 2)] = Status.TOO_FEW_ECHOES
+    status[invalid] = Status.INVALID_SIGNAL
+    return status, quality, uncertainty

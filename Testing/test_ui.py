@@ -1,0 +1,141 @@
+"""Resources/UI/IronMapping.ui against IronMapping.py.
+
+The .ui must be well-formed Qt Designer XML, every widget the code names must exist, and every
+``SlicerParameterName`` must be a field of IronMappingParameterNode whose type the widget can
+show (the parameterNodeWrapper's GUI connectors match on the exact widget class). The parameter
+node class needs Slicer's Qt to be instantiated, so its fields are read from the source with ast.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UI_FILE = ROOT / "Resources" / "UI" / "IronMapping.ui"
+MODULE_FILE = ROOT / "IronMapping.py"
+
+# Widget classes the parameterNodeWrapper connectors accept for each field type
+# (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py, canRepresent).
+CONNECTABLE = {
+    "bool": {"QCheckBox", "ctkCheckBox", "QPushButton", "ctkCheckablePushButton"},
+    "int": {"QSpinBox", "QSlider", "QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget",
+            "ctkDoubleSlider", "ctkDoubleSpinBox", "qMRMLSpinBox", "QComboBox", "ctkComboBox"},
+    "float": {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider",
+              "ctkDoubleSpinBox", "qMRMLSpinBox", "QComboBox", "ctkComboBox"},
+    "str": {"QLineEdit", "QLabel", "QTextEdit", "QComboBox", "ctkComboBox"},
+    "node": {"qMRMLNodeComboBox"},
+}
+
+
+@pytest.fixture(scope="module")
+def ui():
+    return ET.parse(UI_FILE).getroot()
+
+
+@pytest.fixture(scope="module")
+def module_ast():
+    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+
+
+def widgets(root):
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def parameter_fields(tree) -> dict:
+    """{field: (type kind, default source or None, annotation source)} of IronMappingParameterNode."""
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "IronMappingParameterNode")
+    assert any(getattr(d, "id", None) == "parameterNodeWrapper" for d in cls.decorator_list)
+    fields = {}
+    for stmt in cls.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            annotation = ast.unparse(stmt.annotation)
+            if "vtkMRML" in annotation and not annotation.startswith("list"):
+                kind = "node"
+            elif annotation.startswith("list"):
+                kind = "list"
+            else:
+                match = re.search(r"\b(bool|int|float|str)\b", annotation)
+                kind = match.group(1) if match else annotation
+            fields[stmt.target.id] = (kind, ast.unparse(stmt.value) if stmt.value else None, annotation)
+    return fields
+
+
+def test_ui_is_well_formed_designer_xml(ui):
+    assert ui.tag == "ui" and ui.get("version") == "4.0"
+    assert ui.findtext("class") == "IronMapping"
+    top = ui.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == "IronMapping"
+    names = [w.get("name") for w in ui.iter("widget")]
+    assert len(names) == len(set(names)), "widget names must be unique"
+    custom = {c.findtext("class") for c in ui.iter("customwidget")}
+    qt_builtin = {"QLabel", "QLineEdit", "QComboBox", "QCheckBox", "QPushButton", "QSpinBox", "QWidget"}
+    for w in ui.iter("widget"):
+        assert w.get("class") in custom | qt_builtin, f"{w.get('name')}: {w.get('class')} is not declared"
+
+
+def test_every_widget_the_code_names_exists(ui):
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    named = set(re.findall(r"\bui\.([A-Za-z_][A-Za-z0-9_]*)", source))
+    assert named, "IronMapping.py names no widgets"
+    missing = sorted(named - set(widgets(ui)))
+    assert not missing, f"IronMapping.py uses widgets that are not in the .ui: {missing}"
+
+
+def test_every_parameter_name_is_a_field_with_a_connectable_widget(ui, module_ast):
+    fields = parameter_fields(module_ast)
+    bound = {}
+    for w in ui.iter("widget"):
+        for prop in w.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                assert prop.get("stdset") == "0", "dynamic properties need stdset=0"
+                bound[prop.findtext("string")] = w.get("class")
+    assert bound, "no widget is bound to the parameter node"
+    for name, widget_class in bound.items():
+        assert name in fields, f"SlicerParameterName {name!r} is not a field of IronMappingParameterNode"
+        kind = fields[name][0]
+        assert widget_class in CONNECTABLE.get(kind, set()), f"{name}: a {widget_class} cannot show {kind}"
+        if widget_class in ("QComboBox", "ctkComboBox") and kind != "node":
+            assert "Choice(" in fields[name][2], f"{name}: a combo box needs a Choice annotation"
+    # fields not bound in the .ui are synchronised by the widget code
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    for name in set(fields) - set(bound):
+        assert f"_parameterNode.{name}" in source, f"field {name!r} is neither bound nor used"
+
+
+def test_method_default_preselected_and_other_choices_under_advanced(ui, module_ast):
+    fields = parameter_fields(module_ast)
+    assert fields["method"][1] == "'auto'"
+    advanced = next(w for w in ui.iter("widget") if w.get("name") == "advancedCollapsibleButton")
+    assert advanced.get("class") == "ctkCollapsibleButton"
+    collapsed = [p for p in advanced.findall("property") if p.get("name") == "collapsed"]
+    assert collapsed and collapsed[0].findtext("bool") == "true"
+    inside = {w.get("name") for w in advanced.iter("widget")}
+    assert "methodComboBox" in inside
+    inputs = next(w for w in ui.iter("widget") if w.get("name") == "inputsCollapsibleButton")
+    for name in ("inputSelector", "echoTimesLineEdit", "fieldStrengthSpinBox", "segmentationSelector",
+                 "segmentsSelector", "calibrationComboBox"):
+        assert name in {w.get("name") for w in inputs.iter("widget")}, name
+
+
+def test_mrml_widgets_receive_the_scene(ui):
+    receivers = {c.findtext("receiver") for c in ui.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    mrml_widgets = {w.get("name") for w in ui.iter("widget") if w.get("class", "").startswith("qMRML")
+                    and w.get("name") != "IronMapping"}
+    assert mrml_widgets and mrml_widgets <= receivers
+
+
+def test_choice_defaults_are_valid_choices(module_ast):
+    from IronMapping.calibration import CALIBRATIONS, DEFAULT_CALIBRATION
+    from IronMapping.relaxometry import METHODS
+
+    fields = parameter_fields(module_ast)
+    assert "Choice(list(CALIBRATIONS))" in fields["calibration"][2]
+    assert fields["calibration"][1] == "DEFAULT_CALIBRATION" and DEFAULT_CALIBRATION in CALIBRATIONS
+    assert "Choice(list(METHODS))" in fields["method"][2] and "auto" in METHODS
