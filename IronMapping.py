@@ -8,7 +8,6 @@ plain Python. Only this file uses Qt; the library never does.
 """
 
 import os
-import sys
 
 _MODULE_DOC = __doc__
 _LIBRARY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "IronMapping")
@@ -27,14 +26,12 @@ import logging  # noqa: E402
 import unittest  # noqa: E402
 from typing import Annotated, Optional, Union  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 from IronMapping.calibration import CALIBRATIONS, DEFAULT_CALIBRATION  # noqa: E402
+from IronMapping.errors import FitCancelled  # noqa: E402
 from IronMapping.logic import IronMappingLogic  # noqa: E402
 from IronMapping.relaxometry import METHOD_REFERENCES, METHODS  # noqa: E402
 
 try:  # the Slicer application (Qt, CTK, module base classes)
-    import ctk
     import qt
     import vtk
 
@@ -358,10 +355,16 @@ class IronMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     segmentationNode=p.segmentationNode,
                     segmentIds=[i for i in p.segmentIds.split(",") if i] or None,
                     method=p.method, fieldStrengthT=p.fieldStrength or None,
-                    calibration=p.calibration, maskThreshold=p.maskThreshold or None,
+                    # the preselected default is not an explicit choice: on data from another
+                    # field it gives "LIC not computed" with the reason, instead of an error
+                    calibration=None if p.calibration == DEFAULT_CALIBRATION else p.calibration,
+                    maskThreshold=p.maskThreshold or None,
                     noiseSigma=p.noiseSigma or None, coils=p.coils or None,
                     convertField=p.convertField, progress=onProgress,
                     cancel=lambda: progress.wasCanceled, reuseOutputs=not p.createNewOutputs)
+            except FitCancelled:
+                slicer.util.showStatusMessage(_("Iron mapping cancelled; the scene is unchanged."), 5000)
+                return
             finally:
                 progress.close()
             self.lastResult = result
@@ -439,14 +442,15 @@ class IronMappingTest(ScriptedLoadableModuleTest):
 
         from IronMapping.scene import table_rows
 
-        rows = {row["name"] if "name" in row else row.get("Region", ""): row for row in table_rows(result["table"])}
+        rows = {row["Region"]: row for row in table_rows(result["table"])}
         regions = {r["name"]: r for r in result.summary["regions"]}
         for name, truth in phantom.region_r2star.items():
             if name not in regions:
                 continue
             median = regions[name]["r2star_median"]
             self.assertLess(abs(median - truth) / truth, 0.1, f"{name}: R2* {median:.1f} vs truth {truth:.1f} 1/s")
-        self.assertTrue(rows, "the statistics table is empty")
+        self.assertEqual(set(rows), set(regions), "the table must have one row per segment")
+        self.assertAlmostEqual(rows["liver"]["R2* median (1/s)"], regions["liver"]["r2star_median"], places=3)
         self.assertTrue(widget._parameterNode.patternText)
 
         self.delayDisplay("Apply again: outputs are updated, not duplicated")

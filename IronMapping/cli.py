@@ -11,7 +11,6 @@ import contextlib
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Sequence, TextIO
 
 from . import __version__, RESEARCH_USE_STATEMENT

@@ -142,6 +142,7 @@ class IronMappingLogic(_LogicBase):
         notes: list[str] = []
         with mrml.SceneTransaction(scene):
             image, desc = mrml.read_multiecho(inputNode, echoTimesMs, fieldStrengthT, scene)
+            notes.extend(image.metadata.get("warnings") or [])
             regions = None
             if segmentationNode is not None:
                 regions = mrml.region_labels(segmentationNode, segmentIds, image, scene, desc.primary)
@@ -162,11 +163,10 @@ class IronMappingLogic(_LogicBase):
                     quantity=image.quantity, field_strength_t=image.field_strength_t)
                 summary, labels, names = self._summarize(fit, image, regions, calibration, convertField)
                 curves, fit_times = self._decay_curves(image, fit, labels, names, summary)
-            for w in caught:
-                if issubclass(w.category, RuntimeWarning):  # numpy arithmetic chatter, not advice
-                    continue
-                text = str(w.message)
-                if text not in notes:
+            messages = [str(w.message) for w in caught if not issubclass(w.category, RuntimeWarning)]
+            # RuntimeWarnings are numpy arithmetic chatter, not advice for the user.
+            for text in messages + list(summary.get("warnings") or []) + list(summary.get("notes") or []):
+                if text and text not in notes:
                     notes.append(text)
 
             attributes = self._table_attributes(fit, image, summary, notes)
@@ -200,10 +200,9 @@ class IronMappingLogic(_LogicBase):
             kwargs["convert_field"] = True
         if regions is not None and any(regions.terminology.values()):
             kwargs["terminology"] = dict(regions.terminology)
-        summary = _call_tolerant(summarize, fit, labels, names, image.field_strength_t,
-                                 calibration=calibration, signal=image.signal,
-                                 echo_times_ms=image.echo_times_ms,
-                                 voxel_volume_ml=image.voxel_volume_ml, **kwargs)
+        summary = summarize(fit, labels, names, image.field_strength_t, calibration=calibration,
+                            signal=image.signal, echo_times_ms=image.echo_times_ms,
+                            voxel_volume_ml=image.voxel_volume_ml, **kwargs)
         return summary, labels, names
 
     @staticmethod
@@ -268,16 +267,3 @@ def model_curve(t_ms, s0, r2star, method=None, noise_sigma=None, coils=None):
     if method == "noise-corrected" and noise_sigma:
         return np.sqrt(amplitude**2 + 2.0 * float(coils or 1.0) * float(noise_sigma) ** 2)
     return amplitude
-
-
-def _call_tolerant(function, *args, **kwargs):
-    """Call ``function`` dropping optional keyword arguments it does not accept."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return function(*args, **kwargs)
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
-    return function(*args, **kwargs)

@@ -405,9 +405,10 @@ def read_labels(path, names_path=None, reference_shape=None, reference_ijk_to_ra
                 ) -> LabelMap:
     """Read a label map (NRRD / NIfTI label volume or Slicer ``.seg.nrrd``).
 
-    Names come from ``names_path`` (see :func:`read_label_names`), else from the segment names
-    embedded in a ``.seg.nrrd``, else from a ``value,name`` CSV beside the label file
-    (``<stem>.csv``) or default to ``"label <value>"``. With ``reference_shape`` and
+    Names of a ``.seg.nrrd`` are its embedded segment names (``names_path`` is then ignored
+    with a warning). For label volumes they come from ``names_path`` (see
+    :func:`read_label_names`), else from a names file beside the label file (``<stem>.csv``,
+    ``.ctbl`` or ``.txt``), else default to ``"label <value>"``. With ``reference_shape`` and
     ``reference_ijk_to_ras`` the labels are resampled (nearest neighbour) onto that grid.
     """
     path = Path(path)
@@ -429,7 +430,11 @@ def read_labels(path, names_path=None, reference_shape=None, reference_ijk_to_ra
                              "and positive integers for regions.")
         label_map = LabelMap(array.astype(np.int32, copy=False), volume.ijk_to_ras, {}, str(path))
     present = [int(v) for v in np.unique(label_map.labels) if v != 0]
-    if names_path is not None:
+    if names_path is not None and is_segmentation_file(path):
+        label_map.warnings.append(
+            f"{Path(names_path).name} was not used: {path.name} is a Slicer segmentation and "
+            "its own segment names are used.")
+    elif names_path is not None:
         names = read_label_names(names_path)
         label_map.names = {v: names[v] for v in present if v in names}
         missing = [v for v in present if v not in names]
@@ -453,7 +458,7 @@ def _names_beside(path: Path) -> Path | None:
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
             break
-    for suffix in (".csv", ".ctbl", ".txt"):
+    for suffix in (".csv", ".ctbl"):
         candidate = path.with_name(stem + suffix)
         if candidate.is_file():
             return candidate
@@ -492,7 +497,7 @@ def _read_segmentation(path: Path) -> LabelMap:
         if n_layers == 1:
             data = data[..., np.newaxis]
         geometry_image = image
-    ijk_to_ras = _segmentation_geometry(geometry_image)
+    ijk_to_ras = ijk_to_ras_from_sitk(geometry_image)
     merged = np.zeros(data.shape[:3], dtype=np.int32)
     names: dict[int, str] = {}
     terminology: dict[int, str] = {}
@@ -526,10 +531,6 @@ def _terminology_entry(tags: str) -> str | None:
         if key == "TerminologyEntry" and value:
             return value
     return None
-
-
-def _segmentation_geometry(image) -> np.ndarray:
-    return ijk_to_ras_from_sitk(image)
 
 
 def resample_labels(label_map: LabelMap, shape, ijk_to_ras) -> LabelMap:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import __version__, RESEARCH_USE_STATEMENT
-from .errors import CalibrationError, EchoTimeError, InputError
+from .errors import CalibrationError, InputError
 from .image import MultiEchoImage
 from .maps_io import FORMATS, LabelMap, output_path, read_labels, resample_labels, write_maps
 
@@ -396,6 +396,5 @@ def run_demo(out_dir, preset: str = "neonatal-haemochromatosis", *, shape=(16, 9
               "echo_times_ms": [float(t) for t in ph.image.echo_times_ms],
               "method_requested": options.get("method", "auto")}
     options.setdefault("title", f"IronMapping demo: phantom '{preset}'")
-    options["overwrite"] = options.get("overwrite", False)
     return run(ph.image, out_dir, label_map, progress=progress, inputs=inputs,
                truth=dict(ph.region_r2star), **options)

@@ -13,6 +13,8 @@ from scipy import optimize, special
 def negative_log_likelihood(params, y, t, sigma, coils):
     """-log p(y | S0 = exp(params[0]), R2* = params[1]) and its gradient (noncentral chi, 2L dof)."""
     log_s0, r2 = params
+    if not (np.isfinite(log_s0) and np.isfinite(r2)) or abs(log_s0) > 200 or abs(r2) > 1e6:
+        return 1e300, np.zeros(2)  # far outside any plausible decay: reject the step
     e = np.exp(-r2 * t)
     a = np.maximum(np.exp(log_s0) * e, 1e-12 * sigma)
     s2 = sigma * sigma
@@ -24,6 +26,8 @@ def negative_log_likelihood(params, y, t, sigma, coils):
     ratio = np.where(np.isfinite(ratio), ratio, 1.0)
     d_a = (y * ratio - a) / s2            # d log-likelihood / dA
     grad = -np.array([np.sum(d_a * a), np.sum(d_a * (-t) * a)])
+    if not (np.isfinite(nll) and np.all(np.isfinite(grad))):
+        return 1e300, np.zeros(2)
     return nll, grad
 
 

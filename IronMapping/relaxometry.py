@@ -91,7 +91,7 @@ class RelaxometryFit:
 
     r2star : float32, 1/s (R2 when quantity is "T2"); NaN where status != FITTED
     t2star : float32, ms (1000 / r2star); NaN where R2* <= 0 (decay too slow to measure)
-    s0 : float32, signal extrapolated to TE = 0 (input units)
+    s0 : float32, signal extrapolated to TE = 0 (input units); NaN where status != FITTED
     quality : float32, coefficient of determination R^2 of the fitted magnitude curve
     uncertainty : float32, standard deviation of R2* in 1/s from the Fisher information
     status : uint8, `Status` codes
@@ -320,11 +320,13 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
         invalid = ~np.isfinite(y.sum(0)) | (y.min(0) < 0)
         if invalid.any():
             y[:, invalid] = np.where(np.isfinite(y[:, invalid]), np.maximum(y[:, invalid], 0.0), 0.0)
-        bf = kernel(y, t_s, sigma=sigma, coils=n_coils)
-        status, quality, uncert = _assess(y, t_s, bf, method, sigma, n_coils, invalid, r2_max)
+        # Non-finite intermediate values are expected (diverging voxels) and end up in status.
+        with np.errstate(all="ignore"):
+            bf = kernel(y, t_s, sigma=sigma, coils=n_coils)
+            status, quality, uncert = _assess(y, t_s, bf, method, sigma, n_coils, invalid, r2_max)
         ok = status == Status.FITTED
         out_r2[idx] = np.where(ok, bf.r2star, np.nan)
-        out_s0[idx] = np.where(invalid, np.nan, bf.s0)
+        out_s0[idx] = np.where(ok, bf.s0, np.nan)
         out_q[idx] = np.where(invalid, np.nan, quality)
         out_u[idx] = np.where(ok, uncert, np.nan)
         out_status[idx] = status

@@ -215,6 +215,19 @@ def _frame_label_echo_times(node) -> tuple[np.ndarray | None, str]:
     return values, "MultiVolume.FrameLabels"
 
 
+def _frame_order(sequence, labels: np.ndarray) -> np.ndarray:
+    """FrameLabels are per frame number; data nodes are in index order. Map one to the other
+    when the index values are the frame numbers 0..n-1 (as MultiVolumeImporter writes them)."""
+    n = sequence.GetNumberOfDataNodes()
+    try:
+        frames = [int(float(sequence.GetNthIndexValue(i))) for i in range(n)]
+    except ValueError:
+        return labels
+    if len(labels) == n and sorted(frames) == list(range(n)):
+        return np.asarray(labels)[frames]
+    return labels
+
+
 def _index_echo_times(sequence) -> tuple[np.ndarray | None, str]:
     """Echo times from a sequence index named after the echo time (not MultiVolumeImporter's)."""
     name = (sequence.GetIndexName() or "").replace(" ", "").lower()
@@ -241,19 +254,36 @@ def _dicom_echo_times(uid_groups: Sequence[Sequence[str]]) -> np.ndarray | None:
     return np.array(values) if values else None
 
 
-def _dicom_facts(uids: Sequence[str]) -> dict:
-    facts = {}
-    if not uids:
-        return facts
+def dicom_file_value(path: str, tag: str) -> str:
+    """A tag of a DICOM file through Slicer's DICOM database; "" outside the application."""
+    database = getattr(_slicer(), "dicomDatabase", None)
+    if database is None or not path:
+        return ""
+    try:
+        return str(database.fileValue(path, tag) or "")
+    except Exception:  # a missing file or database is not an error of the input
+        return ""
+
+
+def _dicom_facts(uids: Sequence[str], files: Sequence[str] = ()) -> dict:
+    """Field strength, scanning sequence and manufacturer of the first instance (by UID, else
+    by file path as MultiVolumeImporter records them in MultiVolume.FrameFileList)."""
     from .io.checks import field_strength_from
 
-    field_t = field_strength_from(_first_number(dicom_value(uids[0], FIELD_STRENGTH_TAG)))
+    if uids:
+        read = lambda tag: dicom_value(uids[0], tag)  # noqa: E731
+    elif files:
+        read = lambda tag: dicom_file_value(files[0], tag)  # noqa: E731
+    else:
+        return {}
+    facts = {}
+    field_t = field_strength_from(_first_number(read(FIELD_STRENGTH_TAG)))
     if field_t:
         facts["field_strength_t"] = field_t
-    sequence = dicom_value(uids[0], SCANNING_SEQUENCE_TAG).upper()
+    sequence = read(SCANNING_SEQUENCE_TAG).upper()
     if sequence:
         facts["scanning_sequence"] = sequence
-    manufacturer = dicom_value(uids[0], MANUFACTURER_TAG)
+    manufacturer = read(MANUFACTURER_TAG)
     if manufacturer:
         facts["manufacturer"] = manufacturer
     return facts
@@ -331,7 +361,8 @@ def _attribute_echo_times(nodes) -> np.ndarray | None:
 
 
 def _apply_dicom_facts(desc: InputDescription, uids) -> None:
-    facts = _dicom_facts(uids)
+    files = (desc.nodes[0].GetAttribute("MultiVolume.FrameFileList") or "").split(",")
+    facts = _dicom_facts(uids, [f for f in files if f])
     desc.field_strength_t = facts.get("field_strength_t")
     if desc.field_strength_t is None:
         # Set by IronMapping itself (e.g. the sample phantom) or by a user script.
@@ -354,6 +385,8 @@ def _describe_sequence(sequence, scene, primary, display) -> InputDescription:
                             echo_nodes=echo_nodes, kind="sequence")
     te, source = _frame_label_echo_times(sequence)
     problem = source if te is None else ""
+    if te is not None:
+        te = _frame_order(sequence, te)
     if te is None:
         te, source = _index_echo_times(sequence)
     uid_groups = [_instance_uids(e) for e in echo_nodes]

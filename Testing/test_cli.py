@@ -195,3 +195,21 @@ def test_fit_with_a_slicer_segmentation(tmp_path):
     organs_found = {r["name"]: r["organ"] for r in summary["regions"]}
     assert organs_found == {"Liver": "liver", "Spleen": "spleen", "Pancreas": "pancreas"}
     assert (tmp_path / "o" / "lic.nrrd").is_file()
+
+
+def test_progress_on_a_terminal_updates_one_line():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    progress = cli.Progress(stream)
+    for fraction in (0.0, 0.5, 1.0):
+        progress("fit", fraction)
+    progress("write", None)
+    progress.close()
+    text = stream.getvalue()
+    assert "\rfitting 100%" in text and "writing maps and tables ..." in text
+    quiet = io.StringIO()
+    cli.Progress(quiet, enabled=False)("fit", 0.5)
+    assert quiet.getvalue() == ""

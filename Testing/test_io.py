@@ -4,7 +4,6 @@ NIfTI with sidecars, NRRD volume sequences, and the shared echo checks."""
 import gzip
 import json
 import os
-import warnings
 
 import numpy as np
 import pytest

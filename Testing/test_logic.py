@@ -21,7 +21,7 @@ from mrml_fixtures import count_nodes, mrml_scene, slicer  # noqa: F401
 from IronMapping import scene as mrml
 from IronMapping.errors import CalibrationError, FitCancelled, InputError
 from IronMapping.logic import WHOLE_IMAGE_REGION, IronMappingLogic, model_curve
-from IronMapping.phantom import make_phantom
+from IronMapping.phantom import PRESETS, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,3 +160,25 @@ def test_methods_and_calibrations_lists():
     from IronMapping.calibration import DEFAULT_CALIBRATION
 
     assert next(iter(calibrations)) == DEFAULT_CALIBRATION
+
+
+def test_sample_data_phantom_loads_like_a_multivolume_import(mrml_scene):
+    from IronMapping import sample_data
+
+    before = count_nodes(mrml_scene)
+    sequence, segmentation, truth = sample_data.load_phantom("normal", shape=(3, 24, 32), seed=1)
+    assert count_nodes(mrml_scene) > before
+    assert sequence.GetAttribute("MultiVolume.FrameIdentifyingDICOMTagName") == "EchoTime"
+    assert sequence.GetIndexName() == "frame"  # index values are frame numbers, as in Slicer
+    info = IronMappingLogic.inspectInput(sequence)
+    assert info["echoTimesMs"] == [float(t) for t in truth.image.echo_times_ms]
+    assert info["fieldStrengthT"] == truth.image.field_strength_t
+    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+    assert names == [truth.label_names[v] for v in sorted(truth.label_names)]
+    assert set(sample_data.SAMPLES.values()) <= set(PRESETS)
+    # outside the application there is no Sample Data module to register with
+    assert sample_data.register() is False
+    from IronMapping import segment_statistics
+
+    assert segment_statistics.register() is False

@@ -8,6 +8,8 @@ re-running updates in place; bad input leaves the scene untouched.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -53,8 +55,10 @@ def test_sequence_and_finer_segmentation_give_the_library_results(mrml_scene, ph
     result = IronMappingLogic().process(sequence, segmentationNode=segmentation)
 
     # maps equal to the library's fit on the same signal and echo times
-    expected = fit(phantom.image.signal, phantom.image.echo_times_ms,
-                   field_strength_t=phantom.image.field_strength_t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the engine's notes (estimated coil count) are not under test
+        expected = fit(phantom.image.signal, phantom.image.echo_times_ms,
+                       field_strength_t=phantom.image.field_strength_t)
     for key in ("r2star", "t2star", "s0", "quality", "status"):
         node = result[key]
         array = slicer.util.arrayFromVolume(node)
@@ -345,3 +349,113 @@ def test_status_colour_table_names_every_code(mrml_scene, phantom):
     assert not r2_display.GetAutoWindowLevel()
     lo, hi = r2_display.GetWindowLevelMin(), r2_display.GetWindowLevelMax()
     assert 0 <= lo < hi <= np.nanmax(slicer.util.arrayFromVolume(result["r2star"])) + 1e-3
+
+
+class FileBackedDicomDatabase:
+    """The one ctkDICOMDatabase call IronMapping makes (instanceValue), answered from real DICOM
+    files with pydicom, so the DICOM path of scene.describe_input runs outside the application."""
+
+    def __init__(self, paths):
+        import pydicom
+
+        self._datasets, self._paths = {}, {}
+        for path in paths:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            self._datasets[str(ds.SOPInstanceUID)] = ds
+            self._paths[str(path)] = str(ds.SOPInstanceUID)
+
+    def fileValue(self, path, tag):  # noqa: N802 - Slicer's method name
+        return self.instanceValue(self._paths.get(str(path), ""), tag)
+
+    def instanceValue(self, uid, tag):  # noqa: N802 - Slicer's method name
+        from pydicom.multival import MultiValue
+        from pydicom.tag import Tag
+
+        group, element = (int(part, 16) for part in tag.split(","))
+        ds = self._datasets.get(uid)
+        if ds is None or Tag(group, element) not in ds:
+            return ""
+        value = ds[Tag(group, element)].value
+        return "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)
+
+    def uids_by_echo_number(self):
+        groups = {}
+        for uid, ds in self._datasets.items():
+            groups.setdefault(int(ds.EchoNumbers), []).append(uid)
+        return [groups[k] for k in sorted(groups)]
+
+
+def test_echo_times_field_and_spin_echo_from_the_dicom_database(mrml_scene, shared_data):
+    """Scalar volumes loaded from DICOM carry DICOM.instanceUIDs; echo time (0018,0081), field
+    strength (0018,0087) and ScanningSequence (0018,0020) come from Slicer's DICOM database."""
+    from IronMapping.io import load_multiecho
+
+    folder = shared_data / "ge-knee-t2-mese"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    reference = load_multiecho(folder)
+    database = FileBackedDicomDatabase(sorted(folder.glob("*.dcm")))
+    volumes, small = [], []
+    crop = reference.ijk_to_ras.copy()
+    crop[:3, 3] += 12 * crop[:3, 2] + 64 * crop[:3, 1] + 64 * crop[:3, 0]  # slices 12-13, central 128x128
+    for e, uids in enumerate(database.uids_by_echo_number()):
+        node = volume_node_from_array(mrml_scene, reference.signal[e], reference.ijk_to_ras, f"knee echo {e + 1}")
+        node.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+        volumes.append(node)
+        part = volume_node_from_array(mrml_scene, reference.signal[e, 12:14, 64:192, 64:192], crop, f"knee {e + 1}")
+        part.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+        small.append(part)
+
+    had = hasattr(slicer, "dicomDatabase")
+    previous = getattr(slicer, "dicomDatabase", None)
+    slicer.dicomDatabase = database
+    try:
+        info = IronMappingLogic.inspectInput(volumes)
+        image, desc = mrml.read_multiecho(volumes)
+        spin_echo = IronMappingLogic().process(small)
+        # a volume sequence from MultiVolumeImporter keeps the file list, not the instance UIDs
+        from IronMapping.image import MultiEchoImage
+
+        unknown_field = MultiEchoImage(reference.signal[:, 12:14], reference.echo_times_ms, crop)
+        sequence, _ = mrml.add_multiecho_sequence(unknown_field, "knee sequence", scene=mrml_scene)
+        sequence.SetAttribute("MultiVolume.FrameFileList", ",".join(str(p) for p in sorted(folder.glob("*.dcm"))))
+        sequence_info = IronMappingLogic.inspectInput(sequence)
+    finally:
+        if had:
+            slicer.dicomDatabase = previous
+        else:
+            del slicer.dicomDatabase
+    assert info["echoTimeSource"].startswith("DICOM database")
+    np.testing.assert_allclose(info["echoTimesMs"], reference.echo_times_ms)
+    assert info["fieldStrengthT"] == pytest.approx(3.0)
+    assert info["quantity"] == desc.quantity == image.quantity == "T2"
+    np.testing.assert_array_equal(image.signal, reference.signal)
+    assert sequence_info["fieldStrengthT"] == pytest.approx(3.0) and sequence_info["quantity"] == "T2"
+    assert sequence_info["echoTimeSource"] == "MultiVolume.FrameLabels"
+    # spin echo: the outputs say T2 / R2, not T2* / R2*
+    assert spin_echo["t2star"].GetName() == "knee 1 T2" and spin_echo["r2star"].GetName() == "knee 1 R2"
+    assert spin_echo["r2star"].GetAttribute("IronMapping.Quantity") == "R2"
+    assert spin_echo["t2star"].GetAttribute("IronMapping.FieldStrengthT") == "3"
+    # outside the application (no database) the same volumes have no echo times: a clear error
+    with pytest.raises(EchoTimeError, match="Type in the echo times"):
+        mrml.read_multiecho(volumes)
+
+
+def test_frame_labels_follow_frame_numbers_not_storage_order(mrml_scene, phantom):
+    """Data nodes stored out of frame order (a text index keeps insertion order): echo times
+    must follow the frame number in the index value, not the position of the data node."""
+    image = phantom.image
+    sequence = mrml_scene.AddNewNodeByClass("vtkMRMLSequenceNode", "text index")
+    sequence.SetIndexType(slicer.vtkMRMLSequenceNode.TextIndex)
+    order = list(np.random.default_rng(4).permutation(image.n_echoes))
+    for e in order:
+        frame = slicer.vtkMRMLScalarVolumeNode()
+        slicer.util.updateVolumeFromArray(frame, image.signal[e])
+        frame.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(image.ijk_to_ras))
+        sequence.SetDataNodeAtValue(frame, str(e))
+    sequence.SetAttribute("MultiVolume.FrameLabels", ",".join(f"{t:g}" for t in image.echo_times_ms))
+    sequence.SetAttribute("MultiVolume.FrameIdentifyingDICOMTagName", "EchoTime")
+    assert [sequence.GetNthIndexValue(i) for i in range(image.n_echoes)] == [str(e) for e in order]
+    loaded, _ = mrml.read_multiecho(sequence)
+    np.testing.assert_array_equal(loaded.echo_times_ms, image.echo_times_ms)
+    np.testing.assert_array_equal(loaded.signal, image.signal)

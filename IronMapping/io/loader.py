@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import EchoTimeError, InputError
 from ..image import MultiEchoImage
 from . import dicom, nifti
-from .checks import reconcile_echo_times, stack_echoes
+from .checks import field_strength_from, reconcile_echo_times, stack_echoes
 from .nrrd_sequence import read_volume_sequence, sequence_echo_times
 
 _NRRD = (".nrrd", ".nhdr")
@@ -95,7 +95,6 @@ class SequenceCandidate:
         field_t = None
         for key in ("MultiVolume.DICOM.MagneticFieldStrength", "MagneticFieldStrength"):
             if key in seq.keys:
-                from .checks import field_strength_from
                 field_t = field_strength_from(seq.keys[key], metadata["warnings"])
         names = [f"frame {k} (index {seq.index_values[k]})" if k < len(seq.index_values)
                  else f"frame {k}" for k in range(n)]
