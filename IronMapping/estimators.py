@@ -237,43 +237,57 @@ def truncation(y, t, sigma, coils=1.0, snr_limit=2.0, min_echoes=3, **_):
 # Offset model (Ghugre 2006): S = S0 exp(-R2* t) + C
 
 def offset(y, t, max_iter=60, **_):
-    """Three-parameter fit S = S0 exp(-R2* t) + C with Levenberg-Marquardt damping."""
+    """Three-parameter fit S = S0 exp(-R2* t) + C, Levenberg-Marquardt on blocks of voxels."""
     n = y.shape[1]
     init = loglinear(y, t)
     r2 = np.where(np.isfinite(init.r2star), init.r2star, 30.0)
-    c = np.zeros(n)
     s0 = np.where(np.isfinite(init.s0), init.s0, y[0])
-    lam = np.full(n, 1e-3)
-    converged = np.zeros(n, dtype=bool)
+    c = np.zeros(n)
+    tt = t * t
+    n_echo = float(y.shape[0])
 
-    def cost(s0, r2, c):
-        return ((y - s0 * np.exp(-np.outer(t, r2)) - c) ** 2).sum(0)
+    def cost(y, s0, r2, c):
+        r = y - s0 * np.exp(-np.outer(t, r2)) - c
+        return np.einsum("ij,ij->j", r, r)
 
-    current = cost(s0, r2, c)
-    for _ in range(max_iter):
+    def step(a, p):
+        y = a["y"]
+        s0, r2, c, lam = p["s0"], p["r2star"], p["offset"], p["lam"]
         e = np.exp(-np.outer(t, r2))
         r = y - s0 * e - c
-        j = np.stack([e, -s0 * t[:, None] * e, np.ones_like(e)])  # (3, E, n)
-        h = np.einsum("aen,ben->nab", j, j)
-        g = np.einsum("aen,en->na", j, r)
-        h_d = h + lam[:, None, None] * np.eye(3) * np.diagonal(h, axis1=1, axis2=2)[:, :, None]
-        try:
-            step = np.linalg.solve(h_d, g[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.zeros_like(g)
-        step = np.nan_to_num(step)
-        step[:, 1] = _limit_step(r2, step[:, 1])
-        s0_n, r2_n, c_n = s0 + step[:, 0], r2 + step[:, 1], c + step[:, 2]
-        new = cost(s0_n, r2_n, c_n)
-        better = new <= current
-        s0, r2, c = np.where(better, s0_n, s0), np.where(better, r2_n, r2), np.where(better, c_n, c)
-        small = _converged(step[:, 1], r2, rtol=1e-6, atol=1e-3) & better
-        converged |= small
-        current = np.where(better, new, current)
-        lam = np.where(better, lam * 0.3, lam * 10.0)
-        if converged.all():
-            break
-    return BlockFit(r2, s0, converged, np.full(n, y.shape[0]), {"offset": c})
+        ee = e * e
+        se, ste, see, stee, sttee = e.sum(0), t @ e, ee.sum(0), t @ ee, tt @ ee
+        er = e * r
+        # J = [e, -S0 t e, 1]; H = J^T J (symmetric), g = J^T r
+        h = [[see, -s0 * stee, se], [None, s0 * s0 * sttee, -s0 * ste], [None, None, np.full(y.shape[1], n_echo)]]
+        g = [er.sum(0), -s0 * (t @ er), r.sum(0)]
+        a11, a22, a33 = h[0][0] * (1 + lam), h[1][1] * (1 + lam), h[2][2] * (1 + lam)
+        a12, a13, a23 = h[0][1], h[0][2], h[1][2]
+        # explicit inverse of the damped symmetric 3x3 system
+        c11, c12, c13 = a22 * a33 - a23 * a23, a13 * a23 - a12 * a33, a12 * a23 - a13 * a22
+        c22, c23, c33 = a11 * a33 - a13 * a13, a12 * a13 - a11 * a23, a11 * a22 - a12 * a12
+        det = a11 * c11 + a12 * c12 + a13 * c13
+        ok = np.isfinite(det) & (np.abs(det) > 0)
+        det = np.where(ok, det, 1.0)
+        d0 = (c11 * g[0] + c12 * g[1] + c13 * g[2]) / det
+        d1 = _limit_step(r2, (c12 * g[0] + c22 * g[1] + c23 * g[2]) / det)
+        d2 = (c13 * g[0] + c23 * g[1] + c33 * g[2]) / det
+        new = cost(y, s0 + d0, r2 + d1, c + d2)
+        better = ok & (new <= p["cost"])
+        p["s0"] = np.where(better, s0 + d0, s0)
+        p["r2star"] = np.where(better, r2 + d1, r2)
+        p["offset"] = np.where(better, c + d2, c)
+        p["cost"] = np.where(better, new, p["cost"])
+        p["lam"] = np.where(better, lam * 0.3, lam * 10.0)
+        state = np.where(better & _converged(d1, r2, rtol=1e-6, atol=1e-4), CONVERGED, MOVING)
+        state[(p["lam"] > 1e12) | ~np.isfinite(p["r2star"]) | (np.abs(p["r2star"]) > R2STAR_GIVE_UP)] = FAILED
+        return state
+
+    params = {"s0": s0, "r2star": r2, "offset": c, "lam": np.full(n, 1e-3), "cost": cost(y, s0, r2, c)}
+    out = {"s0": s0.copy(), "r2star": r2.copy(), "offset": c.copy(), "converged": np.zeros(n, dtype=bool)}
+    out = _iterate(step, {"y": y}, params, n, max_iter, out)
+    return BlockFit(out["r2star"], out["s0"], out["converged"], np.full(n, y.shape[0]),
+                    {"offset": out["offset"]})
 
 
 # ---------------------------------------------------------------------------------------------

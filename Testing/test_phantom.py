@@ -83,3 +83,13 @@ def test_bad_phantom_arguments():
         make_phantom(coils=0)
     with pytest.raises(InputError, match="fat fraction"):
         make_phantom(fat_fraction=1.5)
+
+
+def test_package_version_matches_pyproject():
+    import re
+    from pathlib import Path
+
+    import IronMapping
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', text, re.M).group(1) == IronMapping.__version__
