@@ -264,6 +264,6 @@ def model_curve(t_ms, s0, r2star, method=None, noise_sigma=None, coils=None):
     """Magnitude predicted by a mono-exponential fit at echo times t_ms (ms): S0 exp(-R2* t),
     with the magnitude noise floor sqrt(A^2 + 2 L sigma^2) for the noise-corrected model."""
     amplitude = float(s0) * np.exp(-float(r2star) * np.asarray(t_ms, dtype=float) / 1000.0)
-    if method == "noise-corrected" and noise_sigma:
+    if method in ("noise-corrected", "noise-corrected-ml", "ml") and noise_sigma:
         return np.sqrt(amplitude**2 + 2.0 * float(coils or 1.0) * float(noise_sigma) ** 2)
     return amplitude

@@ -7,7 +7,9 @@
 Methods (``method=``):
 
 =================  ===========================================================================
-"auto"             the default: "noise-corrected" (see README's accuracy table for why)
+"auto"             the default: "noise-corrected-ml" (see README's accuracy table for why)
+"noise-corrected-ml"  "noise-corrected", continued by "ml" in voxels where fewer than three
+                   echoes stand clear of the noise floor (very short T2* or low SNR)
 "noise-corrected"  squared-signal fit with the noise floor 2 L sigma^2 (Feng et al. 2013,
                    MRM 70:1765); iteratively reweighted with Var(S^2)
 "ml"               noncentral-chi maximum likelihood, known sigma and L (Fisher scoring)
@@ -68,12 +70,14 @@ _STATUS_TEXT = {
     Status.INVALID_SIGNAL: "invalid signal (not a number, infinite or negative in at least one echo)",
 }
 
-METHODS = ("auto", "noise-corrected", "ml", "truncation", "offset", "nlls", "loglinear",
+METHODS = ("auto", "noise-corrected-ml", "noise-corrected", "ml", "truncation", "offset", "nlls", "loglinear",
            "arlo", "fat-water")
-DEFAULT_METHOD = "noise-corrected"
-NOISE_AWARE = {"noise-corrected", "ml", "truncation", "fat-water"}
+DEFAULT_METHOD = "noise-corrected-ml"
+NOISE_AWARE = {"noise-corrected-ml", "noise-corrected", "ml", "truncation", "fat-water"}
+NOISE_FLOOR_MODELS = {"noise-corrected-ml", "noise-corrected", "ml"}
 _MIN_ECHOES = {"offset": 3, "arlo": 3, "fat-water": 3}
 _KERNELS = {
+    "noise-corrected-ml": estimators.noise_corrected_ml,
     "noise-corrected": estimators.noise_corrected,
     "ml": estimators.maximum_likelihood,
     "truncation": estimators.truncation,
@@ -144,6 +148,8 @@ class RelaxometryFit:
 
 
 METHOD_REFERENCES = {
+    "noise-corrected-ml": ("Feng Y et al. MRM 2013;70:1765, doi:10.1002/mrm.24607 (squared signal with noise "
+                           "floor); noncentral-chi maximum likelihood where fewer than 3 echoes are above the noise"),
     "noise-corrected": "Feng Y et al. MRM 2013;70:1765-1774, doi:10.1002/mrm.24607 (squared signal with noise floor)",
     "ml": "Noncentral-chi maximum likelihood (Rician for one coil); cf. Bray et al. MRM 2023, doi:10.1002/mrm.29493",
     "truncation": "He T et al. MRM 2008;60:1082-1089 (truncation model; stop at SNR ~2)",
@@ -240,7 +246,7 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     ----------
     signal : array (n_echoes, ...) of magnitudes, echo axis first, any spatial shape.
     echo_times_ms : (n_echoes,) strictly increasing echo times in ms.
-    method : one of METHODS; "auto" is "noise-corrected".
+    method : one of METHODS; "auto" is "noise-corrected-ml".
     mask : bool array of the spatial shape; None makes one from the first echo.
     noise_sigma, coils : noise SD per channel (signal units) and receive coil count L; when
         None they are estimated from background air (noncentral-chi moments).
@@ -414,7 +420,7 @@ def _assess(y, t, bf: estimators.BlockFit, method, sigma, coils, invalid, r2_max
     e = np.multiply.outer(-t, np.nan_to_num(r2))
     np.exp(e, out=e)
     predicted = e * s0_safe
-    noise_model = method in ("noise-corrected", "ml") and sigma is not None
+    noise_model = method in NOISE_FLOOR_MODELS and sigma is not None
     if noise_model:
         # root-mean-square magnitude of the noncentral chi: sqrt(A^2 + 2 L sigma^2)
         np.multiply(predicted, predicted, out=predicted)

@@ -89,7 +89,7 @@ def test_demo_writes_every_output(tmp_path):
     assert len(rows) == 1 + len(names) and "R2* median (1/s)" in rows[0]
 
     record = json.loads((out / "run.json").read_text())
-    assert record["complete"] is True and record["method"]["method"] == "noise-corrected"
+    assert record["complete"] is True and record["method"]["method"] == "noise-corrected-ml"
     assert set(record["files"]) >= {"r2star", "regions_csv", "summary_json", "report"}
 
     report = (out / "report.html").read_text()

@@ -64,7 +64,7 @@ def test_json_shape_is_the_published_contract():
     assert {"regions", "pattern", "calibration", "field_strength_t", "method"} <= set(s)
     assert {"kind", "extrahepatic_siderosis", "spleen_spared", "text"} <= set(s["pattern"])
     assert {"name", "citation", "doi", "equation", "field_strength_t"} <= set(s["calibration"])
-    assert s["field_strength_t"] == 1.5 and s["method"] == "noise-corrected"
+    assert s["field_strength_t"] == 1.5 and s["method"] == "noise-corrected-ml"
     assert s["units"]["r2star_*"] == "1/s" and s["units"]["t2star_*"] == "ms"
     assert s["units"]["lic_mg_per_g"] == "mg Fe/g dry weight"
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN anywhere

@@ -15,7 +15,7 @@ from IronMapping.reference_fit import fit_voxel_ml
 from IronMapping.relaxometry import METHODS, Status, check_echo_times, fit
 
 TE = 1.0 * np.arange(1, 13)
-EXACT = ["loglinear", "nlls", "offset", "truncation", "noise-corrected", "ml"]
+EXACT = ["loglinear", "nlls", "offset", "truncation", "noise-corrected", "noise-corrected-ml", "ml"]
 R2_VALUES = np.array([10.0, 50.0, 200.0, 800.0, 1500.0])
 
 
@@ -152,7 +152,7 @@ def test_any_values_give_valid_maps(data, method):
 def test_phantom_regions_match_truth_default_method():
     ph = make_phantom("neonatal-haemochromatosis", snr=50, coils=8, seed=3)
     result = fit(ph.image.signal, ph.image.echo_times_ms)
-    assert result.method == "noise-corrected" and result.requested_method == "auto"
+    assert result.method == "noise-corrected-ml" and result.requested_method == "auto"
     assert result.noise_source == "background"
     # 2 L sigma^2 is what the noise-floor correction uses
     assert 2 * result.coils * result.noise_sigma**2 == pytest.approx(2 * 8 * ph.noise_sigma**2, rel=0.05)
@@ -196,8 +196,8 @@ def test_noise_estimated_from_background_and_reported():
     result = fit(ph.image.signal, ph.image.echo_times_ms)
     assert result.noise_sigma == pytest.approx(ph.noise_sigma, rel=0.05)
     prov = result.provenance()
-    assert prov["noise_source"] == "background" and prov["method"] == "noise-corrected"
-    assert "Feng" in prov["method_reference"]
+    assert prov["noise_source"] == "background" and prov["method"] == "noise-corrected-ml"
+    assert "Feng" in prov["method_reference"] and "likelihood" in prov["method_reference"]
 
 
 def test_results_do_not_depend_on_threads_or_shape():
