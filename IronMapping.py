@@ -29,7 +29,7 @@ from typing import Annotated, Optional, Union  # noqa: E402
 from IronMapping.calibration import CALIBRATIONS, DEFAULT_CALIBRATION  # noqa: E402
 from IronMapping.errors import FitCancelled  # noqa: E402
 from IronMapping.logic import IronMappingLogic  # noqa: E402
-from IronMapping.relaxometry import METHOD_REFERENCES, METHODS  # noqa: E402
+from IronMapping.relaxometry import DEFAULT_METHOD, METHOD_REFERENCES, METHODS  # noqa: E402
 
 try:  # the Slicer application (Qt, CTK, module base classes)
     import qt
@@ -98,12 +98,12 @@ def _help_text() -> str:
         "status' (and 'PDFF' for the fat-water method), a statistics table and a plot of each "
         "segment's mean signal with its fitted curve. Every output carries its method, echo "
         "times, units and software version as node attributes (IronMapping.*).<br><br>"
-        f"<b>Fitting methods</b> (default 'auto' = the engine's noise-corrected fit):<ul>{methods}</ul>"
+        f"<b>Fitting methods</b> (default 'auto' = {DEFAULT_METHOD}):<ul>{methods}</ul>"
         f"<b>LIC calibrations</b> (default {CALIBRATIONS[DEFAULT_CALIBRATION].label}); a 1.5 T "
         f"calibration is refused on 3 T data unless a published conversion is requested:<ul>{calibrations}</ul>"
         "Grading cut-offs and their sources are listed in the statistics table notes and the "
         "README. See <a href=\"https://github.com/ironmapping/SlicerIronMapping\">the project page</a>."
-        f"<br><br><b>{RESEARCH_USE_STATEMENT}</b>")
+        f"<br><br><b>{RESEARCH_USE_STATEMENT}</b>")  # noqa: F821 (set by the package __init__ run above)
 
 
 #

@@ -424,10 +424,8 @@ def maximum_likelihood(y, t, sigma, coils=1.0, max_iter=60, start: BlockFit | No
             ll_try = _nc_chi_loglik(ya, s0_try * np.exp(-np.outer(t, r2_try)), sigma2, coils)
             good = (ll_try >= lla - 1e-12) & ~accepted
             s0a = np.where(good, s0_try, s0a)
-            r2a_new = np.where(good, r2_try, r2a)
+            r2a = np.where(good, r2_try, r2a)
             new_ll = np.where(good, ll_try, new_ll)
-            moved = np.abs(r2a_new - r2a)
-            r2a = r2a_new
             accepted |= good
             if accepted.all():
                 break

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
 from .errors import GeometryError, InputError
 
@@ -230,16 +231,6 @@ def _write_json(path: Path, payload) -> None:
     tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=False) + "\n",
                    encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _status_codes() -> dict[str, str]:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
 from .errors import CalibrationError, InputError
 from .image import MultiEchoImage
@@ -159,16 +160,6 @@ def _write_json(path: Path, payload) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 # --------------------------------------------------------------------------- the run

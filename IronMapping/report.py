@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
 
 MAX_MONTAGE_SLICES = 12
@@ -145,14 +146,6 @@ def render_report(summary, *, fit=None, image=None, labels=None, label_names=Non
 
 def _e(value) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def _fmt(value, fmt: str) -> str:

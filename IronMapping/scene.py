@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .io.metadata import json_default as _json_default
 from . import RESEARCH_USE_STATEMENT, __version__
 from .errors import EchoTimeError, GeometryError, InputError
 from .image import MultiEchoImage
@@ -656,14 +657,6 @@ def _set_attributes(node, attributes: dict) -> None:
         node.SetAttribute(ATTRIBUTE_PREFIX + key, text)
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
 def output_attributes(node) -> dict:
     """{attribute name without the prefix: value} of an IronMapping output node."""
     result = {}
@@ -872,7 +865,6 @@ def write_table(desc: InputDescription, rows: list[dict], attributes: dict | Non
                 key: str = "table", title: str = "iron statistics", reuse: bool = True,
                 descriptions: dict | None = None, scene=None):
     """Create or update a table node from row dicts (units in the column names)."""
-    slicer = _slicer()
     import vtk
 
     scene = mrml_scene(scene)

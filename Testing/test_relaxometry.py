@@ -8,7 +8,6 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from IronMapping import estimators
 from IronMapping.errors import EchoTimeError, FitCancelled, InputError, IronMappingError
 from IronMapping.phantom import make_phantom, noncentral_chi
 from IronMapping.reference_fit import fit_voxel_ml

@@ -8,6 +8,15 @@ import numpy as np
 ARRAY_KEYS = ("complex_components",)
 
 
+def json_default(value):
+    """``default=`` for json.dumps: numpy scalars and arrays as Python values, anything else as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
 def json_safe(metadata: dict, max_list: int = 64) -> dict:
     """A copy of ``metadata`` that ``json.dumps`` accepts.
 
