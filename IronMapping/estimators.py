@@ -92,10 +92,10 @@ def linear_s0(y, t, r2, weights):
 # Shared Gauss-Newton machinery for two-parameter (S0, R2*) models
 
 def _solve2(h11, h12, h22, g1, g2):
+    # callers run under np.errstate(all="ignore"): singular systems are caught by `ok`
     det = h11 * h22 - h12 * h12
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d1 = (h22 * g1 - h12 * g2) / det
-        d2 = (h11 * g2 - h12 * g1) / det
+    d1 = (h22 * g1 - h12 * g2) / det
+    d2 = (h11 * g2 - h12 * g1) / det
     ok = np.isfinite(d1) & np.isfinite(d2) & (det > 0)
     return np.where(ok, d1, 0.0), np.where(ok, d2, 0.0), ok
 
@@ -320,6 +320,11 @@ def noise_corrected(y, t, sigma, coils=1.0, max_iter=30, **_):
     exact variance Var(S^2) = 4 sigma^2 (A^2 + L sigma^2), A = S0 exp(-R2* t). The returned
     uncertainty is the Fisher-information SD of R2* of this estimating equation.
     """
+    with np.errstate(all="ignore"):
+        return _noise_corrected(y, t, sigma, coils, max_iter)
+
+
+def _noise_corrected(y, t, sigma, coils, max_iter):
     n = y.shape[1]
     sigma2 = sigma * sigma
     floor2 = 2.0 * coils * sigma2
@@ -356,15 +361,13 @@ def noise_corrected(y, t, sigma, coils=1.0, max_iter=30, **_):
         p["s0"] = np.maximum(s0 + d_s0, 0.5 * s0)
         p["r2star"] = r2 + d_r2
         # Fisher information of (S0, R2*) is H / (4 sigma^2): Var(R2*) = 4 sigma^2 h11 / det
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p["var_r2"] = 4.0 * sigma2 * h11 / (h11 * h22 - h12 * h12)
+        p["var_r2"] = 4.0 * sigma2 * h11 / (h11 * h22 - h12 * h12)
         return _state(d_r2, r2, p["r2star"], ok)
 
     out = _iterate(step, {"y2": y2},
                    {"r2star": r2, "s0": s0, "var_r2": out["var_r2"], **_damping_state(n)},
                    n, max_iter, out)
-    with np.errstate(invalid="ignore"):
-        sd = np.sqrt(out["var_r2"])
+    sd = np.sqrt(out["var_r2"])
     return BlockFit(out["r2star"], out["s0"], out["converged"], (y > 0).sum(0), {"_uncertainty": sd})
 
 
@@ -482,11 +485,20 @@ def noise_corrected_ml(y, t, sigma, coils=1.0, min_informative=3.0, **_):
     from the squared-signal estimate. Everywhere else the two agree to a small fraction of the SD.
     """
     bf = noise_corrected(y, t, sigma, coils)
-    few = informative_echoes(t, bf.r2star, bf.s0, sigma, coils) < min_informative
-    few &= np.isfinite(bf.r2star)
-    if few.any():
+    # Exact cheap screen: echoes decay, so if echo k+1 has A^2/(A^2 + L sigma^2) >= q with
+    # q (k+1) = min_informative, the first k+1 echoes alone reach the threshold.
+    k = int(np.ceil(min_informative))
+    candidates = np.isfinite(bf.r2star)
+    if k < t.size:
+        q = min_informative / (k + 1)
+        a_k = np.nan_to_num(bf.s0) * np.exp(-np.nan_to_num(bf.r2star) * t[k])
+        candidates &= a_k * a_k < q / (1.0 - q) * coils * sigma * sigma
+    few = np.flatnonzero(candidates)
+    if few.size:
+        few = few[informative_echoes(t, bf.r2star[few], bf.s0[few], sigma, coils) < min_informative]
+    if few.size:
         start = BlockFit(bf.r2star[few], bf.s0[few], bf.converged[few], bf.echoes_used[few])
-        polished = maximum_likelihood(y[:, few], t, sigma, coils, start=start)
+        polished = maximum_likelihood(y[:, few], t, sigma, coils, start=start, max_iter=30)
         bf.r2star[few] = polished.r2star
         bf.s0[few] = polished.s0
         bf.converged[few] = polished.converged
