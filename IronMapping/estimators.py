@@ -485,6 +485,20 @@ def noise_corrected_ml(y, t, sigma, coils=1.0, min_informative=3.0, **_):
     from the squared-signal estimate. Everywhere else the two agree to a small fraction of the SD.
     """
     bf = noise_corrected(y, t, sigma, coils)
+    few = needs_ml_polish(t, bf, sigma, coils, min_informative)
+    if few.size:
+        start = BlockFit(bf.r2star[few], bf.s0[few], bf.converged[few], bf.echoes_used[few])
+        polished = maximum_likelihood(y[:, few], t, sigma, coils, start=start, max_iter=30)
+        bf.r2star[few] = polished.r2star
+        bf.s0[few] = polished.s0
+        bf.converged[few] = polished.converged
+        bf.extra["_uncertainty"][few] = polished.extra["_uncertainty"]
+    return bf
+
+
+def needs_ml_polish(t, bf, sigma, coils, min_informative=3.0):
+    """Indices of voxels whose squared-signal fit has fewer than `min_informative` echoes
+    clear of the noise floor (see noise_corrected_ml)."""
     # Exact cheap screen: echoes decay, so if echo k+1 has A^2/(A^2 + L sigma^2) >= q with
     # q (k+1) = min_informative, the first k+1 echoes alone reach the threshold.
     k = int(np.ceil(min_informative))
@@ -496,11 +510,4 @@ def noise_corrected_ml(y, t, sigma, coils=1.0, min_informative=3.0, **_):
     few = np.flatnonzero(candidates)
     if few.size:
         few = few[informative_echoes(t, bf.r2star[few], bf.s0[few], sigma, coils) < min_informative]
-    if few.size:
-        start = BlockFit(bf.r2star[few], bf.s0[few], bf.converged[few], bf.echoes_used[few])
-        polished = maximum_likelihood(y[:, few], t, sigma, coils, start=start, max_iter=30)
-        bf.r2star[few] = polished.r2star
-        bf.s0[few] = polished.s0
-        bf.converged[few] = polished.converged
-        bf.extra["_uncertainty"][few] = polished.extra["_uncertainty"]
-    return bf
+    return few

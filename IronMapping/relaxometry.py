@@ -318,10 +318,11 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     n_coils = noise.coils if noise is not None else 1.0
     stop = threading.Event()
 
-    def run(block):
+    polish: list[np.ndarray] = []
+
+    def run(idx, kernel):
         if stop.is_set():
             return 0
-        idx = index[block]
         y = y2d[:, idx].astype(np.float64)
         invalid = ~np.isfinite(y.sum(0)) | (y.min(0) < 0)
         if invalid.any():
@@ -338,6 +339,9 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
         out_status[idx] = status
         out_used[idx] = np.clip(bf.echoes_used, 0, 255)
         for name, values in bf.extra.items():
+            if name == "_polish":
+                with lock:
+                    polish.append(idx[values & ~invalid])
             if name.startswith("_"):
                 continue
             with lock:
@@ -346,27 +350,39 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
             extra_maps[name][idx] = values
         return idx.size
 
-    blocks = [slice(i, min(i + BLOCK_VOXELS, index.size)) for i in range(0, index.size, BLOCK_VOXELS)]
-    workers = max(1, min(options.get("workers") or os.cpu_count() or 1, len(blocks)))
-    done = 0
+    def run_all(indices, kernel, share, offset):
+        """Fit `indices` in blocks on all cores; progress runs from `offset` over `share`."""
+        done = 0
+        blocks = [indices[i:i + BLOCK_VOXELS] for i in range(0, indices.size, BLOCK_VOXELS)]
+        workers = max(1, min(options.get("workers") or os.cpu_count() or 1, len(blocks)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(run, b, kernel) for b in blocks}
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        done += f.result()
+                    if cancel is not None and cancel():
+                        raise FitCancelled("The fit was cancelled; no maps were produced.")
+                    if progress is not None and finished:
+                        progress(offset + share * done / max(indices.size, 1))
+            except BaseException:
+                stop.set()
+                for f in pending:
+                    f.cancel()
+                raise
+
     if progress is not None:
         progress(0.0)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = {pool.submit(run, b) for b in blocks}
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    done += f.result()
-                if cancel is not None and cancel():
-                    raise FitCancelled("The fit was cancelled; no maps were produced.")
-                if progress is not None and finished:
-                    progress(done / max(index.size, 1))
-        except BaseException:
-            stop.set()
-            for f in pending:
-                f.cancel()
-            raise
+    if method == "noise-corrected-ml":
+        # The maximum-likelihood polish has a Python-heavy inner loop, so the few voxels that
+        # need it are gathered from all blocks and polished together in a second pass.
+        run_all(index, _flag_for_polish, 0.95, 0.0)
+        flagged = np.sort(np.concatenate(polish)) if polish else np.empty(0, np.intp)
+        if flagged.size:
+            run_all(flagged, kernel, 0.05, 0.95)
+    else:
+        run_all(index, kernel, 1.0, 0.0)
     if progress is not None:
         progress(1.0)
 
@@ -390,6 +406,15 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
         noise_source=noise.source if noise is not None else "none",
         quantity=quantity, field_strength_t=field_strength_t,
         maps={k: shape(v) for k, v in extra_maps.items()}, warnings=notes)
+
+
+def _flag_for_polish(y, t, sigma, coils):
+    """First pass of "noise-corrected-ml": the squared-signal fit, flagging voxels for ML."""
+    bf = estimators.noise_corrected(y, t, sigma, coils)
+    flag = np.zeros(y.shape[1], dtype=bool)
+    flag[estimators.needs_ml_polish(t, bf, sigma, coils)] = True
+    bf.extra["_polish"] = flag
+    return bf
 
 
 def _kernel_for(method, field_strength_t, options):

@@ -241,3 +241,23 @@ def test_truncation_reports_echoes_used():
     result = fit(y, TE, method="truncation", mask=np.ones(2, bool), noise_sigma=10.0)
     assert result.echoes_used[0] == 12
     assert 3 <= result.echoes_used[1] < 12
+
+
+def test_default_polishes_short_t2star_voxels_with_maximum_likelihood():
+    from IronMapping import estimators
+
+    rng = np.random.default_rng(11)
+    r2 = np.repeat([100.0, 1500.0], 500)
+    y = noncentral_chi(decay(r2), 50.0, 1, rng)
+    result = fit(y, TE, mask=np.ones(r2.size, bool), noise_sigma=50.0, coils=1, workers=2)
+    direct = estimators.noise_corrected_ml(y, TE / 1000.0, sigma=50.0, coils=1.0)
+    ml = estimators.maximum_likelihood(y, TE / 1000.0, sigma=50.0, coils=1.0)
+    squared = estimators.noise_corrected(y, TE / 1000.0, sigma=50.0, coils=1.0)
+    fitted = result.status == Status.FITTED
+    np.testing.assert_allclose(result.r2star[fitted], direct.r2star[fitted], rtol=1e-6)
+    fast = r2 > 1000
+    # short T2*: the default follows maximum likelihood, not the squared-signal fit
+    assert np.median(np.abs(result.r2star[fast & fitted] - ml.r2star[fast & fitted])) < 1e-3
+    assert np.median(np.abs(squared.r2star[fast] - ml.r2star[fast])) > 1.0
+    # long T2*: nothing to polish, the squared-signal fit stands
+    np.testing.assert_allclose(result.r2star[~fast], squared.r2star[~fast], rtol=1e-6)  # float32 maps
