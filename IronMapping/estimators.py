@@ -92,10 +92,10 @@ def linear_s0(y, t, r2, weights):
 # Shared Gauss-Newton machinery for two-parameter (S0, R2*) models
 
 def _solve2(h11, h12, h22, g1, g2):
-    # callers run under np.errstate(all="ignore"): singular systems are caught by `ok`
     det = h11 * h22 - h12 * h12
-    d1 = (h22 * g1 - h12 * g2) / det
-    d2 = (h11 * g2 - h12 * g1) / det
+    with np.errstate(divide="ignore", invalid="ignore"):  # singular systems are caught by `ok`
+        d1 = (h22 * g1 - h12 * g2) / det
+        d2 = (h11 * g2 - h12 * g1) / det
     ok = np.isfinite(d1) & np.isfinite(d2) & (det > 0)
     return np.where(ok, d1, 0.0), np.where(ok, d2, 0.0), ok
 
