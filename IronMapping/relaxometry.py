@@ -270,6 +270,10 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
         raise InputError("method='fat-water' needs field_strength_t (tesla) to place the fat peaks.")
     spatial = signal.shape[1:]
     n_vox = int(np.prod(spatial))
+    if not np.any(signal > 0):
+        raise InputError(
+            "The signal has no positive values (all zero, negative or not a number): there is "
+            "nothing to fit. Check that the magnitude images of the right series were loaded.")
     y2d = signal.reshape(signal.shape[0], n_vox)
 
     if mask is not None:

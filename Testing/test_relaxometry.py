@@ -102,6 +102,10 @@ def test_other_bad_input():
         fit(signal, TE, noise_sigma=-1.0)
     with pytest.raises(InputError, match="field_strength_t"):
         fit(signal, TE, method="fat-water")
+    with pytest.raises(InputError, match="no positive values"):
+        fit(np.zeros((12, 4, 4)), TE)
+    with pytest.raises(InputError, match="no positive values"):
+        fit(np.full((12, 3), np.nan), TE)
 
 
 def test_invalid_and_empty_voxels_get_status_not_crash():
@@ -138,6 +142,10 @@ finite_or_odd = st.one_of(st.floats(0, 5000, allow_nan=False), st.just(0.0), st.
        method=st.sampled_from(["auto", "loglinear", "nlls", "truncation", "ml", "arlo", "offset"]))
 def test_any_values_give_valid_maps(data, method):
     te = 1.5 * np.arange(1, 7)
+    if not np.any(data > 0):
+        with pytest.raises(InputError, match="no positive values"):
+            fit(data, te, method=method, mask=np.ones(5, bool), noise_sigma=3.0)
+        return
     result = fit(data, te, method=method, mask=np.ones(5, bool), noise_sigma=3.0)
     assert result.r2star.shape == result.status.shape == (5,)
     assert set(np.unique(result.status)) <= {int(s) for s in Status}
