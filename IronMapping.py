@@ -29,7 +29,7 @@ from typing import Annotated, Optional, Union  # noqa: E402
 from IronMapping.calibration import CALIBRATIONS, DEFAULT_CALIBRATION  # noqa: E402
 from IronMapping.errors import FitCancelled  # noqa: E402
 from IronMapping.logic import IronMappingLogic  # noqa: E402
-from IronMapping.relaxometry import DEFAULT_METHOD, METHOD_REFERENCES, METHODS  # noqa: E402
+from IronMapping.relaxometry import DEFAULT_METHOD, METHODS, method_reference  # noqa: E402
 
 try:  # the Slicer application (Qt, CTK, module base classes)
     import qt
@@ -80,7 +80,7 @@ log = logging.getLogger("IronMapping")
 
 
 def _help_text() -> str:
-    methods = "".join(f"<li><b>{name}</b>: {ref}</li>" for name, ref in METHOD_REFERENCES.items())
+    methods = "".join(f"<li><b>{name}</b>: {method_reference(name)}</li>" for name in METHODS if name != "auto")
     calibrations = "".join(
         f"<li><b>{cal.label}</b> ({cal.field_strength_t:g} T): {cal.equation}. {cal.citation}"
         f"{' doi:' + cal.doi if cal.doi else ''}</li>" for cal in CALIBRATIONS.values())

@@ -100,7 +100,8 @@ class RelaxometryFit:
     uncertainty : float32, standard deviation of R2* in 1/s from the Fisher information
     status : uint8, `Status` codes
     echoes_used : uint8, number of echoes that entered the fit (truncation varies per voxel)
-    maps : extra maps, e.g. "offset" (offset model) or "pdff" (%, fat-water)
+    maps : extra maps, e.g. "offset" (offset model) or "pdff" (%, fat-water); NaN where
+        status != FITTED
     """
 
     r2star: np.ndarray
@@ -136,7 +137,7 @@ class RelaxometryFit:
             "quantity": self.quantity,
             "method": self.method,
             "requested_method": self.requested_method,
-            "method_reference": METHOD_REFERENCES.get(self.method, ""),
+            "method_reference": method_reference(self.method),
             "echo_times_ms": [float(t) for t in self.echo_times_ms],
             "noise_sigma": None if self.noise_sigma is None else float(self.noise_sigma),
             "coils": None if self.coils is None else float(self.coils),
@@ -159,6 +160,15 @@ METHOD_REFERENCES = {
     "arlo": "Pei M et al. MRM 2015;73:843-850 (ARLO)",
     "fat-water": "Triay Bagur A et al. MRM 2019 (MAGO); Bray TJP et al. MRM 2023, doi:10.1002/mrm.29493 (MAGORINO)",
 }
+
+
+def method_reference(method: str) -> str:
+    """Source of a method; for fat-water it also names the fat spectrum and decision rule."""
+    if method == "fat-water":
+        from .fatwater import method_description
+
+        return method_description()
+    return METHOD_REFERENCES.get(method, "")
 
 
 def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "auto") -> np.ndarray:
@@ -351,7 +361,8 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
             with lock:
                 if name not in extra_maps:
                     extra_maps[name] = np.full(n_vox, np.nan, np.float32)
-            extra_maps[name][idx] = values
+            # like R2*, extra maps (PDFF, offset, ...) are only reported where the fit stands
+            extra_maps[name][idx] = np.where(ok, values, np.nan)
         return idx.size
 
     def run_all(indices, kernel, share, offset):
@@ -426,8 +437,10 @@ def _kernel_for(method, field_strength_t, options):
         from .fatwater import fit_fatwater_chunk
 
         def kernel(y, t, sigma, coils):
+            extra_options = {"fat_evidence": options["fat_evidence"]} if "fat_evidence" in options else {}
             res = fit_fatwater_chunk(y, t, field_strength_t=field_strength_t, sigma=sigma,
-                                     coils=coils, precession_clockwise=options.get("precession_clockwise", True))
+                                     coils=coils, precession_clockwise=options.get("precession_clockwise", True),
+                                     **extra_options)
             extra = {k: res[k] for k in ("pdff", "water", "fat") if k in res}
             if "start" in res:
                 extra["fat_water_start"] = res["start"]
