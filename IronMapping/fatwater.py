@@ -38,6 +38,7 @@ import numpy as np
 from scipy import special
 
 from .errors import EchoTimeError, FitCancelled, InputError
+from .estimators import weighted_loglinear
 from .fatmodel import fat_phasor, get_spectrum
 
 R2STAR_MAX = 5000.0
@@ -329,19 +330,8 @@ def _normal_equations(jw, jf, jr, rho=None, weights=None):
 
 def _loglinear_start(y, t_ms):
     """S^2-weighted log-linear fit: R (1/ms) and S0, ignoring fat (a starting point only)."""
-    w = y * y
-    ly = np.log(np.maximum(y, _TINY))
-    sw = w.sum(0)
-    st = t_ms @ w
-    stt = (t_ms * t_ms) @ w
-    wly = w * ly
-    sy = wly.sum(0)
-    sty = t_ms @ wly
-    det = sw * stt - st * st
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = (sw * sty - st * sy) / det
-        intercept = (stt * sy - st * sty) / det
-    r = np.clip(np.nan_to_num(-slope, nan=0.05), 0.005, R2STAR_MAX * 1e-3)
+    decay_rate, intercept = weighted_loglinear(y, t_ms, y * y)
+    r = np.clip(np.nan_to_num(decay_rate, nan=0.05), 0.005, R2STAR_MAX * 1e-3)
     s0 = np.exp(np.clip(np.nan_to_num(intercept, nan=0.0), -5.0, 5.0))
     return r, s0
 
