@@ -210,7 +210,7 @@ def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "
     return te
 
 
-def resolve_method(method: str, quantity: str = "T2*") -> str:
+def resolve_method(method: str) -> str:
     if method not in METHODS:
         raise InputError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
     return DEFAULT_METHOD if method == "auto" else method
@@ -266,7 +266,7 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     field_strength_t : main field in tesla (needed by "fat-water").
     """
     requested = method
-    method = resolve_method(method, quantity)
+    method = resolve_method(method)
     if quantity not in ("T2*", "T2"):
         raise InputError(f"quantity must be 'T2*' or 'T2', not {quantity!r}.")
     signal = np.asarray(signal)
@@ -302,7 +302,7 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
         mask_flat = automatic_mask(y2d[0], noise)
         if noise is None:
             notes.append("automatic mask from Otsu's threshold on the first echo (no background to measure noise)")
-    if noise is None and method in NOISE_AWARE | {"auto"}:
+    if noise is None and method in NOISE_AWARE:
         try:
             noise = estimate_noise_differences(
                 signal, mask_flat.reshape(spatial), coils) if len(spatial) >= 1 else None
