@@ -118,15 +118,20 @@ def nodes_by_class(scene, class_name: str) -> list:
 
 # --------------------------------------------------------------------------- DICOM helpers
 
-def dicom_value(uid: str, tag: str) -> str:
-    """A tag of a DICOM instance from Slicer's DICOM database; "" outside the application."""
+def _database_value(lookup: str, key: str, tag: str) -> str:
+    """database.<lookup>(key, tag) from Slicer's DICOM database; "" outside the application."""
     database = getattr(_slicer(), "dicomDatabase", None)
-    if database is None or not uid:
+    if database is None or not key:
         return ""
     try:
-        return str(database.instanceValue(uid, tag) or "")
-    except Exception:  # a closed or missing database is not an error of the input
+        return str(getattr(database, lookup)(key, tag) or "")
+    except Exception:  # a closed or missing database, or a missing file, is not an input error
         return ""
+
+
+def dicom_value(uid: str, tag: str) -> str:
+    """A tag of a DICOM instance (by UID) from Slicer's DICOM database."""
+    return _database_value("instanceValue", uid, tag)
 
 
 def _first_number(text: str) -> float | None:
@@ -256,14 +261,8 @@ def _dicom_echo_times(uid_groups: Sequence[Sequence[str]]) -> np.ndarray | None:
 
 
 def dicom_file_value(path: str, tag: str) -> str:
-    """A tag of a DICOM file through Slicer's DICOM database; "" outside the application."""
-    database = getattr(_slicer(), "dicomDatabase", None)
-    if database is None or not path:
-        return ""
-    try:
-        return str(database.fileValue(path, tag) or "")
-    except Exception:  # a missing file or database is not an error of the input
-        return ""
+    """A tag of a DICOM file through Slicer's DICOM database."""
+    return _database_value("fileValue", path, tag)
 
 
 def _dicom_facts(uids: Sequence[str], files: Sequence[str] = ()) -> dict:
