@@ -94,7 +94,7 @@ class RelaxometryFit:
     """Parametric maps of one fit; arrays have the spatial shape of the input.
 
     r2star : float32, 1/s (R2 when quantity is "T2"); NaN where status != FITTED
-    t2star : float32, ms (1000 / r2star); NaN where R2* <= 0 (decay too slow to measure)
+    t2star : float32, ms (1000 / r2star); NaN where R2* is zero to the fit's precision (no decay measurable)
     s0 : float32, signal extrapolated to TE = 0 (input units); NaN where status != FITTED
     quality : float32, coefficient of determination R^2 of the fitted magnitude curve
     uncertainty : float32, standard deviation of R2* in 1/s from the Fisher information
@@ -169,6 +169,20 @@ def method_reference(method: str) -> str:
 
         return method_description()
     return METHOD_REFERENCES.get(method, "")
+
+
+def t2star_from_r2star(r2star, status, echo_times_ms) -> np.ndarray:
+    """T2* (ms) = 1000 / R2* (1/s) where the fit succeeded and the decay is measurable, else NaN.
+
+    A decay of less than one part per million over the echo train is below the single-precision
+    resolution of the signal, so R2* is zero to the fit's precision there and T2* is undefined
+    (a fit returning R2* = 5e-28 must not give T2* = 2e30 ms).
+    """
+    r2star = np.asarray(r2star)
+    resolvable = 1e-6 / (float(np.max(echo_times_ms)) / 1000.0)
+    measurable = (np.asarray(status) == Status.FITTED) & (r2star > resolvable)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(measurable, 1000.0 / r2star, np.nan).astype(np.float32)
 
 
 def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "auto") -> np.ndarray:
@@ -401,8 +415,7 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     if progress is not None:
         progress(1.0)
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t2 = np.where((out_status == Status.FITTED) & (out_r2 > 0), 1000.0 / out_r2, np.nan).astype(np.float32)
+    t2 = t2star_from_r2star(out_r2, out_status, te_ms)
     n_fit = int(np.count_nonzero(out_status == Status.FITTED))
     if n_fit and method in ("loglinear", "nlls", "arlo"):
         short = np.count_nonzero(t2[out_status == Status.FITTED] < 2.0 * te_ms[0] + 5.0) / n_fit

@@ -133,6 +133,18 @@ def test_constant_signal_gives_zero_r2star():
     assert np.all(np.isnan(result.t2star))  # no measurable decay
 
 
+def test_t2star_undefined_where_r2star_is_zero_to_fit_precision():
+    from IronMapping.relaxometry import t2star_from_r2star
+
+    r2 = np.array([4.8e-28, 0.0, -1e-3, 1e-9, 0.5, 50.0])
+    status = np.full(r2.shape, int(Status.FITTED))
+    t2 = t2star_from_r2star(r2, status, TE)
+    assert np.all(np.isnan(t2[:4]))
+    np.testing.assert_allclose(t2[4:], [2000.0, 20.0], rtol=1e-6)
+    status[-1] = int(Status.NOT_CONVERGED)
+    assert np.isnan(t2star_from_r2star(r2, status, TE)[-1])
+
+
 finite_or_odd = st.one_of(st.floats(0, 5000, allow_nan=False), st.just(0.0), st.just(np.nan),
                           st.floats(-100, 0), st.just(np.inf))
 
