@@ -118,7 +118,7 @@ def plugin_class():
                 return None
             name, description, unit, (code, meaning) = MEASUREMENTS[key]
             return self.createMeasurementInfo(
-                name=name, description=description, units=unit,
+                name=name, title=name, description=description, units=unit,
                 unitsDicomCode=self.createCodedEntry(code, "UCUM", meaning, True))
 
     _PLUGIN_CLASS = IronMappingSegmentStatisticsPlugin
