@@ -440,6 +440,15 @@ def crop_to_body(ph: AbdomenPhantom) -> AbdomenPhantom:
     return crop(ph, slice(None), slice(r0, r1), slice(c0, c1), acquisition="cropped")
 
 
+def below_lungs(ph: AbdomenPhantom) -> AbdomenPhantom:
+    """Only the lowest slices that hold neither lung nor heart (no tissue at the noise floor)."""
+    above = ph.mask("lung").any(axis=(1, 2)) | ph.mask("myocardium").any(axis=(1, 2))
+    if above[0]:
+        raise InputError("The lowest slice already holds lung or heart: add slices to the phantom.")
+    top = int(np.argmax(above)) if above.any() else above.size
+    return crop(ph, slice(0, top), acquisition=ph.acquisition)
+
+
 def zero_fill_background(ph: AbdomenPhantom, margin_mm: float = 5.0) -> AbdomenPhantom:
     """Signal set to exactly 0 outside the body outline (grown by margin_mm), as scanners do."""
     keep = ph.body
@@ -472,6 +481,8 @@ def quantise(ph: AbdomenPhantom, zero_background: bool = True) -> AbdomenPhantom
 ACQUISITIONS = {
     "air": ("air around the body", dict(liver_r2star=150.0), ()),
     "cropped": ("field of view cropped to the abdomen (no air)", dict(liver_r2star=150.0), ("crop",)),
+    "cropped-below-lungs": ("field of view cropped to the abdomen below the lungs (no air, no lung)",
+                            dict(liver_r2star=150.0), ("crop", "below-lungs")),
     "cropped-iron": ("cropped, iron-loaded liver and spleen",
                      dict(liver_r2star=600.0, spleen_r2star=300.0), ("crop",)),
     "zero-filled": ("background zero-filled outside the body by the scanner",
@@ -491,11 +502,11 @@ ACQUISITIONS = {
                   dict(liver_r2star=150.0, protocol="kellman-4", coils=1), ()),
     "three-echo": ("3 echoes (1.53-5.99 ms)", dict(liver_r2star=150.0, protocol="kellman-3"), ()),
 }
-QUICK_GRID = dict(voxel_size_mm=(5.0, 5.0, 10.0), n_slices=3)
+QUICK_GRID = dict(voxel_size_mm=(5.0, 5.0, 10.0), n_slices=4)
 
 
 def make_acquisition(name: str, quick: bool = False, seed: int | None = 0, **overrides) -> AbdomenPhantom:
-    """The phantom under a named acquisition of ACQUISITIONS (quick: a coarse 3-slice grid).
+    """The phantom under a named acquisition of ACQUISITIONS (quick: a coarse 4-slice grid).
 
     overrides are passed to ``make_abdomen_phantom`` (``protocol=`` names PROTOCOLS).
     """
@@ -508,5 +519,6 @@ def make_acquisition(name: str, quick: bool = False, seed: int | None = 0, **ove
         kwargs["echo_times_ms"] = echo_times(protocol, kwargs.get("field_strength_t", 1.5))
     ph = make_abdomen_phantom(seed=seed, **kwargs)
     for step in steps:
-        ph = {"crop": crop_to_body, "zero-fill": zero_fill_background, "quantise": quantise}[step](ph)
+        ph = {"crop": crop_to_body, "below-lungs": below_lungs, "zero-fill": zero_fill_background,
+              "quantise": quantise}[step](ph)
     return dataclasses.replace(ph, acquisition=name, description=description)

@@ -16,7 +16,7 @@ from IronMapping.phantom_abdomen import (ABDOMEN_LABELS, ACQUISITIONS, AbdomenPh
                                          make_abdomen_phantom, make_acquisition, quantise,
                                          zero_fill_background)
 
-QUICK = dict(voxel_size_mm=(5.0, 5.0, 10.0), n_slices=3)
+QUICK = dict(voxel_size_mm=(5.0, 5.0, 10.0), n_slices=4)
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +200,9 @@ def test_protocols_and_named_acquisitions():
         assert ph.image.signal.shape[1:] == ph.labels.shape == ph.noise_sigma_map.shape
         assert count(ph, "liver") > 200 and count(ph, "spleen") > 30
     assert make_acquisition("cropped", quick=True).air_fraction == 0.0
+    below = make_acquisition("cropped-below-lungs", quick=True)
+    assert below.air_fraction == 0.0 and not below.mask("lung").any() and not below.mask("myocardium").any()
+    assert below.labels.shape[0] == 2 and below.mask("kidney").any()
     severe = make_acquisition("severe-2000", quick=True)
     assert severe.truth_median("liver") == pytest.approx(2000.0, rel=0.02) and severe.image.echo_times_ms[0] == 0.9
     zf = make_acquisition("zero-filled", quick=True)
