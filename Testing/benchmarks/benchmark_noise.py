@@ -36,11 +36,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from scipy import special
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from IronMapping.errors import IronMappingError  # noqa: E402
-from IronMapping.noise import _moment_ratio, effective_coils_from_ratio  # noqa: E402
 from IronMapping.phantom_abdomen import ACQUISITIONS, make_acquisition  # noqa: E402
 from IronMapping.quantification import summarize  # noqa: E402
 from IronMapping.relaxometry import Status, fit  # noqa: E402
@@ -91,6 +91,18 @@ DRIFT_LIMITS = (0.5, 2.0)         # last echo over first: tissue and ghosts deca
 
 
 # ------------------------------------------------------------------------------ helpers
+
+def central_chi_ratio(coils):
+    """E[M]^2 / E[M^2] of pure noise from `coils` channels (central chi, 2L degrees of freedom)."""
+    coils = np.asarray(coils, dtype=np.float64)
+    return np.exp(2.0 * (special.gammaln(coils + 0.5) - special.gammaln(coils))) / coils
+
+
+def coils_from_ratio(ratio):
+    """Effective coil count L >= 1 whose central chi has this moment ratio."""
+    grid = np.geomspace(1.0, 128.0, 4000)
+    return float(np.interp(ratio, central_chi_ratio(grid), grid, left=1.0, right=128.0))
+
 
 def estimated_sigma(result, spatial):
     """The fit's noise SD as a map of the spatial shape (from a number or a map), or None."""
@@ -202,10 +214,10 @@ def run_acquisition(name, quick, targets, seed=0):
                                        field_strength_t=img.field_strength_t)
     sigma_est = estimated_sigma(est, spatial)
     truth_sigma = ph.noise_sigma_map
-    coils_est = est.coils if np.size(est.coils) == 1 and est.coils is not None else est.coils
+    coils_est = getattr(est, "coils", None)
     print(f"   noise SD per channel: true {describe_sigma(truth_sigma, ph.body)} in the body"
           + (f" (+ rounding SD {1 / np.sqrt(12):.2f})" if ph.quantisation_step else "")
-          + f"; estimated {describe_sigma(sigma_est, ph.body)} from {est.noise_source!r}, "
+          + f"; estimated {describe_sigma(sigma_est, ph.body)} from {getattr(est, 'noise_source', None)!r}, "
           f"coils {fmt(np.median(coils_est) if coils_est is not None else None, '.2f')} (true {ph.coils})")
     if sigma_est is not None:
         ratios = {o: float(np.median(sigma_est[ph.mask(o)] / truth_sigma[ph.mask(o)])) for o in ORGANS}
@@ -302,7 +314,7 @@ def air_check(signal, box):
     zeros = float(np.mean(x == 0))
     drift = float(m1[-1] / m1[0]) if m1[0] > 0 else float("nan")
     pooled = float(np.mean(m1) ** 2 / np.mean(m2)) if np.mean(m2) > 0 else 0.0
-    coils = effective_coils_from_ratio(pooled)
+    coils = coils_from_ratio(pooled)
     sigma_echo = np.sqrt(m2 / (2.0 * coils))
     usable = bool(np.all((ratios >= PURE_NOISE_RATIO[0]) & (ratios <= PURE_NOISE_RATIO[1]))
                   and zeros <= MAX_ZERO_SHARE and DRIFT_LIMITS[0] <= drift <= DRIFT_LIMITS[1])
@@ -351,7 +363,7 @@ def run_real(name, targets):
         checks[box_name] = c
         print(f"   air box {box_name:<14} rows {box[0].start}:{box[0].stop} cols {box[1].start}:{box[1].stop}: "
               f"E[M]^2/E[M^2] {c['ratio_min']:.3f}-{c['ratio_max']:.3f} over the echoes (central chi: "
-              f"{_moment_ratio(1.0):.3f} for 1 coil), zeros {100 * c['zeros']:.1f} %, last/first echo "
+              f"{central_chi_ratio(1.0):.3f} for 1 coil), zeros {100 * c['zeros']:.1f} %, last/first echo "
               f"mean {c['drift']:.2f}; sigma {c['sigma']:.3g} (L {c['coils']:.2f}; echo 1 "
               f"{c['sigma_first']:.3g}, echoes {c['sigma_range'][0]:.3g}-{c['sigma_range'][1]:.3g}) -> "
               f"{'pure noise' if c['usable'] else 'NOT pure noise'}")
@@ -360,7 +372,7 @@ def run_real(name, targets):
     air_coils = float(np.median([c["coils"] for c in good])) if good else None
     est, caught = quiet_fit(signal, te, quantity=quantity, field_strength_t=field_t)
     sigma_map = estimated_sigma(est, signal.shape[1:])
-    print(f"   estimated sigma {describe_sigma(sigma_map)} ({est.noise_source!r}, coils "
+    print(f"   estimated sigma {describe_sigma(sigma_map)} ({getattr(est, 'noise_source', None)!r}, coils "
           f"{fmt(np.median(est.coils) if est.coils is not None else None, '.2f')}); hand-checked air "
           f"sigma {fmt(air_sigma, '.3g', 'none usable')}"
           + (f", ratio {np.median(sigma_map) / air_sigma:.2f}" if air_sigma and sigma_map is not None else ""))
