@@ -41,6 +41,8 @@ MAX_SAMPLED_VOXELS = 30_000
 #: Voxels with residuals wanted per noise-map tile, and slices per tile (3-D images).
 VOXELS_PER_TILE = 200
 TILE_SLICES = 4
+#: Gaussian smoothing of the tile estimates, in tiles.
+MAP_SMOOTHING_TILES = 0.5
 #: The noise map is used only when it spans more than this ratio (95th / 5th percentile in
 #: tissue); below it, one pooled sigma is more precise than the map.
 MAP_SPREAD_TO_USE = 1.2
@@ -50,25 +52,21 @@ MAP_SPREAD_TO_USE = 1.2
 class EchoTrainNoise:
     """Noise estimated from fit residuals across echoes.
 
-    sigma : float, pooled noise SD per real channel (signal units).
+    sigma : float, pooled noise SD per real channel (signal units); median of the map if any.
     sigma_map : (n_voxels,) float32 noise SD per voxel, or None where the noise is uniform.
-    n_voxels : number of voxels whose residuals were pooled.
-    floor_m1, floor_m2 : mean and mean square of samples at the floor (None without such samples).
-    n_floor : number of floor samples.
+    n_voxels : number of voxel pairs whose residuals were pooled.
+    coils : effective coil count L (floor E[M^2] = 2 L sigma^2).
+    coils_source : "given", "floor samples" (echoes at the floor), "decay shape" (decays
+        approaching the floor) or "assumed" (1: nothing in the image reaches the floor).
+    n_floor : number of pure-floor samples.
     """
 
     sigma: float
     sigma_map: np.ndarray | None
     n_voxels: int
-    floor_m1: float | None = None
-    floor_m2: float | None = None
+    coils: float = 1.0
+    coils_source: str = "assumed"
     n_floor: int = 0
-
-    def coils_from_floor(self) -> float | None:
-        """Effective coil count L from the floor samples, E[M^2] = 2 L sigma^2 (None if too few)."""
-        if self.floor_m2 is None or self.n_floor < 500:
-            return None
-        return float(max(self.floor_m2 / (2.0 * self.sigma * self.sigma), 1.0))
 
     def sigma_range(self) -> tuple[float, float]:
         """5th and 95th percentile of the noise map (sigma twice without a map)."""
@@ -107,6 +105,8 @@ def paired_residual_variances(ya, yb, t, n_keep, coils=1.0, sigma=None):
     """
     keep = n_keep >= MIN_ECHOES_FOR_RESIDUALS
     ya, yb, n_keep = ya[:, keep], yb[:, keep], n_keep[keep]
+    if sigma is not None and np.ndim(sigma):
+        sigma = np.asarray(sigma)[keep]
     w = (np.arange(ya.shape[0])[:, None] < n_keep[None, :]).astype(np.float64)
     resid_a, pred_a = _decay_residuals(ya, t, w)
     resid_b, pred_b = _decay_residuals(yb, t, w)
@@ -134,29 +134,51 @@ AMPLITUDE_STRATA = 6
 MISFIT_DROP = 0.8
 
 
-def separate_misfit(variance, dofs, amplitude2):
+def _strata(log_var, dofs, amplitude):
+    """Median amplitude and robust variance (shape-fitted mode) in amplitude strata."""
+    edges = np.quantile(amplitude, np.linspace(0.0, 1.0, AMPLITUDE_STRATA + 1))
+    stratum = np.clip(np.searchsorted(edges, amplitude, side="right") - 1, 0, AMPLITUDE_STRATA - 1)
+    a, v = [], []
+    for k in range(AMPLITUDE_STRATA):
+        sel = stratum == k
+        if np.count_nonzero(sel) >= 300:
+            a.append(float(np.median(amplitude[sel])))
+            v.append(float(np.exp(pooled_log_mode(log_var[sel], dofs[sel]))))
+    return np.asarray(a), np.asarray(v)
+
+
+def _quietest_stratum(log_var, dofs, amplitude) -> float:
+    """Robust variance of the quietest amplitude stratum over that of all (1 without misfit)."""
+    _, v = _strata(log_var, dofs, amplitude)
+    if v.size < 3:
+        return 1.0
+    return float(v.min() / np.exp(pooled_log_mode(log_var, dofs)))
+
+
+def separate_misfit(variance, dofs, amplitude2, groups=None):
     """Noise variance sigma^2 and a misfit coefficient c^2 from variance = sigma^2 + c^2 A^2.
 
     variance, dofs : per-pair residual variances and their degrees of freedom; amplitude2 :
-    mean squared signal over the echoes used. Real tissue is never exactly mono-exponential
-    (partial volume, several compartments, flow): the relative misfit is roughly constant, so
-    its variance grows with A^2 while the noise does not. The robust variance (shape-fitted
-    mode) is found in amplitude strata and a line through them gives sigma^2 at A = 0.
+    mean squared signal over the echoes used; groups : optional tile id per pair. Real tissue is
+    never exactly mono-exponential (partial volume, several compartments, flow): the relative
+    misfit is roughly constant, so its variance grows with A^2 while the noise does not. The
+    robust variance (shape-fitted mode) is found in amplitude strata and a line through them
+    gives sigma^2 at A = 0. With tiles, the amplitude dependence is tested *within* tiles, so
+    that noise varying in space (parallel imaging) is not taken for misfit.
     Returns (sigma2, c2); c2 is 0 when the misfit is negligible (pure-noise residuals).
     """
     log_var = np.log(variance)
     overall = float(np.exp(pooled_log_mode(log_var, dofs)))
     if variance.size < AMPLITUDE_STRATA * 300:
         return overall, 0.0
-    edges = np.quantile(amplitude2, np.linspace(0.0, 1.0, AMPLITUDE_STRATA + 1))
-    stratum = np.clip(np.searchsorted(edges, amplitude2, side="right") - 1, 0, AMPLITUDE_STRATA - 1)
-    a, v = [], []
-    for k in range(AMPLITUDE_STRATA):
-        sel = stratum == k
-        if np.count_nonzero(sel) >= 300:
-            a.append(float(np.median(amplitude2[sel])))
-            v.append(float(np.exp(pooled_log_mode(log_var[sel], dofs[sel]))))
-    a, v = np.asarray(a), np.asarray(v)
+    if groups is not None:
+        n_groups = int(groups.max()) + 1
+        log_a = np.log(amplitude2)
+        rel_v = log_var - _group_median(groups, log_var, n_groups)[0][groups]
+        rel_a = log_a - _group_median(groups, log_a, n_groups)[0][groups]
+        if _quietest_stratum(rel_v, dofs, rel_a) >= MISFIT_DROP:
+            return overall, 0.0
+    a, v = _strata(log_var, dofs, amplitude2)
     if a.size < 3 or v.min() >= MISFIT_DROP * overall:
         return overall, 0.0
     # The quietest (lowest-amplitude) strata lie well below the pooled value: misfit that grows
@@ -247,13 +269,8 @@ def _tile_shape(spatial, n_samples) -> tuple[int, ...]:
     return tuple(slices + [edge, edge])
 
 
-def noise_map(index, log_variance, dofs, spatial, log_sigma2) -> np.ndarray | None:
-    """Smooth noise SD map (flat, n_voxels) from per-voxel log residual variances, or None.
-
-    The variances are pooled in tiles (median after trimming misfit outliers, corrected for the
-    chi^2 median of each voxel's degrees of freedom), then smoothed across tiles with weights by
-    the number of voxels and interpolated back to the voxel grid.
-    """
+def tile_ids(index, spatial):
+    """(tile id per sample, tile grid shape, tile edges) for noise-map tiles, or None (too few)."""
     if len(spatial) < 2:
         return None
     tile = _tile_shape(spatial, index.size)
@@ -261,32 +278,73 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2) -> np.ndarray | No
     if int(np.prod(grid_shape)) < 4:
         return None
     coords = np.unravel_index(index, spatial)
-    tile_id = np.ravel_multi_index(tuple(c // s for c, s in zip(coords, tile)), grid_shape)
+    return np.ravel_multi_index(tuple(c // s for c, s in zip(coords, tile)), grid_shape), grid_shape, tile
+
+
+def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=1.0):
+    """Smooth noise SD map (flat, n_voxels) and the coil count it implies, or (None, coils).
+
+    index, log_variance, dofs : voxels with residual variances (log, misfit removed) and their
+    degrees of freedom. floor : optional (flat voxel index, magnitude) of pure-floor samples.
+    The residual variances are pooled in tiles (median after trimming misfit outliers,
+    corrected for the chi^2 median). Where the signal is too weak for residuals (the centre of a
+    parallel-imaging image, a dark iron-loaded liver) the floor samples carry the local noise:
+    E[M^2] = 2 L sigma^2, with L calibrated on the tiles that have both. The tiles are merged
+    by their information, lightly smoothed and interpolated back to the voxel grid.
+    """
+    tiles = tile_ids(index, spatial)
+    if tiles is None:
+        return None, coils
+    tile_id, grid_shape, tile = tiles
+    n_tiles = int(np.prod(grid_shape))
     d_values, d_index = np.unique(dofs, return_inverse=True)
     normalised = log_variance - np.log(stats.chi2.median(d_values) / d_values)[d_index]
     # two passes: tile medians, then again without voxels far above their tile's median (misfit)
     spread = np.sqrt(2.0 / np.maximum(dofs, 1)) * 3.0
     keep = np.ones(index.size, bool)
-    n_tiles = int(np.prod(grid_shape))
     for _ in range(2):
         med, count = _group_median(tile_id[keep], normalised[keep], n_tiles)
         fallback = np.where(np.isfinite(med), med, log_sigma2)
         keep = normalised <= fallback[tile_id] + spread
     med, count = _group_median(tile_id[keep], normalised[keep], n_tiles)
-    weight = np.where(np.isfinite(med) & (count >= 30), count, 0).astype(np.float64).reshape(grid_shape)
-    values = np.where(weight > 0, np.nan_to_num(med).reshape(grid_shape), 0.0)
+    res_ok = np.isfinite(med) & (count >= 30)
+    info_res = np.where(res_ok, count * np.median(dofs) / 2.0, 0.0)
+    values = np.where(res_ok, np.nan_to_num(med), 0.0)
+    info = info_res.copy()
+    if floor is not None and floor[0].size:
+        f_tile = np.ravel_multi_index(tuple(c // s for c, s in zip(np.unravel_index(floor[0], spatial), tile)),
+                                      grid_shape)
+        f_count = np.bincount(f_tile, minlength=n_tiles)
+        f_m2 = np.bincount(f_tile, weights=floor[1].astype(np.float64) ** 2, minlength=n_tiles)
+        f_ok = f_count >= 100
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_m2 = np.log(f_m2 / np.maximum(f_count, 1))
+        both = f_ok & res_ok
+        if np.count_nonzero(both) >= 2:
+            coils = max(float(np.exp(np.median(log_m2[both] - values[both]) - np.log(2.0))), 1.0)
+        info_floor = np.where(f_ok, f_count * coils, 0.0)
+        floor_values = np.where(f_ok, log_m2 - np.log(2.0 * coils), 0.0)
+        info = info_res + info_floor
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(info > 0, (info_res * values + info_floor * floor_values) / info, 0.0)
+    weight = info.reshape(grid_shape)
+    values = values.reshape(grid_shape)
     if weight.sum() == 0:
-        return None
-    smoothed_w = ndimage.gaussian_filter(weight, 1.0, mode="nearest")
-    smoothed_v = ndimage.gaussian_filter(values * weight, 1.0, mode="nearest")
+        return None, coils
+    # light smoothing across tiles: enough to fill empty tiles and steady sparse ones, little
+    # enough to follow a g-factor map that rises two-fold over a few tiles
+    smoothed_w = ndimage.gaussian_filter(weight, MAP_SMOOTHING_TILES, mode="nearest")
+    smoothed_v = ndimage.gaussian_filter(values * weight, MAP_SMOOTHING_TILES, mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
         log_s2 = np.where(smoothed_w > 1e-6 * weight.max(), smoothed_v / smoothed_w, np.nan)
-    log_s2 = np.where(np.isfinite(log_s2), log_s2, log_sigma2)
+    if np.isnan(log_s2).any():  # tiles far from any estimate: the nearest estimate
+        nearest = ndimage.distance_transform_edt(np.isnan(log_s2), return_distances=False, return_indices=True)
+        log_s2 = log_s2[tuple(nearest)]
     full = ndimage.zoom(log_s2, [float(s) for s in tile], order=1, mode="nearest", grid_mode=True)
     full = full[tuple(slice(0, n) for n in spatial)]
     if full.shape != tuple(spatial):  # zoom rounding: pad with the edge value
         full = np.pad(full, [(0, n - m) for n, m in zip(spatial, full.shape)], mode="edge")
-    return np.exp(0.5 * full).astype(np.float32).reshape(-1)
+    return np.exp(0.5 * full).astype(np.float32).reshape(-1), coils
 
 
 def _group_median(groups, values, n_groups):
@@ -304,9 +362,10 @@ def _group_median(groups, values, n_groups):
 
 
 def floor_samples(y, t, sigma, coils=1.0):
-    """Magnitudes that are pure noise: echoes that have decayed to the floor.
+    """Magnitudes that are pure noise (echoes decayed to the floor) and their voxel columns.
 
     y : (n_echoes, n) magnitudes; t : (n_echoes,) s; sigma : noise SD (scalar or (n,)).
+    Returns (samples, columns): the magnitudes and, for each, its column in y.
     Two kinds of sample, each chosen on *other* echoes than the ones returned, so that the
     choice does not bias their moments (noise in different echoes is independent):
     - echoes 3.. of voxels already at the floor in echoes 1 and 2 (air, lung);
@@ -315,35 +374,104 @@ def floor_samples(y, t, sigma, coils=1.0):
     Exact zeros (scanner masking) are left out.
     """
     if y.shape[0] < 3:
-        return np.empty(0)
-    sigma = np.asarray(sigma, dtype=np.float64)
+        return np.empty(0), np.empty(0, np.intp)
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
+    columns = np.broadcast_to(np.arange(y.shape[1]), y.shape)
     mean = np.sqrt(2.0 * coils) * sigma
     limit = mean + 4.0 * sigma
     at_floor = (y[0] < limit) & (y[1] < limit) & (y[0] > 0)
     parts = [y[2:, at_floor].ravel()]
-    high = mean + 5.0 * sigma
-    n_lead = np.cumprod(y >= high, axis=0).sum(0)
-    fast = (n_lead >= 2) & (n_lead <= y.shape[0] - 2)
+    cols = [columns[2:, at_floor].ravel()]
+    n_lead = np.cumprod(y >= mean + 5.0 * sigma, axis=0).sum(0)
+    fast = (n_lead >= 1) & (n_lead <= y.shape[0] - 3) & (y[1] > 0)
     if fast.any():
+        # the decay from the leading echoes (at least two: a dark liver may have one echo
+        # above the floor); echoes from the one after the echo that ended the run are free
         yf, nf = y[:, fast], n_lead[fast]
-        sf = sigma[fast] if sigma.ndim else sigma
-        lead = np.arange(y.shape[0])[:, None] < nf[None, :]
+        n_fit = np.maximum(nf, 2)
+        lead = np.arange(y.shape[0])[:, None] < n_fit[None, :]
         r2, ln_s0 = estimators.weighted_loglinear(yf, t, np.where(lead, yf * yf, 0.0))
         with np.errstate(over="ignore", invalid="ignore"):
             predicted = np.exp(ln_s0 - np.outer(t, r2))
-            late = np.arange(y.shape[0])[:, None] > nf[None, :]  # skip the echo that ended the run
-            pure = late & (predicted < 0.1 * sf) & np.isfinite(predicted) & (r2 > 0)
+            late = np.arange(y.shape[0])[:, None] >= np.maximum(nf + 1, n_fit)[None, :]
+            pure = late & (predicted < 0.1 * sigma[fast]) & np.isfinite(predicted) & (r2 > 0)
         parts.append(yf[pure])
+        cols.append(columns[:, fast][pure])
     samples = np.concatenate(parts)
-    return samples[np.isfinite(samples) & (samples > 0)]
+    cols = np.concatenate(cols)
+    ok = np.isfinite(samples) & (samples > 0)
+    return samples[ok], cols[ok]
 
 
-def _coils_from_floor(y, t, sigma, default):
-    """Effective coil count from pure-floor samples, E[M^2] = 2 L sigma^2 (default if too few)."""
-    floor = floor_samples(y, t, sigma, default)
-    if floor.size < 500:
-        return default
-    return max(float(np.mean(floor * floor) / (2.0 * sigma * sigma)), 1.0)
+def floor_level(y, t, sigma, coils=1.0):
+    """(mean of M^2 / (2 sigma^2) over pure-floor samples, their number): the effective L.
+
+    sigma : scalar or (n,) local noise SD of the voxels of y.
+    """
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
+    samples, cols = floor_samples(y, t, sigma, coils)
+    if samples.size == 0:
+        return None, 0
+    return float(np.mean(samples * samples / (2.0 * sigma[cols] ** 2))), int(samples.size)
+
+
+#: Coil counts tried when the floor level has to be inferred from the decay curves.
+COIL_GRID = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+
+
+def coils_from_decay(y, t, sigma, max_voxels: int = 4000):
+    """Effective coil count from decays that approach the floor, when no pure-floor samples exist.
+
+    y : (n_echoes, n) magnitudes; sigma : scalar or (n,). Voxels whose first echoes stand well
+    above the floor and whose last echo is below 10 sigma carry the floor level 2 L sigma^2 in
+    the shape of their squared signal (E[S^2] = A^2 + 2 L sigma^2). L is the value on COIL_GRID
+    (refined between neighbours) that gives the best Gaussian likelihood of S^2 with
+    Var(S^2) = 4 sigma^2 (A^2 + L sigma^2) over those voxels. None when fewer than 300 such voxels.
+    """
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
+    use = (y[0] > 20.0 * sigma) & (y[-1] < 10.0 * sigma) & (y[-1] > 0)
+    idx = np.flatnonzero(use)
+    if idx.size < 300:
+        return None
+    idx = idx[np.linspace(0, idx.size - 1, min(idx.size, max_voxels)).astype(np.intp)]
+    yn = y[:, idx] / sigma[idx]  # in units of the local noise SD
+    y2 = yn * yn
+    cost = []
+    for L in COIL_GRID:
+        bf = estimators.noise_corrected(yn, t, 1.0, L)
+        a2 = (bf.s0 * np.exp(-np.outer(t, bf.r2star))) ** 2
+        a2 = np.nan_to_num(a2, nan=0.0, posinf=0.0)
+        var = 4.0 * (a2 + L)
+        cost.append(float(np.sum((y2 - a2 - 2.0 * L) ** 2 / var + np.log(var))))
+    cost = np.asarray(cost)
+    k = int(np.argmin(cost))
+    if 0 < k < cost.size - 1:
+        x = np.log(COIL_GRID[k - 1:k + 2])
+        c = cost[k - 1:k + 2]
+        coef = np.polyfit(x, c, 2)
+        if coef[0] > 0:
+            return float(np.exp(np.clip(-coef[1] / (2 * coef[0]), x[0], x[2])))
+    return float(COIL_GRID[k])
+
+
+def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
+    """Paired residual variances of the echoes well above the floor (chosen on the guide voxel).
+
+    The level keeps the noncentral-chi variance deficit (2L - 1) sigma^2 / (2 A^2) within a
+    few per cent, so that its first-order correction is accurate for any coil count.
+    """
+    snr = max(SNR_FOR_RESIDUALS, float(np.sqrt(10.0 * (2.0 * coils - 1.0))))
+    n_keep = _leading_echoes(yc, (snr + np.sqrt(2.0 * coils)) * np.asarray(sigma_guide))
+    sigma_pair = np.asarray(sigma_pair)
+    if sigma_pair.ndim:
+        sigma_pair = sigma_pair  # per pair; paired_residual_variances subsets it with the pairs
+    return paired_residual_variances(ya, yb, t, n_keep, coils=coils, sigma=sigma_pair)
+
+
+def _rough_coils(y, t, sigma, default):
+    """L from pure-floor samples with one sigma, for the variance-deficit correction only."""
+    level, n = floor_level(y, t, sigma, default)
+    return default if n < 500 else max(level, 1.0)
 
 
 def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None) -> EchoTrainNoise | None:
@@ -372,31 +500,49 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
     if var.size < 200:
         return None
     sigma = float(np.sqrt(separate_misfit(var, dofs, amp2)[0]))
-    L = float(coils) if coils is not None else _coils_from_floor(ya, t, sigma, 1.0)
+    L = float(coils) if coils is not None else _rough_coils(ya, t, sigma, 1.0)
     for _ in range(3):
         # refine on every pair with echoes well above the floor, until sigma settles (1 %)
-        n_keep = _leading_echoes(yc, SNR_FOR_RESIDUALS * sigma + np.sqrt(2.0 * L) * sigma)
-        var, dofs, keep, amp2 = paired_residual_variances(ya, yb, t, n_keep, coils=L, sigma=sigma)
+        var, dofs, keep, amp2 = _refine(yc, ya, yb, t, sigma, sigma, L)
         if var.size < 200:
             return None
-        sigma2, misfit = separate_misfit(var, dofs, amp2)
+        tiles = tile_ids(index[keep], spatial)
+        sigma2, misfit = separate_misfit(var, dofs, amp2, None if tiles is None else tiles[0])
         previous, sigma = sigma, float(np.sqrt(sigma2))
         if coils is None:
-            L = _coils_from_floor(ya, t, sigma, L)
+            L = _rough_coils(ya, t, sigma, L)
         if abs(sigma / previous - 1.0) < 0.01:
             break
-    # the map is built from the variances with the amplitude-proportional misfit removed
-    log_var = np.log(np.maximum(var - misfit * amp2, 0.05 * sigma2))
     sigma_map = None
-    if len(spatial) >= 2:
-        full = noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma))
-        if full is not None:
-            lo, hi = np.percentile(full[index[keep]], [5, 95])
-            if hi / lo > MAP_SPREAD_TO_USE:
-                sigma_map = full
-                sigma = float(np.median(full[index[keep]]))
-    floor = floor_samples(ya, t, sigma if sigma_map is None else sigma_map[index], L)
-    return EchoTrainNoise(
-        sigma=sigma, sigma_map=sigma_map, n_voxels=int(var.size),
-        floor_m1=float(floor.mean()) if floor.size else None,
-        floor_m2=float(np.mean(floor * floor)) if floor.size else None, n_floor=int(floor.size))
+    for _ in range(2):
+        # the map is built from the variances with the amplitude-proportional misfit removed,
+        # and from the floor samples where the signal is too weak for residuals
+        log_var = np.log(np.maximum(var - misfit * amp2, 0.05 * sigma2))
+        local = sigma if sigma_map is None else sigma_map[index].astype(np.float64)
+        f_samples, f_cols = floor_samples(ya, t, local, L)
+        full, L_map = (noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
+                                 (index[f_cols], f_samples), L) if len(spatial) >= 2 else (None, L))
+        if full is None:
+            break
+        lo, hi = np.percentile(full[index], [5, 95])
+        if hi / lo <= MAP_SPREAD_TO_USE:
+            break
+        sigma_map, L = full, (L_map if coils is None else L)
+        sigma = float(np.median(full[index]))
+        # again with each voxel's own noise level in the echo choice and the deficit correction
+        var, dofs, keep, amp2 = _refine(yc, ya, yb, t, full[guide].astype(np.float64),
+                                        full[index].astype(np.float64), L)
+        if var.size < 200:
+            return None
+    local = sigma if sigma_map is None else sigma_map[index].astype(np.float64)
+    if coils is not None:
+        L, how, n_floor = float(coils), "given", 0
+    else:
+        level, n_floor = floor_level(ya, t, local, L)
+        if n_floor >= 500:
+            L, how = max(level, 1.0), "floor samples"
+        else:
+            from_decay = coils_from_decay(ya, t, local)
+            L, how = (from_decay, "decay shape") if from_decay is not None else (1.0, "assumed")
+    return EchoTrainNoise(sigma=sigma, sigma_map=sigma_map, n_voxels=int(var.size), coils=float(L),
+                          coils_source=how, n_floor=n_floor)

@@ -28,7 +28,8 @@ ZERO_FILLED_SHARE = 0.5
 
 
 def background_samples(signal2d, mask_flat, spatial):
-    """Magnitudes of every echo outside the tissue (Otsu on echo 1), two voxels from its edge."""
+    """(magnitudes of every echo outside the tissue, the tissue mask): Otsu on echo 1, with two
+    voxels of margin around the tissue."""
     first = np.nan_to_num(signal2d[0], nan=0.0, posinf=0.0)
     positive = first[first > 0]
     rough = first > robust_otsu(positive) if positive.size else first > 0
@@ -36,7 +37,7 @@ def background_samples(signal2d, mask_flat, spatial):
         rough |= mask_flat
     if spatial is not None and len(spatial) >= 2:
         rough = ndimage.binary_dilation(rough.reshape(spatial), iterations=2).reshape(-1)
-    return signal2d[:, ~rough]
+    return signal2d[:, ~rough], rough
 
 
 def robust_otsu(values) -> float:
@@ -93,7 +94,7 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
     if echo_times_s is not None:
         usable = candidates & (signal2d[0] > 0) if mask_flat is None else candidates & mask_flat
         echo = estimate_noise_echo_train(signal2d, echo_times_s, usable, spatial, coils)
-    air = background_samples(signal2d, mask_flat, spatial)
+    air, air_rough = background_samples(signal2d, mask_flat, spatial)
     purity = background_purity(air)
     background = None
     if purity["pure"]:
@@ -119,7 +120,7 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
              and 1.0 / AGREEMENT <= background.sigma / echo.sigma <= AGREEMENT)
     if agree:
         return _with(background, details), notes
-    if background is not None:
+    if background is not None and background.coils <= 4.0:
         notes.append(
             f"background air noise {background.sigma:.4g} differs from the noise measured in the "
             f"tissue from the decay residuals ({echo.sigma:.4g}; ratio {background.sigma / echo.sigma:.2f}): "
@@ -127,7 +128,9 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
             "estimate is used")
     elif purity["why"] and purity["n"] >= 1000:
         notes.append(f"noise from the decay residuals in tissue, not the air: {purity['why']}")
-    L = _coils_for_echo_train(coils, background, air, purity, echo)
+    air_sigma = echo.sigma if echo.sigma_map is None else echo.sigma_map[~air_rough][None, :]
+    L, coils_how = _coils_for_echo_train(coils, air, air_sigma, purity, echo)
+    details["coils_source"] = coils_how
     source = "echo train (noise map)" if echo.sigma_map is not None else "echo train"
     if echo.sigma_map is not None:
         lo, hi = echo.sigma_range()
@@ -137,14 +140,23 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
                          details=details), notes
 
 
-def _coils_for_echo_train(coils, background, air, purity, echo) -> float:
+def _coils_for_echo_train(coils, air, air_sigma, purity, echo):
+    """Effective coil count and how it was found, with the echo-train sigma (or map).
+
+    Pure background air carries the floor level directly: L = E[M^2] / (2 sigma^2) with the
+    local tissue sigma extended to the air (the air's own moment ratio is ill-conditioned for
+    L above about 4). Otherwise the echo train's own floor samples or decay shapes decide.
+    """
     if coils is not None:
-        return float(coils)
-    if purity["pure"] and purity["moment_ratio"] is not None:
-        # the moment ratio gives L without the air's (possibly different) scale
-        return effective_coils_from_ratio(purity["moment_ratio"])
-    from_floor = echo.coils_from_floor()
-    return 1.0 if from_floor is None else from_floor
+        return float(coils), "given"
+    if purity["pure"]:
+        x = air.astype(np.float64)
+        s = np.broadcast_to(air_sigma, x.shape)
+        ok = np.isfinite(x) & (x > 0)
+        x, s = x[ok], s[ok]
+        x_cut = x <= 5.0 * np.median(x)  # ghosts and stray tissue sit in the far tail
+        return max(float(np.mean(x[x_cut] ** 2 / (2.0 * s[x_cut] ** 2))), 1.0), "background floor"
+    return echo.coils, echo.coils_source
 
 
 def _with(estimate: NoiseEstimate, details: dict) -> NoiseEstimate:
