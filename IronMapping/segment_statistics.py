@@ -73,7 +73,7 @@ def compute_for_segment(segmentation_node, segment_id, volume_node, scene=None, 
     mask = mrml.segment_masks(segmentation_node, [segment_id], shape, ijk_to_ras, scene, r2map,
                               allow_empty=True)[segment_id]
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
-    organ = recognise_organ(segment.GetName(), getattr(segment, "GetTerminology", lambda: None)()).organ
+    organ = recognise_organ(segment.GetName(), mrml.segment_terminology(segment) or None).organ
     field_text = r2map.GetAttribute(mrml.ATTRIBUTE_PREFIX + "FieldStrengthT") or ""
     field_t = float(field_text) if field_text else None
     return statistics(mrml.volume_array(r2map)[mask], organ, field_t, calibration)

@@ -123,3 +123,67 @@ def test_plugin_computes_its_keys_through_the_parameter_node(plugin_cls, mrml_sc
     stats = plugin.computeStatistics(liver_id)
     assert set(stats) <= set(plugin.keys) and {"r2star_median", "lic", "fitted_percent"} <= set(stats)
     assert all(np.isfinite(v) for v in stats.values())
+
+
+# ---- organ from the segment's terminology, in Slicer 5.8 and 5.10 ----------------------------
+
+LIVER_TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list"
+                     "~SCT^123037004^Anatomical Structure~SCT^10200004^Liver~^^"
+                     "~Anatomic codes - DICOM master list~^^~^^")
+
+
+class Slicer58Segment:
+    """A real vtkSegment seen through Slicer 5.8's API, which has no GetTerminology /
+    SetTerminology / HasTerminology (added to vtkSegment in March 2025, Slicer 5.9); 5.8 keeps
+    the entry in the tag named vtkSegment.GetTerminologyEntryTagName()."""
+
+    _NOT_IN_5_8 = ("GetTerminology", "SetTerminology", "HasTerminology")
+
+    def __init__(self, segment):
+        self._segment = segment
+
+    def __getattr__(self, name):
+        if name in self._NOT_IN_5_8:
+            raise AttributeError(f"vtkSegment has no {name} in Slicer 5.8")
+        return getattr(self._segment, name)
+
+
+def test_segment_terminology_on_5_8_and_5_10_segments():
+    from IronMapping.organs import recognise_organ
+    from IronMapping.scene import segment_terminology
+
+    segment = slicer.vtkSegment()
+    segment.SetName("Segment_1")
+    old = Slicer58Segment(segment)
+    assert not hasattr(old, "GetTerminology")
+    # a new segment has the default entry ("Tissue"): the same through both APIs, no organ
+    assert segment_terminology(old) == segment_terminology(segment)
+    assert recognise_organ("Segment_1", segment_terminology(old) or None).organ is None
+    # written as Slicer 5.8 writes it (a tag), read through both APIs
+    segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), LIVER_TERMINOLOGY)
+    assert segment_terminology(old) == LIVER_TERMINOLOGY
+    assert segment_terminology(segment) == LIVER_TERMINOLOGY
+    assert recognise_organ(old.GetName(), segment_terminology(old) or None).organ == "liver"
+    assert recognise_organ(old.GetName(), None).organ is None  # the name alone says nothing
+
+
+def test_plugin_recognises_the_liver_from_its_terminology(plugin_cls, mrml_scene, phantom):
+    """A liver segment named "Segment_1" gets LIC only because its terminology says liver."""
+    from IronMapping import scene as mrml
+    from IronMapping.logic import IronMappingLogic
+
+    sequence, _ = mrml.add_multiecho_sequence(phantom.image, "echoes", scene=mrml_scene)
+    segmentation = fine_segmentation(mrml_scene, phantom)
+    result = IronMappingLogic().process(sequence, segmentationNode=segmentation)
+    liver_id = mrml.segment_ids_of(segmentation)[0]
+    liver = segmentation.GetSegmentation().GetSegment(liver_id)
+    assert liver.GetName() == "liver"
+    liver.SetName("Segment_1")
+    parameters = mrml_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+    parameters.SetParameter("Segmentation", segmentation.GetID())
+    parameters.SetParameter("ScalarVolume", result["r2star"].GetID())
+    plugin = plugin_cls()
+    plugin.setParameterNode(parameters)
+    assert "lic" not in plugin.computeStatistics(liver_id)
+    liver.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), LIVER_TERMINOLOGY)
+    assert np.isfinite(plugin.computeStatistics(liver_id)["lic"])
