@@ -12,7 +12,11 @@ import os
 _MODULE_DOC = __doc__
 _LIBRARY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "IronMapping")
 
-# ---- make this module package-like (see DESIGN.md, "the name clash") ------------------------
+# ---- make this module package-like ----------------------------------------------------------
+# Slicer 5.10 loads this file with importlib (spec_from_file_location, module_from_spec,
+# sys.modules[name] = module, exec_module); Slicer 5.8 with PyImport_AddModule + imp.load_source,
+# which executes it into an existing module object (Base/QTCore/qSlicerScriptedUtils.cxx,
+# Base/QTGUI/qSlicerScriptedLoadableModule.cxx). Either way the module is sys.modules["IronMapping"].
 __path__ = [_LIBRARY_DIR]
 __package__ = __name__
 if globals().get("__spec__") is not None:
@@ -118,8 +122,10 @@ class IronMapping(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("Iron Mapping")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
-        self.parent.dependencies = []
-        self.parent.contributors = ["IronMapping contributors"]
+        # Sequences and Segmentations hold the inputs; SegmentStatistics and SampleData get
+        # our plugin and phantom (all are Slicer core modules)
+        self.parent.dependencies = ["Sequences", "Segmentations", "SegmentStatistics", "SampleData"]
+        self.parent.contributors = ["IronMapping contributors (SlicerIronMapping project)"]
         self.parent.helpText = _help_text()
         self.parent.acknowledgementText = _(
             "Built on 3D Slicer, numpy, scipy, SimpleITK and pydicom. Signal models and "
@@ -131,7 +137,8 @@ class IronMapping(ScriptedLoadableModule):
 
 
 def _registerWithOtherModules():
-    """Phantom in Sample Data and R2*/T2*/LIC in Segment Statistics (when those modules exist)."""
+    """Phantom in Sample Data and R2*/T2*/LIC in Segment Statistics (when those modules exist).
+    Called at start-up and again after Reload (it then replaces the plugin by the new code's)."""
     from IronMapping import sample_data, segment_statistics
 
     try:
@@ -142,6 +149,80 @@ def _registerWithOtherModules():
         segment_statistics.register()
     except Exception as exc:
         log.warning("IronMapping: Segment Statistics plugin not registered: %s", exc)
+
+
+def libraryModuleNames() -> list:
+    """Names of the loaded modules of the library package (IronMapping.*), deepest first."""
+    import sys
+
+    return sorted((name for name in sys.modules if name.startswith(__name__ + ".")), reverse=True)
+
+
+def forgetLibraryModules() -> list:
+    """Remove the library's modules from ``sys.modules`` so the next import reads the files again.
+
+    Slicer's Reload re-executes only this file; without this the ``from IronMapping.x import``
+    lines above would get the cached modules and a developer would keep running old code.
+    Returns the names removed.
+    """
+    import sys
+
+    names = libraryModuleNames()
+    for name in names:
+        del sys.modules[name]
+    return names
+
+
+#
+# IronMappingFileReader (phantom recipes: Sample Data and Add Data)
+#
+
+
+class IronMappingFileReader:
+    """Slicer IO reader of phantom recipes (``*.ironphantom``, Resources/SampleData).
+
+    Slicer registers it because of its name (<module>FileReader, qSlicerScriptedFileReader).
+    Sample Data copies the recipe into its cache and opens it with this file type; ``load``
+    generates the phantom (volume sequence and organ segmentation) from the recipe.
+    """
+
+    def __init__(self, parent):
+        self.parent = parent
+
+    def description(self):
+        return _("Iron Mapping phantom")
+
+    def fileType(self):
+        from IronMapping.sample_data import FILE_TYPE
+
+        return FILE_TYPE
+
+    def extensions(self):
+        from IronMapping.sample_data import RECIPE_EXTENSION
+
+        return [_("Iron Mapping phantom recipe") + f" (*{RECIPE_EXTENSION})"]
+
+    def canLoadFileConfidence(self, filePath):
+        from IronMapping.sample_data import RECIPE_EXTENSION
+
+        return 0.6 if str(filePath).lower().endswith(RECIPE_EXTENSION) else 0.0
+
+    def load(self, properties):
+        from IronMapping import sample_data
+
+        try:
+            sequence, segmentation, _phantom = sample_data.load_recipe(properties["fileName"],
+                                                                       name=properties.get("name"))
+        except Exception as exc:
+            log.error("IronMapping: phantom not generated: %s", exc)
+            messages = getattr(self.parent, "userMessages", None)
+            if messages is not None:
+                import vtk as _vtk
+
+                messages().AddMessage(_vtk.vtkCommand.ErrorEvent, str(exc))
+            return False
+        self.parent.loadedNodes = [sequence.GetID(), segmentation.GetID()]
+        return True
 
 
 #
@@ -237,6 +318,15 @@ class IronMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.removeObservers()
+
+    def onReload(self) -> None:
+        """Reload this file and the library (Slicer's own Reload re-runs this file only), then
+        register the new Segment Statistics plugin and sample data."""
+        import sys
+
+        forgetLibraryModules()
+        ScriptedLoadableModuleWidget.onReload(self)
+        sys.modules[__name__]._registerWithOtherModules()
 
     def enter(self) -> None:
         self.initializeParameterNode()

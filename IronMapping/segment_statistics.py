@@ -126,12 +126,19 @@ def plugin_class():
 
 
 def register() -> bool:
-    """Register the plugin with Segment Statistics; False when that module is not available."""
+    """Register the plugin with Segment Statistics; False when that module is not available.
+
+    SegmentStatisticsLogic keeps plugin classes in ``registeredPlugins`` and instantiates them
+    in every logic. A class of the same name from before a Reload is replaced, so the new code
+    is the one that runs (registerPlugin alone would keep the old class beside the new).
+    """
     try:
         from SegmentStatistics import SegmentStatisticsLogic
         cls = plugin_class()
     except ImportError:
         return False
-    if not any(c.__name__ == cls.__name__ for c in SegmentStatisticsLogic.registeredPlugins):
+    registered = SegmentStatisticsLogic.registeredPlugins
+    registered[:] = [c for c in registered if c is cls or c.__name__ != cls.__name__]
+    if cls not in registered:
         SegmentStatisticsLogic.registerPlugin(cls())
     return True
