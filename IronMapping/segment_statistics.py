@@ -80,6 +80,34 @@ def compute_for_segment(segmentation_node, segment_id, volume_node, scene=None, 
 
 
 _PLUGIN_CLASS = None
+#: The plugin's class name: the prefix of its keys in SegmentStatisticsLogic ("<class>.<key>").
+PLUGIN_CLASS_NAME = "IronMappingSegmentStatisticsPlugin"
+
+
+def run_segment_statistics(logic, segmentation_node, volume_node) -> dict:
+    """Compute every key of the plugin with a SegmentStatisticsLogic, as a script would.
+
+    ``logic`` is a ``SegmentStatisticsLogic()`` with the plugin registered. Its parameter node
+    gets the segmentation, the scalar volume (an IronMapping R2* map, a sibling output or the
+    multi-echo input), all segments (not only visible ones) and all of the plugin's keys.
+    Returns {segment name: {key: value}} with the plugin's keys only (values as the logic
+    stores them: R2* 1/s, T2* ms, LIC mg Fe/g dry weight, fitted %).
+    """
+    params = logic.getParameterNode()
+    params.SetParameter("Segmentation", segmentation_node.GetID())
+    params.SetParameter("ScalarVolume", volume_node.GetID())
+    params.SetParameter("visibleSegmentsOnly", "False")
+    params.SetParameter(PLUGIN_CLASS_NAME + ".enabled", "True")
+    for key in MEASUREMENTS:
+        params.SetParameter(f"{PLUGIN_CLASS_NAME}.{key}.enabled", "True")
+    logic.computeStatistics()
+    stats = logic.getStatistics()
+    table = {}
+    for segment_id in stats["SegmentIDs"]:
+        name = stats[segment_id, "Segment"]
+        table[name] = {key: stats[segment_id, f"{PLUGIN_CLASS_NAME}.{key}"] for key in MEASUREMENTS
+                       if (segment_id, f"{PLUGIN_CLASS_NAME}.{key}") in stats}
+    return table
 
 
 def plugin_class():

@@ -20,6 +20,7 @@ import types
 
 import numpy as np
 import pytest
+import vtk
 
 from mrml_fixtures import mrml_scene, slicer  # noqa: F401  (skips without slicer-core)
 from test_scene import fine_segmentation, phantom  # noqa: F401
@@ -54,11 +55,23 @@ class ContractPluginBase:
     def toLongKey(self, key):
         return self.__class__.__name__ + "." + key
 
-    def setParameterNode(self, parameterNode):
-        self.parameterNode = parameterNode
-        parameterNode.SetParameter(self.__class__.__name__ + ".enabled", "True")
+    def toShortKey(self, key):
+        prefix = self.__class__.__name__ + "."
+        return key[len(prefix):] if key.startswith(prefix) else ""
+
+    def setDefaultParameters(self, parameterNode, overwriteExisting=False):
+        if not parameterNode.GetParameter(self.__class__.__name__ + ".enabled"):
+            parameterNode.SetParameter(self.__class__.__name__ + ".enabled", "True")
         for key in self.keys:
-            parameterNode.SetParameter(self.toLongKey(key) + ".enabled", str(key in self.defaultKeys))
+            if not parameterNode.GetParameter(self.toLongKey(key) + ".enabled") or overwriteExisting:
+                parameterNode.SetParameter(self.toLongKey(key) + ".enabled", str(key in self.defaultKeys))
+
+    def setParameterNode(self, parameterNode):
+        if self.parameterNode == parameterNode:
+            return
+        self.parameterNode = parameterNode
+        if parameterNode:
+            self.setDefaultParameters(parameterNode)
         for key in self.keys:  # what createDefaultOptionsWidget does for every key
             self.getMeasurementInfo(key)
 
@@ -187,3 +200,133 @@ def test_plugin_recognises_the_liver_from_its_terminology(plugin_cls, mrml_scene
     assert "lic" not in plugin.computeStatistics(liver_id)
     liver.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), LIVER_TERMINOLOGY)
     assert np.isfinite(plugin.computeStatistics(liver_id)["lic"])
+
+
+# ---- SegmentStatisticsLogic with our plugin registered ----------------------------------------
+
+class ContractSegmentStatisticsLogic:
+    """Slicer's SegmentStatisticsLogic (SegmentStatistics.py, identical in this respect at v5.8.1
+    and v5.10.0) without Qt: class-level ``registeredPlugins`` instantiated by every logic;
+    getParameterNode -> setParameterNode -> setDefaultParameters and plugin.setParameterNode;
+    computeStatistics over the segments (visible only unless ``visibleSegmentsOnly`` is
+    "False"), storing ``statistics[segmentID, "<PluginClass>.<key>"]`` and the measurement info
+    of every value for each enabled plugin."""
+
+    registeredPlugins = []
+    segmentColumnName = "Segment"
+
+    @staticmethod
+    def registerPlugin(plugin):
+        if not isinstance(plugin, ContractPluginBase):
+            return
+        if plugin.__class__ not in ContractSegmentStatisticsLogic.registeredPlugins:
+            ContractSegmentStatisticsLogic.registeredPlugins.append(plugin.__class__)
+
+    def __init__(self):
+        self.plugins = [x() for x in ContractSegmentStatisticsLogic.registeredPlugins]
+        self.parameterNode = None
+        self.statistics = None
+        self.reset()
+
+    def getParameterNode(self):
+        if not self.parameterNode:
+            self.setParameterNode(slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode"))
+        return self.parameterNode
+
+    def setParameterNode(self, parameterNode):
+        if self.parameterNode == parameterNode:
+            return
+        for plugin in self.plugins:
+            plugin.setDefaultParameters(parameterNode)
+        if not parameterNode.GetParameter("visibleSegmentsOnly"):
+            parameterNode.SetParameter("visibleSegmentsOnly", "True")
+        self.parameterNode = parameterNode
+        for plugin in self.plugins:
+            plugin.setParameterNode(parameterNode)
+
+    def getStatistics(self):
+        return self.statistics
+
+    def reset(self):
+        self.keys = [self.segmentColumnName] + [p.toLongKey(k) for p in self.plugins for k in p.keys]
+        self.getParameterNode()
+        self.statistics = {"SegmentIDs": [], "MeasurementInfo": {}}
+
+    def computeStatistics(self):
+        self.reset()
+        segmentation = slicer.mrmlScene.GetNodeByID(self.getParameterNode().GetParameter("Segmentation"))
+        ids = vtk.vtkStringArray()
+        if self.getParameterNode().GetParameter("visibleSegmentsOnly") == "True":
+            segmentation.GetDisplayNode().GetVisibleSegmentIDs(ids)
+        else:
+            segmentation.GetSegmentation().GetSegmentIDs(ids)
+        for i in range(ids.GetNumberOfValues()):
+            self.updateStatisticsForSegment(ids.GetValue(i))
+
+    def updateStatisticsForSegment(self, segmentID):
+        segmentation = slicer.mrmlScene.GetNodeByID(self.getParameterNode().GetParameter("Segmentation"))
+        segment = segmentation.GetSegmentation().GetSegment(segmentID)
+        if not segment:
+            return
+        statistics = self.getStatistics()
+        if segmentID not in statistics["SegmentIDs"]:
+            statistics["SegmentIDs"].append(segmentID)
+        statistics[segmentID, self.segmentColumnName] = segment.GetName()
+        for plugin in self.plugins:
+            name = plugin.__class__.__name__
+            if self.getParameterNode().GetParameter(name + ".enabled") == "True":
+                stats = plugin.computeStatistics(segmentID)
+                for key in stats:
+                    statistics[segmentID, name + "." + key] = stats[key]
+                    statistics["MeasurementInfo"][name + "." + key] = plugin.getMeasurementInfo(key)
+
+
+@pytest.fixture
+def segment_statistics_logic(monkeypatch, plugin_cls):
+    """The SegmentStatistics module as the plugin's register() sees it, with no other plugins."""
+    from IronMapping import segment_statistics
+
+    module = types.ModuleType("SegmentStatistics")
+    module.SegmentStatisticsLogic = ContractSegmentStatisticsLogic
+    monkeypatch.setitem(sys.modules, "SegmentStatistics", module)
+    monkeypatch.setattr(ContractSegmentStatisticsLogic, "registeredPlugins", [])
+    assert segment_statistics.register() is True
+    return ContractSegmentStatisticsLogic
+
+
+def test_segment_statistics_logic_computes_our_keys(segment_statistics_logic, plugin_cls, mrml_scene, phantom):
+    """register() + SegmentStatisticsLogic() + computeStatistics on the R2* map and on the input."""
+    from IronMapping import scene as mrml
+    from IronMapping import segment_statistics
+    from IronMapping.logic import IronMappingLogic
+    from IronMapping.segment_statistics import MEASUREMENTS, run_segment_statistics
+
+    assert segment_statistics_logic.registeredPlugins == [plugin_cls]
+    assert plugin_cls.__name__ == segment_statistics.PLUGIN_CLASS_NAME
+    sequence, _ = mrml.add_multiecho_sequence(phantom.image, "echoes", scene=mrml_scene)
+    segmentation = fine_segmentation(mrml_scene, phantom)
+    result = IronMappingLogic().process(sequence, segmentationNode=segmentation)
+    regions = {r["name"]: r for r in result.summary["regions"]}
+    table = run_segment_statistics(segment_statistics_logic(), segmentation, result["r2star"])
+    assert set(table) == set(regions)
+    for name, values in table.items():
+        assert set(values) <= set(MEASUREMENTS) and {"r2star_median", "fitted_percent"} <= set(values), name
+        assert values["r2star_median"] == pytest.approx(phantom.region_r2star[name], rel=0.1), name
+    assert "lic" in table["liver"] and "lic" not in table["spleen"]
+    assert table["liver"]["lic"] == pytest.approx(regions["liver"]["lic_mg_per_g"], rel=0.05)
+    # every stored value has its measurement info, as exportToTable needs
+    logic = segment_statistics_logic()
+    run_segment_statistics(logic, segmentation, result["t2star"])  # a sibling output: same R2* map
+    info = logic.getStatistics()["MeasurementInfo"]
+    assert info and all(v["units"] for v in info.values())
+
+
+def test_register_again_replaces_the_plugin_of_an_earlier_load(segment_statistics_logic, plugin_cls, monkeypatch):
+    """After Reload a new plugin class of the same name replaces the old one, once."""
+    from IronMapping import segment_statistics
+
+    monkeypatch.setattr(segment_statistics, "_PLUGIN_CLASS", None)
+    new_cls = segment_statistics.plugin_class()
+    assert new_cls is not plugin_cls and new_cls.__name__ == plugin_cls.__name__
+    assert segment_statistics.register() and segment_statistics.register()
+    assert segment_statistics_logic.registeredPlugins == [new_cls]
