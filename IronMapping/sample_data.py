@@ -146,3 +146,26 @@ def register() -> bool:
     for source in sample_sources():
         SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
     return True
+
+
+def echo_volumes(sequence_node, scene=None) -> list:
+    """The echoes of a volume sequence as separate scalar volumes "<sequence> echo N".
+
+    This is how a series looks when its echoes are loaded one by one: no echo times are
+    attached (the user types them in). Used by the self-test's echo-volume path.
+    """
+    from . import scene as mrml
+
+    slicer = mrml._slicer()
+    scene = mrml.mrml_scene(scene)
+    volumes = []
+    with mrml.SceneTransaction(scene):
+        for n in range(sequence_node.GetNumberOfDataNodes()):
+            echo = sequence_node.GetNthDataNode(n)
+            _shape, ijk_to_ras = mrml.volume_geometry(echo)
+            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{sequence_node.GetName()} echo {n + 1}")
+            slicer.util.updateVolumeFromArray(node, mrml.volume_array(echo).copy())
+            node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras))
+            node.CreateDefaultDisplayNodes()
+            volumes.append(node)
+    return volumes

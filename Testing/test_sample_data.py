@@ -253,3 +253,25 @@ def test_reader_claims_only_recipe_files(slicer_module):
     assert reader.extensions() == ["Iron Mapping phantom recipe (*.ironphantom)"]
     assert reader.canLoadFileConfidence("/x/IronPhantomNormal.ironphantom") > 0.5
     assert reader.canLoadFileConfidence("/x/scan.nrrd") == 0.0
+
+
+def test_echo_volume_path_gives_the_sequence_results(sample_data, mrml_scene):
+    """The phantom's echoes loaded one by one, echo times typed in: the same maps and table."""
+    from IronMapping import scene as mrml
+    from IronMapping.logic import IronMappingLogic
+    from IronMapping.sample_data import echo_volumes
+
+    sequence = sample_data.module.downloadSample(SAMPLE)
+    segmentation = mrml_scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+    echo_times = [float(t) for t in sequence.GetAttribute("MultiVolume.FrameLabels").split(",")]
+    volumes = echo_volumes(sequence)
+    assert len(volumes) == len(echo_times) == sequence.GetNumberOfDataNodes()
+    assert all(v.GetAttribute("MultiVolume.FrameLabels") is None for v in volumes)
+    from_sequence = IronMappingLogic().process(sequence, segmentationNode=segmentation)
+    from_volumes = IronMappingLogic().process(volumes, echoTimesMs=echo_times, segmentationNode=segmentation,
+                                              fieldStrengthT=1.5)
+    assert np.array_equal(mrml.volume_array(from_volumes["r2star"]), mrml.volume_array(from_sequence["r2star"]),
+                          equal_nan=True)
+    by_volume = {r["name"]: r["r2star_median"] for r in from_volumes.summary["regions"]}
+    by_sequence = {r["name"]: r["r2star_median"] for r in from_sequence.summary["regions"]}
+    assert by_volume == by_sequence
