@@ -257,3 +257,25 @@ def test_plain_import_still_finds_the_package():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["IronMapping", "__init__.py"]
+
+
+def test_self_test_parts_without_qt_run_on_slicer_core(slicer_loaded_module):
+    """The in-Slicer self-test's bad-input case runs here on a real scene (the click-path cases
+    need the application; their non-Qt parts are in test_sample_data.py and
+    test_segment_statistics_plugin.py)."""
+    import unittest
+
+    from mrml_fixtures import install_scene
+
+    setup, restore = install_scene()
+    try:
+        test = slicer_loaded_module.IronMappingTest("test_IronMapping_bad_input_leaves_scene")
+        test.delayDisplay = lambda message, *args, **kwargs: None
+        outcome = unittest.TestResult()
+        test.run(outcome)
+    finally:
+        restore()
+    assert outcome.wasSuccessful(), outcome.errors + outcome.failures
+    names = [n for n in dir(slicer_loaded_module.IronMappingTest) if n.startswith("test_IronMapping_")]
+    assert set(names) == {"test_IronMapping_sample_data_click_path", "test_IronMapping_echo_volumes_click_path",
+                          "test_IronMapping_cancel_through_progress_dialog", "test_IronMapping_bad_input_leaves_scene"}

@@ -161,3 +161,21 @@ def test_choice_defaults_are_valid_choices(module_ast):
     assert "Choice(list(CALIBRATIONS))" in fields["calibration"][2]
     assert fields["calibration"][1] == "DEFAULT_CALIBRATION" and DEFAULT_CALIBRATION in CALIBRATIONS
     assert "Choice(list(METHODS))" in fields["method"][2] and "auto" in METHODS
+
+
+def test_slicer_util_functions_used_exist():
+    """Every slicer.util function IronMapping.py (panel and self-test) calls exists in Slicer's
+    slicer/util.py (shipped by slicer-core), with the keyword arguments used."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is needed")
+    import inspect
+
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    used = set(re.findall(r"slicer\.util\.([A-Za-z_]+)\(", source))
+    assert {"createProgressDialog", "tryWithErrorDisplay", "loadUI"} <= used
+    for name in sorted(used):
+        assert hasattr(slicer.util, name), f"slicer.util.{name} does not exist"
+    for call in re.finditer(r"slicer\.util\.([A-Za-z_]+)\(([^()]*)", source):
+        parameters = inspect.signature(getattr(slicer.util, call.group(1))).parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        for keyword in re.findall(r"\b([A-Za-z_]+)=", call.group(2)):
+            assert accepts_any or keyword in parameters, f"slicer.util.{call.group(1)} has no argument {keyword!r}"
