@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 from .errors import InputError
@@ -164,7 +163,7 @@ def echo_volumes(sequence_node, scene=None) -> list:
             echo = sequence_node.GetNthDataNode(n)
             _shape, ijk_to_ras = mrml.volume_geometry(echo)
             node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{sequence_node.GetName()} echo {n + 1}")
-            slicer.util.updateVolumeFromArray(node, mrml.volume_array(echo).copy())
+            slicer.util.updateVolumeFromArray(node, mrml.volume_array(echo))
             node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras))
             node.CreateDefaultDisplayNodes()
             volumes.append(node)

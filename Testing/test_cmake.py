@@ -107,7 +107,9 @@ def test_license_file_at_the_root_matches_pyproject():
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("BSD 3-Clause License")
     assert "Neither the name of the copyright holder nor the names of its" in text
-    assert 'license = { text = "BSD-3-Clause" }' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^license = "BSD-3-Clause"$', pyproject, re.M)
+    assert re.search(r'^license-files = \["LICENSE"\]$', pyproject, re.M)
 
 
 def test_source_cites_no_unshipped_notes():
