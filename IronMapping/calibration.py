@@ -112,7 +112,7 @@ CALIBRATIONS: dict[str, Calibration] = {c.name: c for c in (
         reference_standard="liver biopsy",
         valid_lic_range_mg_per_g=None,
         notes="Negative below R2* = 16 1/s (intercept); such values are reported as computed.",
-        verification="equation from SCIENCE.md; DOI and LIC range not confirmed from the full paper [verify]"),
+        verification="equation as quoted in later reviews; not yet checked against the full paper, nor the DOI and LIC range [verify]"),
     Calibration(
         name="garbowski2014", label="Garbowski 2014",
         citation=("Garbowski MW, Carpenter JP, Smith G, et al. Biopsy-based calibration of T2* "

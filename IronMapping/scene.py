@@ -578,7 +578,7 @@ def region_labels(segmentation_node, segment_ids, image: MultiEchoImage, scene=N
 
     masks = segment_masks(segmentation_node, ids, image.shape, image.ijk_to_ras, scene, reference_node)
     names = {v: segmentation.GetSegment(i).GetName() for v, i in enumerate(ids, start=1)}
-    terms = {v: _segment_terminology(segmentation.GetSegment(i)) for v, i in enumerate(ids, start=1)}
+    terms = {v: segment_terminology(segmentation.GetSegment(i)) for v, i in enumerate(ids, start=1)}
     masks = {v: masks[i] for v, i in enumerate(ids, start=1)}
     shape = image.shape
     labels = np.zeros(shape, np.uint16)
@@ -598,10 +598,20 @@ def region_labels(segmentation_node, segment_ids, image: MultiEchoImage, scene=N
                    terminology=terms, masks=masks, overlaps=overlaps)
 
 
-def _segment_terminology(segment) -> str:
-    """Slicer terminology string of a segment ("" with an old Slicer that lacks the accessor)."""
+def segment_terminology(segment) -> str:
+    """Slicer terminology string of a segment ("" when it has none).
+
+    ``vtkSegment.GetTerminology`` exists only since Slicer 5.9 (March 2025); Slicer 5.8 keeps
+    the same string in the segment's tag named ``vtkSegment.GetTerminologyEntryTagName()``.
+    """
     getter = getattr(segment, "GetTerminology", None)
-    return (getter() or "") if getter is not None else ""
+    if getter is not None:
+        return getter() or ""
+    import vtk
+
+    value = vtk.reference("")
+    found = segment.GetTag(segment.GetTerminologyEntryTagName(), value)
+    return str(value) if found else ""
 
 
 # --------------------------------------------------------------------------- finding outputs
