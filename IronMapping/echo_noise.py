@@ -41,6 +41,10 @@ MAX_SAMPLED_VOXELS = 30_000
 #: Voxels with residuals wanted per noise-map tile, and slices per tile (3-D images).
 VOXELS_PER_TILE = 200
 TILE_SLICES = 4
+#: Fewest pure-floor samples for a coil count (each carries information ~L on the floor level).
+MIN_FLOOR_SAMPLES = 300
+#: Fewest floor samples for a tile's own floor estimate.
+MIN_TILE_FLOOR_SAMPLES = 30
 #: Gaussian smoothing of the tile estimates, in tiles.
 MAP_SMOOTHING_TILES = 0.5
 #: The noise map is used only when it spans more than this ratio (95th / 5th percentile in
@@ -316,7 +320,7 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
                                       grid_shape)
         f_count = np.bincount(f_tile, minlength=n_tiles)
         f_m2 = np.bincount(f_tile, weights=floor[1].astype(np.float64) ** 2, minlength=n_tiles)
-        f_ok = f_count >= 100
+        f_ok = f_count >= MIN_TILE_FLOOR_SAMPLES
         with np.errstate(divide="ignore", invalid="ignore"):
             log_m2 = np.log(f_m2 / np.maximum(f_count, 1))
         both = f_ok & res_ok
@@ -469,9 +473,17 @@ def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
 
 
 def _rough_coils(y, t, sigma, default):
-    """L from pure-floor samples with one sigma, for the variance-deficit correction only."""
-    level, n = floor_level(y, t, sigma, default)
-    return default if n < 500 else max(level, 1.0)
+    """L from pure-floor samples with the current sigma (which samples are at the floor depends
+    on L itself, so the choice is repeated until L settles)."""
+    L = default
+    for _ in range(4):
+        level, n = floor_level(y, t, sigma, L)
+        if n < MIN_FLOOR_SAMPLES:
+            return L
+        previous, L = L, max(level, 1.0)
+        if abs(L / previous - 1.0) < 0.02:
+            break
+    return L
 
 
 def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None) -> EchoTrainNoise | None:
@@ -539,7 +551,7 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
         L, how, n_floor = float(coils), "given", 0
     else:
         level, n_floor = floor_level(ya, t, local, L)
-        if n_floor >= 500:
+        if n_floor >= MIN_FLOOR_SAMPLES:
             L, how = max(level, 1.0), "floor samples"
         else:
             from_decay = coils_from_decay(ya, t, local)
