@@ -137,6 +137,10 @@ def read_volume(path) -> Volume:
 
     path = Path(path)
     _check_readable(path, "Volume")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        from .io.nifti import check_nifti_file
+
+        check_nifti_file(path)  # ITK reads a truncated NIfTI as zeros without a word
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
