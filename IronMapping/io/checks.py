@@ -155,8 +155,8 @@ def check_echo_times(echo_times_ms, n_echoes: int | None = None, names=None,
     if dup.size:
         a, b = order[dup[0]], order[dup[0] + 1]
         raise EchoTimeError(
-            f"{_echo_name(names, a)} and {_echo_name(names, b)} have the same echo time "
-            f"({te[a]:g} ms). Each echo needs its own echo time: remove the duplicate "
+            f"Duplicate echo times: {_echo_name(names, a)} and {_echo_name(names, b)} have the "
+            f"same echo time ({te[a]:g} ms). Each echo needs its own echo time: remove the duplicate "
             "(e.g. a repeated acquisition, a series loaded twice or a phase image) or correct "
             "the echo times.")
     if require_increasing and np.any(np.diff(te) < 0):
