@@ -223,7 +223,12 @@ def run_batch(study_list, out_dir, *, workers: int | None = None, scheduler: str
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder.")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from .maps_io import output_failure
+
+        raise output_failure(exc, out / COHORT_CSV) from None
     options = dict(options or {})
     options.pop("progress", None)
 
@@ -367,9 +372,14 @@ def write_status(out_dir, outcomes) -> Path:
 
 def _write_csv(path: Path, columns, rows) -> Path:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except OSError as exc:
+        from .maps_io import output_failure
+
+        raise output_failure(exc, path) from None
     return path

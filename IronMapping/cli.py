@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 import time
 import traceback
@@ -333,6 +334,10 @@ class _UsageError(Exception):
     pass
 
 
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS,
+                       errno.EACCES, errno.EPERM}
+
+
 _COMMANDS = {"demo": _cmd_demo, "fit": _cmd_fit, "batch": _cmd_batch}
 
 
@@ -359,6 +364,17 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
         progress.close()
         _error(stderr, exc, args.verbose)
         return EXIT_USAGE
+    except OSError as exc:
+        progress.close()
+        if getattr(exc, "errno", None) in _ENVIRONMENT_ERRNOS:
+            # the user's environment (disk full, read-only, no permission), not a bug
+            from .maps_io import output_failure
+
+            _error(stderr, output_failure(exc, exc.filename or getattr(args, "out", None) or "."),
+                   args.verbose)
+            return EXIT_USAGE
+        _error(stderr, exc, args.verbose, unexpected=True)
+        return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one clear line
         progress.close()
         _error(stderr, exc, args.verbose, unexpected=True)

@@ -26,9 +26,10 @@ import numpy as np
 
 from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
-from .errors import CalibrationError, InputError
+from .errors import CalibrationError, InputError, OutputError
 from .image import MultiEchoImage
-from .maps_io import FORMATS, LabelMap, output_path, read_labels, resample_labels, write_maps
+from .maps_io import (FORMATS, LabelMap, output_failure, output_path, read_labels,
+                      resample_labels, write_maps)
 
 RUN_RECORD = "run.json"
 REGIONS_CSV = "regions.csv"
@@ -149,7 +150,10 @@ def check_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=()) -
 def prepare_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=()) -> Path:
     """:func:`check_output_folder`, then create the folder and mark it as IronMapping's."""
     out = check_output_folder(out_dir, fmt, overwrite, inputs)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_failure(exc, out / RUN_RECORD) from None
     # Mark the folder as ours and as incomplete until the final record replaces this one.
     _write_json(out / RUN_RECORD, {"software": f"IronMapping {__version__}", "complete": False})
     return out
@@ -157,8 +161,16 @@ def prepare_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=())
 
 def _write_json(path: Path, payload) -> Path:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n",
+                       encoding="utf-8")
+        os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise output_failure(exc, path) from None
     return path
 
 
@@ -241,12 +253,17 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
 
         t0 = time.perf_counter()
         say("report", None)
-        files["report"] = write_report(
-            out / REPORT_HTML, summary, fit=fit, image=image,
-            labels=None if label_map is None else label_map.labels,
-            label_names=None if label_map is None else label_map.names,
-            inputs=dict(inputs or {}), figures=figures, warnings=notes, timings=timings,
-            truth=truth, title=title)
+        try:
+            files["report"] = write_report(
+                out / REPORT_HTML, summary, fit=fit, image=image,
+                labels=None if label_map is None else label_map.labels,
+                label_names=None if label_map is None else label_map.names,
+                inputs=dict(inputs or {}), figures=figures, warnings=notes, timings=timings,
+                truth=truth, title=title)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise output_failure(exc, out / REPORT_HTML) from None
         timings["report"] = time.perf_counter() - t0
 
     record = {

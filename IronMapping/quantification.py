@@ -419,8 +419,15 @@ def _atomic_write(path: Path, text: str) -> Path:
     if not path.parent.exists():
         raise InputError(f"Cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except OSError as exc:
+        from .maps_io import output_failure
+
+        if tmp.exists():
+            tmp.unlink()
+        raise output_failure(exc, path) from None
     return path
 
 

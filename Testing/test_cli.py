@@ -213,3 +213,62 @@ def test_progress_on_a_terminal_updates_one_line():
     quiet = io.StringIO()
     cli.Progress(quiet, enabled=False)("fit", 0.5)
     assert quiet.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- the user's disk
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """A real tmpfs of 200 kB (or read-only), mounted for the test; skipped where not allowed."""
+    mounted = []
+
+    def mount(options):
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()[:80]})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def test_full_disk_exits_2_naming_the_cause_and_folder(small_mount):
+    out = small_mount("size=200k") / "study"
+    code, _, err = run_cli("demo", "--out", out, *SHAPE_ARGS, "--no-figures")
+    assert code == 2, err
+    assert "no space left" in err and str(out) in err
+    assert "Traceback" not in err and not list(out.glob("*.tmp"))
+
+
+def test_read_only_out_exits_2_naming_the_cause_and_folder(small_mount):
+    out = small_mount("ro,size=64k") / "study"
+    code, _, err = run_cli("demo", "--out", out, *SHAPE_ARGS, "--no-report")
+    assert code == 2, err
+    assert "read-only" in err and str(out) in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize("code, words", [(28, "no space left"), (13, "permission denied"),
+                                         (30, "read-only")])
+def test_write_errors_injected_at_the_write_call(tmp_path, monkeypatch, code, words):
+    """Where no tmpfs can be mounted: the errno raised by the write itself."""
+    monkeypatch.setattr(Path, "write_text", _failing_write_text(code, Path.write_text))
+    out = tmp_path / "o"
+    rc, _, err = run_cli("demo", "--out", out, *SHAPE_ARGS, "--no-report")
+    assert rc == 2, err
+    assert words in err and str(out) in err
+
+
+def _failing_write_text(code, real):
+    import errno as errno_module
+
+    def write_text(self, *args, **kwargs):
+        if self.name.startswith("regions.csv"):
+            raise OSError(code, errno_module.errorcode[code], str(self))
+        return real(self, *args, **kwargs)
+
+    return write_text
