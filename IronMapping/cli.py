@@ -137,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="echo times in ms, one per echo (spaces or commas), for files that "
                           "do not record them; where they do, the two must agree")
     fit.add_argument("--field-strength", type=_positive_float, default=None, metavar="T",
-                     help="main field in tesla; replaces the value in the files (needed for LIC)")
+                     help="main field in tesla, for files that do not record it (needed for "
+                          "LIC and grades); a value contradicting the files is refused unless "
+                          "--confirm-field-strength")
+    fit.add_argument("--confirm-field-strength", action="store_true",
+                     help="use --field-strength even though the files record another value")
     fit.add_argument("--series", default=None, metavar="UID",
                      help="DICOM SeriesInstanceUID when the folder holds several series")
 
@@ -275,6 +279,7 @@ def _cmd_fit(args, progress: Progress, out: TextIO) -> int:
     te = None if args.te_ms is None else [t for chunk in args.te_ms for t in chunk]
     result = run_files(args.inputs, args.out, labels=args.labels, label_names=args.label_names,
                        echo_times_ms=te, field_strength_t=args.field_strength,
+                       confirm_field_strength=args.confirm_field_strength,
                        series=args.series, progress=progress, **_run_options(args))
     progress.close()
     _print_result(result, out, progress)

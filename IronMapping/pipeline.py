@@ -68,11 +68,13 @@ class PipelineResult:
 
 # --------------------------------------------------------------------------- inputs
 
-def load_image(inputs, echo_times_ms=None, field_strength_t=None, series=None) -> MultiEchoImage:
+def load_image(inputs, echo_times_ms=None, field_strength_t=None, series=None,
+               confirm_field_strength: bool = False) -> MultiEchoImage:
     """Read a multi-echo series (DICOM folder, NIfTI echoes with sidecars, .seq.nrrd).
 
     ``echo_times_ms`` supplies echo times where the files have none (where they have them, the
-    reader checks that the two agree); ``field_strength_t`` replaces the field in the files.
+    reader checks that the two agree); ``field_strength_t`` supplies the field where the files
+    have none (see :func:`override_field_strength` when they have one).
     """
     from .io import load_multiecho
 
@@ -85,19 +87,53 @@ def load_image(inputs, echo_times_ms=None, field_strength_t=None, series=None) -
     source = paths[0] if len(paths) == 1 else [str(p) for p in paths]
     te = None if echo_times_ms is None else [float(t) for t in echo_times_ms]
     image = load_multiecho(source, series=series, echo_times_ms=te)
-    return override_field_strength(image, field_strength_t)
+    return override_field_strength(image, field_strength_t, confirm_field_strength)
 
 
-def override_field_strength(image: MultiEchoImage, field_strength_t=None) -> MultiEchoImage:
-    """A copy of ``image`` with the field strength (T) replaced; the file's value is kept in
-    ``metadata["field_strength_t_from_files"]`` when it differs."""
-    if field_strength_t is None:
-        return image
+#: Field strengths closer than this (T) are the same magnet (headers write 1.5 or 1.494).
+FIELD_STRENGTH_TOLERANCE_T = 0.1
+
+
+def override_field_strength(image: MultiEchoImage, field_strength_t=None,
+                            confirm: bool = False) -> MultiEchoImage:
+    """A copy of ``image`` with the field strength (T) given by the user, and where it came from.
+
+    A value that contradicts the one recorded in the files is refused (cut-offs and LIC
+    calibrations differ between 1.5 T and 3 T) unless ``confirm`` (``--confirm-field-strength``);
+    then the files' value is kept in ``metadata["field_strength_t_from_files"]``.
+    ``metadata["field_strength_source"]`` says where the value used came from.
+    """
     metadata = dict(image.metadata)
-    if image.field_strength_t is not None and abs(image.field_strength_t - field_strength_t) > 1e-6:
-        metadata["field_strength_t_from_files"] = image.field_strength_t
+    recorded = image.field_strength_t
+    if field_strength_t is None:
+        metadata.setdefault("field_strength_source", None)
+        if recorded is None:
+            metadata["field_strength_source"] = "unknown (not recorded in the input)"
+        return MultiEchoImage(image.signal, image.echo_times_ms, image.ijk_to_ras,
+                              image.quantity, recorded, metadata)
+    given = float(field_strength_t)
+    origin = metadata.get("field_strength_source") or "from the input files"
+    if recorded is not None and abs(recorded - given) > FIELD_STRENGTH_TOLERANCE_T:
+        if not confirm:
+            raise InputError(
+                f"--field-strength {given:g} T contradicts the {recorded:g} T recorded in the "
+                f"input ({origin.replace('from ', '', 1)}). Grades and LIC calibrations differ "
+                "between 1.5 T and 3 T, so the wrong value grades every organ wrongly. Leave "
+                f"--field-strength out to use {recorded:g} T, or add --confirm-field-strength to "
+                f"use {given:g} T anyway (Python: confirm_field_strength=True).")
+        metadata["field_strength_t_from_files"] = recorded
+        metadata["field_strength_source"] = (
+            f"given on the command line (--field-strength), confirmed over the {recorded:g} T "
+            f"{origin}")
+        metadata["warnings"] = list(metadata.get("warnings", [])) + [
+            f"Field strength {given:g} T given on the command line replaces the {recorded:g} T "
+            f"{origin} (confirmed with --confirm-field-strength)."]
+    elif recorded is not None:
+        metadata["field_strength_source"] = f"{origin}; the same value was given on the command line"
+    else:
+        metadata["field_strength_source"] = "given on the command line (--field-strength)"
     return MultiEchoImage(image.signal, image.echo_times_ms, image.ijk_to_ras, image.quantity,
-                          float(field_strength_t), metadata)
+                          given, metadata)
 
 
 def load_labels(path, image: MultiEchoImage, names_path=None) -> LabelMap:
@@ -303,6 +339,7 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
         voxel_volume_ml=image.voxel_volume_ml, terminology=terminology,
         convert_field=convert_field)
     summary = dict(summary)
+    summary["field_strength_source"] = image.metadata.get("field_strength_source")
     if label_map is None:
         summary.setdefault("warnings", [])
         summary["warnings"] = list(summary["warnings"]) + [
@@ -358,7 +395,8 @@ def _unique(items):
 # --------------------------------------------------------------------------- entry points
 
 def run_files(inputs, out_dir, labels=None, label_names=None, *, echo_times_ms=None,
-              field_strength_t=None, series=None, progress: Progress | None = None,
+              field_strength_t=None, series=None, confirm_field_strength: bool = False,
+              progress: Progress | None = None,
               record: Mapping[str, Any] | None = None, **options) -> PipelineResult:
     """Read files and :func:`run`. ``labels``: label map / .seg.nrrd path; ``label_names``:
     CSV or Slicer colour table; ``record``: extra entries for run.json and the report (e.g. a
@@ -369,13 +407,15 @@ def run_files(inputs, out_dir, labels=None, label_names=None, *, echo_times_ms=N
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     check_output_folder(out_dir, options.get("fmt", "nrrd"), options.get("overwrite", False),
                         [*paths, labels, label_names])  # fail before the slow part
-    image = load_image(paths, echo_times_ms, field_strength_t, series)
+    image = load_image(paths, echo_times_ms, field_strength_t, series, confirm_field_strength)
     label_map = load_labels(labels, image, label_names) if labels is not None else None
     load_s = time.perf_counter() - t0
     inputs_record = {"input": [str(p) for p in paths], "labels": None if labels is None else str(labels),
               "label_names": None if label_names is None else str(label_names),
               "echo_times_ms": [float(t) for t in image.echo_times_ms],
-              "field_strength_t": image.field_strength_t, "quantity": image.quantity,
+              "field_strength_t": image.field_strength_t,
+              "field_strength_source": image.metadata.get("field_strength_source"),
+              "quantity": image.quantity,
               "method_requested": options.get("method", "auto"),
               "calibration_requested": options.get("calibration")}
     if "field_strength_t_from_files" in image.metadata:
@@ -397,10 +437,12 @@ def run_demo(out_dir, preset: str = "neonatal-haemochromatosis", *, shape=(16, 9
 
     ph = make_phantom(preset, shape=tuple(shape), field_strength_t=field_strength_t, snr=snr,
                       coils=phantom_coils, seed=seed)
+    ph.image.metadata["field_strength_source"] = "phantom setting (--field-strength of the demo)"
     label_map = LabelMap(np.asarray(ph.labels, dtype=np.int32), ph.image.ijk_to_ras,
                          {int(k): v for k, v in ph.label_names.items()}, "phantom")
     inputs = {"input": f"built-in phantom, preset {preset!r}", "shape (k, j, i)": list(shape),
               "snr": snr, "coils": phantom_coils, "seed": seed, "field_strength_t": field_strength_t,
+              "field_strength_source": "phantom setting (--field-strength of the demo)",
               "echo_times_ms": [float(t) for t in ph.image.echo_times_ms],
               "method_requested": options.get("method", "auto")}
     options.setdefault("title", f"IronMapping demo: phantom '{preset}'")

@@ -272,3 +272,17 @@ def _failing_write_text(code, real):
         return real(self, *args, **kwargs)
 
     return write_text
+
+
+def test_field_strength_flag_contradicting_the_sidecar_is_refused_unless_confirmed(tmp_path):
+    from test_pipeline import phantom_image, write_nifti_echoes
+
+    echoes = write_nifti_echoes(phantom_image(shape=(4, 24, 30)).image, tmp_path / "e",
+                                field_strength_t=3.0)
+    code, _, err = run_cli("fit", echoes, "--out", tmp_path / "a", "--field-strength", "1.5",
+                           "--no-report")
+    assert code == 2 and "--confirm-field-strength" in err and "3 T" in err
+    code, _, err = run_cli("fit", echoes, "--out", tmp_path / "b", "--field-strength", "1.5",
+                           "--confirm-field-strength", "--no-report")
+    assert code == 0, err
+    assert "replaces the 3 T" in err

@@ -445,6 +445,8 @@ def load_files(entries, echo_times_ms=None, explicit=False, source_format="nifti
     }
     field_t = field_strength_from(sc.get("MagneticFieldStrength"), notes_b0)
     metadata["warnings"] += notes_b0
+    metadata["field_strength_source"] = (
+        "from the JSON sidecar (MagneticFieldStrength)" if field_t is not None else None)
     if components:
         metadata["complex_components"] = components
         metadata["complex_components_info"] = (
