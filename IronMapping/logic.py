@@ -138,6 +138,7 @@ class IronMappingLogic(_LogicBase):
         from . import relaxometry
 
         started = time.perf_counter()
+        check_segmentation_node(segmentationNode)
         scene = mrml.mrml_scene(scene)
         notes: list[str] = []
         with mrml.SceneTransaction(scene):
@@ -258,6 +259,25 @@ class IronMappingLogic(_LogicBase):
             curves.append({"name": names[value], "mean": points, "fit": curve,
                            "r2star": roi.get("r2star"), "method": roi.get("method")})
         return curves, fit_times
+
+
+def check_segmentation_node(node) -> None:
+    """Refuse anything but a segmentation node (or None) as ``segmentationNode``, saying what
+    to do; a label map volume is the usual mix-up."""
+    if node is None or hasattr(node, "GetSegmentation"):
+        return
+    class_name = node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
+    name = node.GetName() if hasattr(node, "GetName") else str(node)
+    if "LabelMap" in class_name:
+        raise InputError(
+            f"'{name}' is a label map volume, not a segmentation. Use a segmentation node as "
+            "segmentationNode, or convert the label map first (Data module: right-click it, "
+            "'Convert labelmap to segmentation node'; in Python: "
+            "slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, "
+            "segmentation)).")
+    raise InputError(
+        f"'{name}' ({class_name}) is not a segmentation. Give a segmentation node (Segment "
+        "Editor) as segmentationNode, or None to summarise all fitted voxels.")
 
 
 def model_curve(t_ms, s0, r2star, method=None, noise_sigma=None, coils=None):
