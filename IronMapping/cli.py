@@ -47,8 +47,8 @@ examples:
   ironmapping fit e1.nii.gz e2.nii.gz e3.nii.gz --te-ms 1.2 2.4 3.6 --field-strength 1.5 --out s1
   ironmapping batch studies.csv --out cohort --workers 2
 
-outputs (per study): r2star, t2star, s0, quality, status, r2star_sd maps (+ lic where a liver is
-labelled, + pdff for the fat-water method) as NRRD or NIfTI with the input's geometry and a JSON
+outputs (per study): r2star, t2star, s0, quality, status, r2star_sd maps (r2, t2, r2_sd for
+spin echo; + lic where a liver is labelled, + pdff for the fat-water method) as NRRD or NIfTI with the input's geometry and a JSON
 sidecar each; regions.csv; summary.json; report.html; run.json.
 
 exit codes:

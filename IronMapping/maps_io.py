@@ -48,6 +48,14 @@ MAP_SPECS: dict[str, tuple[str, str, str, str]] = {
 }
 
 FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
+#: File names of the rate/time maps of spin-echo data: the file says what it holds (R2, T2),
+#: while the keys stay "r2star"/"t2star" for scripts.
+SPIN_ECHO_FILE_STEMS = {"r2star": "r2", "t2star": "t2", "r2star_sd": "r2_sd"}
+
+
+def map_file_stem(name: str, quantity: str = "T2*") -> str:
+    """File name (without extension) of map ``name``: ``r2``/``t2``/``r2_sd`` for spin echo."""
+    return SPIN_ECHO_FILE_STEMS.get(name, name) if quantity == "T2" else name
 
 
 # --------------------------------------------------------------------------- geometry
@@ -377,7 +385,9 @@ def write_maps(out_dir, maps: Mapping[str, np.ndarray], ijk_to_ras, fmt: str = "
                extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
     """Write each map of ``maps`` (name -> array [k, j, i]) to ``out_dir``; returns name -> path.
 
-    Names must be keys of :data:`MAP_SPECS`. ``provenance`` (the fit's) goes into every sidecar;
+    Names must be keys of :data:`MAP_SPECS`; for spin echo (``quantity="T2"``) the R2/T2 maps
+    are written as ``r2``, ``t2`` and ``r2_sd`` (the returned keys stay the same).
+    ``provenance`` (the fit's) goes into every sidecar;
     ``extra`` adds per-map sidecar entries (e.g. the LIC calibration and its source).
     """
     out_dir = Path(out_dir)
@@ -387,7 +397,7 @@ def write_maps(out_dir, maps: Mapping[str, np.ndarray], ijk_to_ras, fmt: str = "
             raise InputError(f"Unknown map name {name!r}; known maps: {sorted(MAP_SPECS)}.")
         dtype = MAP_SPECS[name][2]
         meta = map_metadata(name, provenance, quantity, (extra or {}).get(name))
-        path = output_path(out_dir, name, fmt)
+        path = output_path(out_dir, map_file_stem(name, quantity), fmt)
         write_volume(path, np.asarray(array, dtype=dtype), ijk_to_ras, meta)
         written[name] = path
     return written

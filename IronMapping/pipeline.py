@@ -146,40 +146,71 @@ def load_labels(path, image: MultiEchoImage, names_path=None) -> LabelMap:
 
 def planned_outputs(fmt: str, maps: Sequence[str] = BASE_MAPS + ("lic", "pdff"),
                     report: bool = True) -> list[str]:
-    """File names a run may write into its output folder."""
+    """File names a run may write into its output folder (gradient- and spin-echo names)."""
+    from .maps_io import map_file_stem
+
     names = []
     for m in maps:
-        p = output_path(".", m, fmt)
-        names += [p.name, p.name.replace(FORMATS[fmt], ".json")]
+        for quantity in ("T2*", "T2"):
+            p = output_path(".", map_file_stem(m, quantity), fmt)
+            names += [p.name, p.name.replace(FORMATS[fmt], ".json")]
     names += [REGIONS_CSV, SUMMARY_JSON, RUN_RECORD]
     if report:
         names.append(REPORT_HTML)
-    return names
+    return list(dict.fromkeys(names))
+
+
+#: Files that operating systems drop into any folder; they do not make a folder someone's.
+_OS_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
+#: Records of a cohort run (IronMapping.batch) inside a study folder.
+_BATCH_RECORDS = {"done.json", "error.json"}
+
+
+def _is_ours(out: Path) -> bool:
+    """True when ``out`` holds the run record of an earlier IronMapping run."""
+    try:
+        record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and str(record.get("software", "")).startswith("IronMapping")
 
 
 def check_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=()) -> Path:
     """Raise InputError unless a run may write into ``out_dir`` (nothing is written).
 
-    Files of an earlier IronMapping run (the folder has ``run.json``) may be replaced. Other
-    files with our names only with ``overwrite``. An input is never overwritten.
+    An empty or new folder, or one an earlier IronMapping run wrote (it has IronMapping's
+    ``run.json``), may be written. A folder holding anything IronMapping did not write is
+    refused unless ``overwrite``; even then only IronMapping's own file names are replaced,
+    other files are left alone. An input is never overwritten.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the outputs.")
-    names = planned_outputs(fmt)
+    names = set()
+    for f in FORMATS:
+        names.update(planned_outputs(f))
     resolved_inputs = {Path(p).resolve() for p in inputs if p}
-    clash_inputs = [n for n in names if (out / n).resolve() in resolved_inputs]
+    clash_inputs = sorted(n for n in names if (out / n).resolve() in resolved_inputs)
     if clash_inputs:
         raise InputError(
             f"The output folder {str(out)!r} would overwrite the input {clash_inputs[0]!r}. "
             "Choose another --out folder.")
-    existing = [n for n in names if (out / n).exists()]
-    ours = (out / RUN_RECORD).is_file()
-    if existing and not ours and not overwrite:
+    if not out.is_dir() or overwrite or _is_ours(out):
+        return out
+    try:
+        entries = sorted(e.name for e in out.iterdir()
+                         if e.name not in _OS_LITTER and e.name not in _BATCH_RECORDS)
+    except OSError as exc:
+        raise output_failure(exc, out / RUN_RECORD) from None
+    if entries:
+        # the names a run would replace first: those matter most to the owner
+        shown = sorted(entries, key=lambda n: (n not in names, n))[:3]
+        more = len(entries) - len(shown)
         raise InputError(
-            f"{str(out)!r} already holds {', '.join(existing[:3])}"
-            f"{' ...' if len(existing) > 3 else ''}, not written by IronMapping. Choose an empty "
-            "folder, or pass --overwrite to replace them.")
+            f"{str(out)!r} already holds {', '.join(shown)}{f' and {more} more' if more else ''}, "
+            "not written by IronMapping. Choose an empty or new folder, or pass --overwrite to "
+            "write into it anyway (IronMapping's own file names are replaced, other files are "
+            "left alone).")
     return out
 
 

@@ -173,9 +173,10 @@ def test_real_spin_echo_dicom_gives_t2_maps(shared_data, tmp_path):
         pytest.skip(f"{folder} not found")
     code, _, err = run_cli("fit", folder, "--out", tmp_path / "o", "--no-report", "-q")
     assert code == 0, err
-    sidecar = json.loads((tmp_path / "o" / "r2star.json").read_text())
+    sidecar = json.loads((tmp_path / "o" / "r2.json").read_text())
     assert sidecar["quantity"] == "R2" and sidecar["provenance"]["quantity"] == "T2"
-    assert maps_io.read_volume(tmp_path / "o" / "t2star.nrrd").array.shape[0] == 25
+    assert maps_io.read_volume(tmp_path / "o" / "t2.nrrd").array.shape[0] == 25
+    assert not (tmp_path / "o" / "r2star.nrrd").exists()
 
 
 def test_fit_with_a_slicer_segmentation(tmp_path):

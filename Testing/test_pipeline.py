@@ -271,3 +271,42 @@ def test_field_strength_contradicting_the_files_needs_confirmation(tmp_path):
     assert result.summary["field_strength_source"] == "given on the command line (--field-strength)"
     result = pipeline.run_files([bare], tmp_path / "f", report=False)
     assert "unknown" in result.summary["field_strength_source"]
+
+
+def test_spin_echo_maps_are_named_after_their_quantity(tmp_path):
+    ph = phantom_image(shape=(4, 24, 30))
+    image = MultiEchoImage(ph.image.signal, ph.image.echo_times_ms, ph.image.ijk_to_ras, "T2",
+                           1.5, {})
+    result = pipeline.run(image, tmp_path / "o", report=False)
+    out = tmp_path / "o"
+    for stem in ("r2", "t2", "r2_sd"):
+        assert (out / f"{stem}.nrrd").is_file() and (out / f"{stem}.json").is_file(), stem
+    assert not list(out.glob("*star*"))
+    assert result.files["r2star"].name == "r2.nrrd"  # keys stay for scripts
+    assert json.loads((out / "t2.json").read_text())["quantity"] == "T2"
+    # a second run into the same folder replaces them without --overwrite
+    pipeline.run(image, out, report=False)
+
+
+def test_any_file_ironmapping_did_not_write_is_refused_unless_overwrite(tmp_path):
+    """As the README says: not only same-named files, anything in a folder that is not ours."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt.*not written by IronMapping.*--overwrite"):
+        pipeline.run_demo(out, shape=SMALL, report=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    pipeline.run_demo(out, shape=SMALL, report=False, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"  # left alone even then
+    # a folder with only OS litter or a batch error record counts as empty
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".DS_Store").write_text("")
+    (other / "error.json").write_text("{}")
+    pipeline.run_demo(other, shape=SMALL, report=False)
+    # a run.json someone else wrote does not make the folder IronMapping's
+    third = tmp_path / "third"
+    third.mkdir()
+    (third / "run.json").write_text('{"software": "other tool"}')
+    with pytest.raises(InputError, match="--overwrite"):
+        pipeline.run_demo(third, shape=SMALL, report=False)
