@@ -450,7 +450,7 @@ class IronMappingTest(ScriptedLoadableModuleTest):
             median = regions[name]["r2star_median"]
             self.assertLess(abs(median - truth) / truth, 0.1, f"{name}: R2* {median:.1f} vs truth {truth:.1f} 1/s")
         self.assertEqual(set(rows), set(regions), "the table must have one row per segment")
-        self.assertAlmostEqual(rows["liver"]["R2* median (1/s)"], regions["liver"]["r2star_median"], places=3)
+        self.assertEqual(rows["liver"]["R2* median (1/s)"], round(regions["liver"]["r2star_median"], 1))
         self.assertTrue(widget._parameterNode.patternText)
 
         self.delayDisplay("Apply again: outputs are updated, not duplicated")
