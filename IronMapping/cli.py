@@ -312,18 +312,39 @@ def _print_result(result, out: TextIO, progress: Progress) -> None:
     out.write(f"outputs in {result.out_dir}\n")
     regions = summary.get("regions") or []
     if regions:
-        out.write(f"  {'region':<20s} {'R2* median (1/s)':>17s} {'T2* median (ms)':>16s} "
+        star = "" if summary.get("quantity") == "T2" else "*"
+        out.write(f"  {'region':<20s} {f'R2{star} median (1/s)':>17s} {f'T2{star} median (ms)':>16s} "
                   f"{'LIC (mg/g dw)':>14s}  grade\n")
         for r in regions:
             out.write(f"  {str(r.get('name'))[:20]:<20s} {_num(r.get('r2star_median'), 17, 1)} "
                       f"{_num(r.get('t2star_median'), 16, 2)} {_num(r.get('lic_mg_per_g'), 14, 2)}"
                       f"  {r.get('grade') or '-'}\n")
+    whole = summary.get("whole_image") or {}
+    if not regions and whole:
+        out.write(_whole_image_line(whole) + "\n")
+        maps = [p for k, p in result.files.items() if str(p).endswith((".nrrd", ".nii.gz"))]
+        if maps:
+            out.write(f"maps: {', '.join(p.name for p in maps)} in {result.out_dir}\n")
+        out.write("no organ statistics, grades or pattern: pass --labels LABELMAP to get them\n")
     text = (summary.get("pattern") or {}).get("text")
-    if text:
+    if text and regions:
         out.write(f"pattern: {text}\n")
     if "report" in result.files:
         out.write(f"report: {result.files['report']}\n")
     out.write(f"{RESEARCH_USE_STATEMENT}\n")
+
+
+def _whole_image_line(whole: dict) -> str:
+    """'fitted: 41.2 % of the voxels (...); median R2* of fitted tissue 45.3 1/s (T2* ...)'."""
+    star = "" if whole.get("quantity") == "T2" else "*"
+    line = (f"fitted: {100.0 * whole.get('fitted_fraction', 0.0):.1f} % of the voxels "
+            f"({whole.get('fitted_voxels', 0):,} of {whole.get('voxels', 0):,}; the rest is "
+            "background or failed, see the status map)")
+    if whole.get("r2star_median") is not None:
+        line += f"; median R2{star} of fitted tissue {whole['r2star_median']:.1f} 1/s"
+        if whole.get("t2star_median") is not None:
+            line += f" (T2{star} {whole['t2star_median']:.2f} ms)"
+    return line
 
 
 def _num(value, width: int, digits: int) -> str:

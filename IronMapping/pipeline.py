@@ -371,11 +371,34 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
         convert_field=convert_field)
     summary = dict(summary)
     summary["field_strength_source"] = image.metadata.get("field_strength_source")
+    summary["whole_image"] = whole_image_figures(fit)
     if label_map is None:
         summary.setdefault("warnings", [])
         summary["warnings"] = list(summary["warnings"]) + [
             "No label map was given: maps only, no organ statistics. Pass --labels to get them."]
     return summary
+
+
+def whole_image_figures(fit) -> dict:
+    """How much of the image was fitted and the median R2*/T2* of the fitted tissue.
+
+    Returns a JSON-able dict: ``voxels``, ``fitted_voxels``, ``fitted_fraction`` (0-1),
+    ``r2star_median`` (1/s) and ``t2star_median`` (ms) over fitted voxels (None when none),
+    ``quantity`` ("T2*" or "T2").
+    """
+    from .relaxometry import Status
+
+    fitted = np.asarray(fit.status) == Status.FITTED
+    n_fitted = int(np.count_nonzero(fitted))
+    r2 = np.asarray(fit.r2star)[fitted]
+    t2 = np.asarray(fit.t2star)[fitted]
+    r2 = r2[np.isfinite(r2)]
+    t2 = t2[np.isfinite(t2)]
+    return {"voxels": int(fitted.size), "fitted_voxels": n_fitted,
+            "fitted_fraction": n_fitted / fitted.size if fitted.size else 0.0,
+            "r2star_median": float(np.median(r2)) if r2.size else None,
+            "t2star_median": float(np.median(t2)) if t2.size else None,
+            "quantity": getattr(fit, "quantity", "T2*")}
 
 
 def write_regions(path: Path, summary: Mapping[str, Any]) -> Path:

@@ -287,3 +287,16 @@ def test_field_strength_flag_contradicting_the_sidecar_is_refused_unless_confirm
                            "--confirm-field-strength", "--no-report")
     assert code == 0, err
     assert "replaces the 3 T" in err
+
+
+def test_fit_without_labels_gives_whole_image_figures(tmp_path):
+    echoes, _, ph = make_study(tmp_path, shape=(4, 24, 30))
+    code, out, err = run_cli("fit", echoes, "--out", tmp_path / "o", "--no-report", "-q")
+    assert code == 0, err
+    assert "Indeterminate" not in out and "pattern:" not in out
+    assert "fitted:" in out and "% of the voxels" in out
+    assert "median R2* of fitted tissue" in out and "1/s" in out
+    assert "maps: r2star.nrrd" in out and str(tmp_path / "o") in out
+    whole = json.loads((tmp_path / "o" / "summary.json").read_text())["whole_image"]
+    assert 0 < whole["fitted_fraction"] < 1 and whole["r2star_median"] > 0
+    assert f"{100 * whole['fitted_fraction']:.1f} %" in out
