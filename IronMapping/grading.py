@@ -190,7 +190,7 @@ def grade_region(organ: str | None, field_strength_t, r2star_per_s=None, t2star_
     if field_strength_t is None:
         out["notes"].append(
             "field strength unknown: no grade (cut-offs differ between 1.5 T and 3 T); give "
-            "field_strength_t to grade")
+            "the field strength to grade")
         return out
     quantity = "R2*" if organ == "liver" else "T2*"
     scheme = find_scheme(organ, field_strength_t, quantity)

@@ -295,3 +295,10 @@ def test_spin_echo_table_says_r2_and_t2():
     rows = regions_table(s)
     assert "R2 median (1/s)" in rows[0] and "T2 median (ms)" in rows[0]
     assert not any("*" in column for column in rows[0])
+
+
+def test_calibration_refusal_note_has_no_python_booleans():
+    s = phantom_summary("neonatal-haemochromatosis", 3.0)
+    liver = next(r for r in regions_table(s) if r["Region"] == "liver")
+    assert "LIC not computed" in liver["Notes"]
+    assert "True" not in liver["Notes"] and "--convert-field" in liver["Notes"]
