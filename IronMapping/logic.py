@@ -163,6 +163,7 @@ class IronMappingLogic(_LogicBase):
                     noise_sigma=noiseSigma, coils=coils, progress=progress, cancel=cancel,
                     quantity=image.quantity, field_strength_t=image.field_strength_t)
                 summary, labels, names = self._summarize(fit, image, regions, calibration, convertField)
+                summary["field_strength_source"] = field_strength_source(fieldStrengthT, image)
                 curves, fit_times = self._decay_curves(image, fit, labels, names, summary)
             messages = [str(w.message) for w in caught if not issubclass(w.category, RuntimeWarning)]
             # RuntimeWarnings are numpy arithmetic chatter, not advice for the user.
@@ -221,6 +222,7 @@ class IronMappingLogic(_LogicBase):
             "MethodReference": fit.provenance().get("method_reference", ""),
             "EchoTimesMs": [float(t) for t in fit.echo_times_ms],
             "FieldStrengthT": "" if image.field_strength_t is None else f"{image.field_strength_t:g}",
+            "FieldStrengthSource": summary.get("field_strength_source") or "",
             "Calibration": calibration, "Pattern": pattern.get("text", "") if isinstance(pattern, dict) else str(pattern),
             "Units": "R2* 1/s; T2* ms; LIC mg Fe/g dry weight; volume mL",
             "Warnings": notes, "Software": f"IronMapping {__version__}", "Version": __version__,
@@ -259,6 +261,15 @@ class IronMappingLogic(_LogicBase):
             curves.append({"name": names[value], "mean": points, "fit": curve,
                            "r2star": roi.get("r2star"), "method": roi.get("method")})
         return curves, fit_times
+
+
+def field_strength_source(typed, image) -> str:
+    """Where the field strength used came from, in words (for the summary and the table)."""
+    if typed:
+        return "given by the user (fieldStrengthT, the panel's field strength)"
+    if image.field_strength_t is not None:
+        return "from the input's DICOM metadata (MagneticFieldStrength 0018,0087)"
+    return "unknown (not in the input's metadata and not given)"
 
 
 def check_segmentation_node(node) -> None:

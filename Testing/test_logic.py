@@ -198,3 +198,10 @@ def test_label_map_node_as_segmentation_is_refused_with_advice(mrml_scene, loade
     with pytest.raises(InputError, match="not a segmentation"):
         IronMappingLogic().process(sequence, segmentationNode=sequence)
     assert count_nodes(mrml_scene) == before
+
+
+def test_summary_says_where_the_field_strength_came_from(loaded):
+    sequence, segmentation = loaded
+    result = IronMappingLogic().process(sequence, segmentationNode=segmentation, fieldStrengthT=1.5)
+    assert "given by the user" in result.summary["field_strength_source"]
+    assert "given by the user" in result["table"].GetAttribute("IronMapping.FieldStrengthSource")
