@@ -620,6 +620,180 @@ def _():
     return code == 0 and ok
 
 
+# --------------------------------------------------------------------------- more awkward inputs
+
+@case("mask with no voxel set", group="library")
+def _():
+    fit(SIG, TE, mask=np.zeros(SHAPE, bool))
+
+
+@case("echo times closer than 1 us", group="library")
+def _():
+    te = TE.copy()
+    te[4] = te[3] + 1e-4
+    fit(SIG, te)
+
+
+@case("one slice (2-D acquisition): fitted", expect="ok", group="library")
+def _():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit(SIG[:, 1:2], TE)
+    liver = PH.labels[1:2] == 1
+    return abs(np.nanmedian(res.r2star[liver]) - PH.region_r2star["liver"]) < 0.1 * PH.region_r2star["liver"]
+
+
+@case("DICOM folder: echo times and field strength from the headers", expect="ok", group="files")
+def _():
+    from IronMapping.io import load_multiecho
+    from IronMapping.io.dicom_writer import write_multiecho_dicom
+
+    folder = tmp() / "dicom"
+    write_multiecho_dicom(PH.image, str(folder))
+    img = load_multiecho(folder)
+    return (np.allclose(img.echo_times_ms, TE) and img.field_strength_t == 1.5
+            and "DICOM" in img.metadata["field_strength_source"])
+
+
+@case("DICOM with --field-strength 3 against its 1.5 T header", group="command line")
+def _():
+    from IronMapping.io.dicom_writer import write_multiecho_dicom
+
+    folder = tmp() / "dicom"
+    write_multiecho_dicom(PH.image, str(folder))
+    cli_expect_error("fit", folder, "--out", tmp() / "o", "--field-strength", "3", "--no-report")
+
+
+@case("DICOM spin echo: quantity T2, files r2/t2", expect="ok", group="command line")
+def _():
+    from IronMapping.io.dicom_writer import write_multiecho_dicom
+
+    folder = tmp() / "dicom"
+    write_multiecho_dicom(MultiEchoImage(SIG, TE * 4, PH.image.ijk_to_ras, "T2", 1.5, {}),
+                          str(folder))
+    out = tmp() / "o"
+    code, _, _ = cli_expect_error("fit", folder, "--out", out, "--no-report", "-q")
+    return code == 0 and (out / "t2.nrrd").is_file() and not (out / "t2star.nrrd").exists()
+
+
+@case("4-D NIfTI with a list of echo times in its sidecar", expect="ok", group="files")
+def _():
+    import SimpleITK as sitk
+
+    from IronMapping.io import load_multiecho
+
+    folder = tmp() / "e"
+    folder.mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(SIG), isVector=False),
+                    str(folder / "gre.nii.gz"))
+    (folder / "gre.json").write_text(json.dumps({"EchoTime": [t / 1000 for t in TE]}))
+    img = load_multiecho(folder / "gre.nii.gz")
+    return np.allclose(img.echo_times_ms, TE) and np.allclose(img.signal, SIG, rtol=1e-6)
+
+
+@case("label map on a finer grid: resampled, volumes kept", expect="ok", group="files")
+def _():
+    fine = np.repeat(np.repeat(PH.labels, 2, axis=1), 2, axis=2)
+    m = PH.image.ijk_to_ras.copy()
+    m[:3, 0] /= 2.0
+    m[:3, 1] /= 2.0
+    m[:3, 3] -= (PH.image.ijk_to_ras[:3, 0] + PH.image.ijk_to_ras[:3, 1]) / 4.0
+    path = labels_file(tmp(), labels=fine, ijk_to_ras=m)
+    lm = maps_io.read_labels(path, reference_shape=SHAPE, reference_ijk_to_ras=PH.image.ijk_to_ras)
+    return np.mean(lm.labels == PH.labels) > 0.98
+
+
+@case("label values without names: reported as 'label N'", expect="ok", group="files")
+def _():
+    path = labels_file(tmp(), names=False)
+    lm = maps_io.read_labels(path)
+    return set(lm.names.values()) == {f"label {v}" for v in PH.label_names}
+
+
+@case("field strength given in gauss (15000) in a sidecar: read as 1.5 T", expect="ok",
+      group="files")
+def _():
+    from IronMapping.io import load_multiecho
+
+    folder, _ = nifti_study(tmp() / "e", field=15000)
+    img = load_multiecho(folder)
+    return img.field_strength_t == 1.5 and any("gauss" in w for w in img.metadata["warnings"])
+
+
+@case("3 T data with the default calibration: no LIC, a note; 3 T grades", expect="ok",
+      group="command line")
+def _():
+    out = tmp() / "o"
+    code, _, _ = cli_expect_error("demo", "--out", out, "--shape", *map(str, SHAPE),
+                                  "--field-strength", "3", "--no-report", "-q")
+    s = json.loads((out / "summary.json").read_text())
+    liver = next(r for r in s["regions"] if r["name"] == "liver")
+    return (code == 0 and liver["lic_mg_per_g"] is None and "LIC not computed" in liver["lic_note"]
+            and liver["grade"] is not None
+            and liver["grade_criterion"].endswith(("119 1/s", "435 1/s", "952 1/s")))
+
+
+@case("field strength unknown: no LIC, no grades, said so", expect="ok", group="command line")
+def _():
+    folder, _ = nifti_study(tmp() / "e", field=None)
+    out = tmp() / "o"
+    code, _, _ = cli_expect_error("fit", folder, "--labels", labels_file(tmp()), "--out", out,
+                                  "--no-report", "-q")
+    s = json.loads((out / "summary.json").read_text())
+    return (code == 0 and all(r["grade"] is None and r["lic_mg_per_g"] is None
+                              for r in s["regions"])
+            and "unknown" in s["field_strength_source"])
+
+
+@case("--out is the input folder", group="command line")
+def _():
+    folder, _ = nifti_study(tmp() / "e")
+    cli_expect_error("fit", folder, "--out", folder, "--no-report")
+
+
+@case("--overwrite into the input folder leaves the inputs alone", expect="ok",
+      group="command line")
+def _():
+    folder, paths = nifti_study(tmp() / "e")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code, _, _ = cli_expect_error("fit", folder, "--out", folder, "--overwrite", "--no-report", "-q")
+    return code == 0 and all((folder / n).read_bytes() == b for n, b in before.items())
+
+
+@case("re-run into its own folder without --overwrite", expect="ok", group="command line")
+def _():
+    out = tmp() / "o"
+    a = cli_expect_error("demo", "--out", out, "--shape", *map(str, SHAPE), "--no-report", "-q")[0]
+    b = cli_expect_error("demo", "--out", out, "--shape", *map(str, SHAPE), "--no-report", "-q")[0]
+    return a == 0 and b == 0
+
+
+@case("non-numeric --field-strength", group="command line")
+def _():
+    cli_expect_error("fit", "x", "--out", tmp() / "o", "--field-strength", "high")
+
+
+@case("--te-ms with text", group="command line")
+def _():
+    cli_expect_error("fit", "x", "--out", tmp() / "o", "--te-ms", "1.2", "two")
+
+
+@case("labels file that does not exist", group="command line")
+def _():
+    folder, _ = nifti_study(tmp() / "e")
+    cli_expect_error("fit", folder, "--labels", tmp() / "none.nrrd", "--out", tmp() / "o")
+
+
+@case("label names file for a .seg.nrrd-less label map that names other values", expect="ok",
+      group="files")
+def _():
+    folder = tmp()
+    path = labels_file(folder, names=False)
+    (folder / "other.csv").write_text("value,name\n1,liver\n99,nothing\n")
+    lm = maps_io.read_labels(path, names_path=folder / "other.csv")
+    return lm.names[1] == "liver" and lm.names[2] == "label 2" and any("no name" in w for w in lm.warnings)
+
+
 # --------------------------------------------------------------------------- Slicer logic
 
 def _scene():
