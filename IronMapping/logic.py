@@ -144,6 +144,11 @@ class IronMappingLogic(_LogicBase):
         with mrml.SceneTransaction(scene):
             image, desc = mrml.read_multiecho(inputNode, echoTimesMs, fieldStrengthT, scene)
             notes.extend(image.metadata.get("warnings") or [])
+            recorded = desc.field_strength_t
+            if fieldStrengthT and recorded and abs(float(fieldStrengthT) - recorded) > 0.1:
+                notes.append(f"Field strength {float(fieldStrengthT):g} T given replaces the "
+                             f"{recorded:g} T of the DICOM metadata: grades and LIC use "
+                             f"{float(fieldStrengthT):g} T.")
             regions = None
             if segmentationNode is not None:
                 regions = mrml.region_labels(segmentationNode, segmentIds, image, scene, desc.primary)
@@ -163,7 +168,8 @@ class IronMappingLogic(_LogicBase):
                     noise_sigma=noiseSigma, coils=coils, progress=progress, cancel=cancel,
                     quantity=image.quantity, field_strength_t=image.field_strength_t)
                 summary, labels, names = self._summarize(fit, image, regions, calibration, convertField)
-                summary["field_strength_source"] = field_strength_source(fieldStrengthT, image)
+                summary["field_strength_source"] = field_strength_source(
+                    fieldStrengthT, image, desc.field_strength_t)
                 curves, fit_times = self._decay_curves(image, fit, labels, names, summary)
             messages = [str(w.message) for w in caught if not issubclass(w.category, RuntimeWarning)]
             # RuntimeWarnings are numpy arithmetic chatter, not advice for the user.
@@ -263,10 +269,13 @@ class IronMappingLogic(_LogicBase):
         return curves, fit_times
 
 
-def field_strength_source(typed, image) -> str:
+def field_strength_source(typed, image, recorded=None) -> str:
     """Where the field strength used came from, in words (for the summary and the table)."""
     if typed:
-        return "given by the user (fieldStrengthT, the panel's field strength)"
+        text = "given by the user (fieldStrengthT, the panel's field strength)"
+        if recorded and abs(float(typed) - recorded) > 0.1:
+            text += f", replacing the {recorded:g} T of the DICOM metadata"
+        return text
     if image.field_strength_t is not None:
         return "from the input's DICOM metadata (MagneticFieldStrength 0018,0087)"
     return "unknown (not in the input's metadata and not given)"
