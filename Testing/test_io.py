@@ -659,3 +659,21 @@ def test_help_of_fit_after_import_package():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97])
+def test_truncated_integer_nifti_gz_is_refused(tmp_path, cut):
+    """int16 .nii.gz (as dcm2niix writes): checked by the gzip trailer, then the stream."""
+    import SimpleITK as sitk
+
+    from IronMapping.io.nifti import check_nifti_file
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "e1.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 3000, (6, 40, 50)).astype(np.int16)),
+                    str(path), True)
+    assert check_nifti_file(path) is None
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(InputError, match="e1.nii.gz is truncated"):
+        check_nifti_file(path)

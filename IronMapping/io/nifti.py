@@ -189,6 +189,19 @@ def _truncated(path, expected, got):
         "again from the source (or convert the DICOM again) before fitting.")
 
 
+def _gzip_size_fits(path, needed: int) -> bool:
+    """True when the gzip trailer (ISIZE: uncompressed length mod 2**32) says the file holds
+    at least ``needed`` bytes (allowing up to 1 MB after the voxel data). A cut-short file
+    ends in arbitrary bytes, so this check then fails and the stream is read to the end."""
+    try:
+        with open(path, "rb") as raw:
+            raw.seek(-4, os.SEEK_END)
+            isize = struct.unpack("<I", raw.read(4))[0]
+    except OSError:
+        return False
+    return (isize - needed) % (1 << 32) < (1 << 20)
+
+
 def check_nifti_file(path):
     """Refuse a truncated NIfTI and find its non-finite voxels, from the raw file.
 
@@ -219,11 +232,24 @@ def check_nifti_file(path):
                 raise InputError(f"{path} has an invalid NIfTI header (dim[0] = {n_dim}).")
             n_vox = int(np.prod([max(int(d), 1) for d in dims[1:n_dim + 1]], dtype=np.int64))
             expected = n_vox * max(int(bitpix), 8) // 8
+            dtype = _NIFTI_FLOAT_TYPES.get(int(datatype))
+            if not gz:  # uncompressed: the size says it all, and the data can be mapped
+                got = os.path.getsize(path) - offset
+                if got < expected:
+                    raise _truncated(path, expected, got)
+                if dtype is None or expected == 0:
+                    return None
+                values = np.memmap(path, dtype=order + dtype, mode="r", offset=offset,
+                                   shape=(expected // np.dtype(dtype).itemsize,))
+                bad = np.flatnonzero(~np.isfinite(values))
+                del values
+                return bad if bad.size else None
+            if dtype is None and _gzip_size_fits(path, offset + expected):
+                return None  # nothing to look for in integer data, and the length is right
             fh.seek(0)
             skipped = len(fh.read(offset))
             if skipped < offset:
                 raise _truncated(path, expected, 0)
-            dtype = _NIFTI_FLOAT_TYPES.get(int(datatype))
             itemsize = 0 if dtype is None else np.dtype(dtype).itemsize
             bad, got, carry = [], 0, b""
             while got < expected:
