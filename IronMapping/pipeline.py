@@ -371,6 +371,7 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
         convert_field=convert_field)
     summary = dict(summary)
     summary["field_strength_source"] = image.metadata.get("field_strength_source")
+    summary["echo_time_source"] = image.metadata.get("echo_time_source")
     summary["whole_image"] = whole_image_figures(fit)
     if label_map is None:
         summary.setdefault("warnings", [])
@@ -469,6 +470,7 @@ def run_files(inputs, out_dir, labels=None, label_names=None, *, echo_times_ms=N
               "echo_times_ms": [float(t) for t in image.echo_times_ms],
               "field_strength_t": image.field_strength_t,
               "field_strength_source": image.metadata.get("field_strength_source"),
+              "echo_time_source": image.metadata.get("echo_time_source"),
               "quantity": image.quantity,
               "method_requested": options.get("method", "auto"),
               "calibration_requested": options.get("calibration")}

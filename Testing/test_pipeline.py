@@ -266,6 +266,7 @@ def test_field_strength_contradicting_the_files_needs_confirmation(tmp_path):
     # the files' own value, and a value for files that record none
     result = pipeline.run_files([echoes], tmp_path / "c", report=False)
     assert "sidecar" in result.summary["field_strength_source"]
+    assert "sidecar" in result.summary["echo_time_source"]
     bare = write_nifti_echoes(ph.image, tmp_path / "bare", field_strength_t=None)
     result = pipeline.run_files([bare], tmp_path / "d", field_strength_t=1.5, report=False)
     assert result.summary["field_strength_source"] == "given on the command line (--field-strength)"
