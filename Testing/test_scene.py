@@ -481,3 +481,14 @@ def test_statistics_table_shows_display_precision_with_ucum_units(mrml_scene, ph
     assert table.GetColumnProperty("LIC (mg Fe/g dw)", "unitCode") == "mg/g"
     assert table.GetColumnProperty("Volume (mL)", "unitCodingScheme") == "UCUM"
     assert "median" in table.GetColumnDescription("R2* median (1/s)")
+
+
+def test_spin_echo_nodes_are_named_after_the_quantity(mrml_scene, phantom):
+    sequence, _ = mrml.add_multiecho_sequence(phantom.image, "knee MESE", scene=mrml_scene)
+    desc = mrml.describe_input(sequence, mrml_scene)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit(phantom.image.signal, phantom.image.echo_times_ms, quantity="T2")
+    nodes = mrml.write_maps(desc, phantom.image, result, scene=mrml_scene)
+    assert nodes["r2star"].GetName() == "knee MESE R2" and nodes["t2star"].GetName() == "knee MESE T2"
+    assert mrml.output_attributes(nodes["r2star"])["Quantity"] == "R2"
