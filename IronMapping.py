@@ -589,7 +589,7 @@ class IronMappingTest(ScriptedLoadableModuleTest):
         self.assertEqual(selection.GetActiveTableID(), result["table"].GetID())
         rows = {row["Region"]: row for row in table_rows(result["table"])}
         self.assertEqual(set(rows), set(regions))
-        self.assertAlmostEqual(rows["liver"]["R2* median (1/s)"], regions["liver"]["r2star_median"], places=3)
+        self.assertEqual(rows["liver"]["R2* median (1/s)"], round(regions["liver"]["r2star_median"], 1))
         self.assertIsNotNone(regions["liver"]["lic_mg_per_g"])
 
         # the pattern sentence in the panel: extrahepatic siderosis with the spleen spared

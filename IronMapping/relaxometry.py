@@ -209,32 +209,14 @@ def t2star_from_r2star(r2star, status, echo_times_ms) -> np.ndarray:
 
 
 def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "auto") -> np.ndarray:
-    """Validate echo times (ms) and return them as float64; raise EchoTimeError with advice."""
-    if echo_times_ms is None:
-        raise EchoTimeError(
-            "No echo times were given. Give one echo time in milliseconds per echo "
-            "(they are in the DICOM tag EchoTime (0018,0081) or the dcm2niix JSON sidecar).")
-    te = np.asarray(echo_times_ms, dtype=np.float64).ravel()
-    if n_echoes is not None and te.size != n_echoes:
-        raise EchoTimeError(
-            f"The signal has {n_echoes} echoes but {te.size} echo times were given. "
-            "Give exactly one echo time (ms) per echo, in the order of the echo axis (axis 0).")
-    if te.size < 2:
-        raise EchoTimeError(
-            f"R2*/T2* needs at least two echoes; got {te.size}. Load the whole multi-echo series.")
-    if not np.all(np.isfinite(te)) or np.any(te < 0):
-        raise EchoTimeError(f"Echo times must be finite and not negative; got {te.tolist()} ms.")
-    if np.any(np.diff(te) == 0):
-        raise EchoTimeError(
-            f"Duplicate echo times {te.tolist()} ms: each echo needs its own echo time. "
-            "Check that the series was not loaded twice.")
-    if np.any(np.diff(te) < 0):
-        raise EchoTimeError(
-            f"Echo times are not in increasing order: {te.tolist()} ms. Sort the echoes and "
-            "their echo times together (e.g. order = np.argsort(te); signal[order], te[order]).")
-    if te[-1] < 0.5:
-        raise EchoTimeError(
-            f"Echo times {te.tolist()} look like seconds, not milliseconds. Multiply by 1000.")
+    """Validate echo times (ms) and return them as float64; raise EchoTimeError with advice.
+
+    The checks shared by every input (count, units, duplicates, order) are
+    :func:`IronMapping.io.checks.check_echo_times`; the method's own needs are added here.
+    """
+    from .io.checks import check_echo_times as check_common
+
+    te = check_common(echo_times_ms, n_echoes, require_increasing=True)
     need = _MIN_ECHOES.get(method, 2)
     if te.size < need:
         raise EchoTimeError(f"Method {method!r} needs at least {need} echoes; got {te.size}.")
@@ -277,14 +259,26 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     quantity : "T2*" (gradient echo) or "T2" (spin echo); only labels the result.
     field_strength_t : main field in tesla (needed by "fat-water").
     **options : workers (threads), snr_limit ("truncation"), fat_evidence and
-        precession_clockwise ("fat-water").
+        precession_clockwise ("fat-water"); anything else is refused.
 
     Returns
     -------
     RelaxometryFit
-        The maps (spatial shape of the input): r2star (1/s), t2star (ms), s0, quality (R^2),
-        uncertainty (SD of R2*, 1/s), status (Status codes), echoes_used, plus the noise used
-        (noise_sigma, coils, noise_source, noise_sigma_map) and warnings.
+        Maps with the signal's spatial shape: ``r2star`` (float32, 1/s; R2 for spin echo),
+        ``t2star`` (float32, ms), ``s0`` (float32, signal units), ``quality`` (float32, R^2
+        0..1), ``uncertainty`` (float32, SD of R2* in 1/s), ``status`` (uint8, :class:`Status`
+        codes; NaN maps where not FITTED), ``echoes_used`` (uint8) and ``maps`` (extra maps:
+        "offset", or "pdff" in %, "water", "fat" for fat-water); plus ``method`` (the concrete
+        method), ``echo_times_ms``, ``noise_sigma``, ``coils``, ``noise_source``,
+        ``noise_sigma_map`` (noise SD per voxel where it varies in space, else None),
+        ``noise_details``, ``quantity``, ``warnings`` and ``provenance()`` (a JSON-able record).
+
+    Raises
+    ------
+    InputError, EchoTimeError
+        Bad signal, mask, options or echo times (the message says what to do).
+    FitCancelled
+        ``cancel()`` returned True; no maps are returned.
     """
     unknown = sorted(set(options) - FIT_OPTIONS)
     if unknown:

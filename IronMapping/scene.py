@@ -873,8 +873,15 @@ _UNIT_IN_NAME = re.compile(r"\(([^()]*)\)\s*$")
 def write_table(desc: InputDescription, rows: list[dict], attributes: dict | None = None,
                 key: str = "table", title: str = "iron statistics", reuse: bool = True,
                 descriptions: dict | None = None, scene=None):
-    """Create or update a table node from row dicts (units in the column names)."""
+    """Create or update a table node from row dicts (units in the column names).
+
+    Columns that are quantities of :mod:`IronMapping.quantities` get its unit label, UCUM unit
+    code (column properties ``unitCode``/``unitCodingScheme``) and description; the values
+    are shown as given (``regions_table`` has rounded them to their display precision).
+    """
     import vtk
+
+    from .quantities import find as find_quantity
 
     scene = mrml_scene(scene)
     node = _get_or_create(scene, desc.primary, key, "vtkMRMLTableNode", f"{desc.name} {title}", reuse)
@@ -906,11 +913,19 @@ def write_table(desc: InputDescription, rows: list[dict], attributes: dict | Non
                 array.InsertNextValue(_cell_text(v))
         array.SetName(name)
         table.AddColumn(array)
+        quantity = find_quantity(name)
         match = _UNIT_IN_NAME.search(name)
-        if match:
+        if quantity is not None and quantity.unit:
+            node.SetColumnUnitLabel(name, quantity.unit)
+        elif match:
             node.SetColumnUnitLabel(name, match.group(1))
+        if quantity is not None and quantity.ucum:
+            node.SetColumnProperty(name, "unitCode", quantity.ucum)
+            node.SetColumnProperty(name, "unitCodingScheme", "UCUM")
         if descriptions and name in descriptions:
             node.SetColumnDescription(name, descriptions[name])
+        elif quantity is not None and quantity.description:
+            node.SetColumnDescription(name, quantity.description)
     node.SetUseColumnTitleAsColumnHeader(True) if hasattr(node, "SetUseColumnTitleAsColumnHeader") else None
     table.Modified()
     node.EndModify(was)
