@@ -286,15 +286,16 @@ def tile_ids(index, spatial):
 
 
 def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=1.0):
-    """Smooth noise SD map (flat, n_voxels) and the coil count it implies, or (None, coils).
+    """Smooth noise SD map (flat, n_voxels) and the coil count used, or (None, coils).
 
     index, log_variance, dofs : voxels with residual variances (log, misfit removed) and their
     degrees of freedom. floor : optional (flat voxel index, magnitude) of pure-floor samples.
     The residual variances are pooled in tiles (median after trimming misfit outliers,
     corrected for the chi^2 median). Where the signal is too weak for residuals (the centre of a
     parallel-imaging image, a dark iron-loaded liver) the floor samples carry the local noise:
-    E[M^2] = 2 L sigma^2, with L calibrated on the tiles that have both. The tiles are merged
-    by their information, lightly smoothed and interpolated back to the voxel grid.
+    E[M^2] = 2 L sigma^2 with the given coil count L. Tiles with floor samples take the floor's
+    sigma (so that the floor level 2 L sigma^2 is exact there), the others the residuals'; the
+    tiles are lightly smoothed and interpolated back to the voxel grid.
     """
     tiles = tile_ids(index, spatial)
     if tiles is None:
@@ -323,14 +324,10 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
         f_ok = f_count >= MIN_TILE_FLOOR_SAMPLES
         with np.errstate(divide="ignore", invalid="ignore"):
             log_m2 = np.log(f_m2 / np.maximum(f_count, 1))
-        both = f_ok & res_ok
-        if np.count_nonzero(both) >= 2:
-            coils = max(float(np.exp(np.median(log_m2[both] - values[both]) - np.log(2.0))), 1.0)
-        info_floor = np.where(f_ok, f_count * coils, 0.0)
-        floor_values = np.where(f_ok, log_m2 - np.log(2.0 * coils), 0.0)
-        info = info_res + info_floor
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.where(info > 0, (info_res * values + info_floor * floor_values) / info, 0.0)
+        # where the floor is sampled it gives the level 2 L sigma^2 exactly, whatever L is, which
+        # is what the noise-floor models need; elsewhere the residuals give sigma
+        values = np.where(f_ok, log_m2 - np.log(2.0 * coils), values)
+        info = np.where(f_ok, f_count * coils, info_res)
     weight = info.reshape(grid_shape)
     values = values.reshape(grid_shape)
     if weight.sum() == 0:
@@ -349,6 +346,12 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
     if full.shape != tuple(spatial):  # zoom rounding: pad with the edge value
         full = np.pad(full, [(0, n - m) for n, m in zip(spatial, full.shape)], mode="edge")
     return np.exp(0.5 * full).astype(np.float32).reshape(-1), coils
+
+
+def _weighted_median(values, weights) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+    return float(np.asarray(values)[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def _group_median(groups, values, n_groups):
@@ -370,11 +373,13 @@ def floor_samples(y, t, sigma, coils=1.0):
 
     y : (n_echoes, n) magnitudes; t : (n_echoes,) s; sigma : noise SD (scalar or (n,)).
     Returns (samples, columns): the magnitudes and, for each, its column in y.
-    Two kinds of sample, each chosen on *other* echoes than the ones returned, so that the
-    choice does not bias their moments (noise in different echoes is independent):
-    - echoes 3.. of voxels already at the floor in echoes 1 and 2 (air, lung);
-    - later echoes of fast-decaying voxels whose decay, fitted on their leading echoes well
-      above the floor, predicts an amplitude below 0.1 sigma there (iron-loaded tissue).
+    They are the later echoes of fast-decaying voxels whose decay, fitted on their leading
+    echoes well above the floor, predicts an amplitude below 0.1 sigma there (iron-loaded
+    tissue, lung edges). They are chosen on *other* echoes than the ones returned, so the choice
+    does not bias their moments (noise in different echoes is independent). Voxels that are
+    merely dark in their first echoes are not taken: with many coils a faint tissue signal
+    cannot be told from the floor by two samples (background air is judged as a whole, in
+    noise_source).
     Exact zeros (scanner masking) are left out.
     """
     if y.shape[0] < 3:
@@ -382,10 +387,7 @@ def floor_samples(y, t, sigma, coils=1.0):
     sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
     columns = np.broadcast_to(np.arange(y.shape[1]), y.shape)
     mean = np.sqrt(2.0 * coils) * sigma
-    limit = mean + 4.0 * sigma
-    at_floor = (y[0] < limit) & (y[1] < limit) & (y[0] > 0)
-    parts = [y[2:, at_floor].ravel()]
-    cols = [columns[2:, at_floor].ravel()]
+    parts, cols = [], []
     n_lead = np.cumprod(y >= mean + 5.0 * sigma, axis=0).sum(0)
     fast = (n_lead >= 1) & (n_lead <= y.shape[0] - 3) & (y[1] > 0)
     if fast.any():
@@ -401,6 +403,8 @@ def floor_samples(y, t, sigma, coils=1.0):
             pure = late & (predicted < 0.1 * sigma[fast]) & np.isfinite(predicted) & (r2 > 0)
         parts.append(yf[pure])
         cols.append(columns[:, fast][pure])
+    if not parts:
+        return np.empty(0), np.empty(0, np.intp)
     samples = np.concatenate(parts)
     cols = np.concatenate(cols)
     ok = np.isfinite(samples) & (samples > 0)
@@ -443,10 +447,12 @@ def coils_from_decay(y, t, sigma, max_voxels: int = 4000):
     cost = []
     for L in COIL_GRID:
         bf = estimators.noise_corrected(yn, t, 1.0, L)
-        a2 = (bf.s0 * np.exp(-np.outer(t, bf.r2star))) ** 2
-        a2 = np.nan_to_num(a2, nan=0.0, posinf=0.0)
-        var = 4.0 * (a2 + L)
-        cost.append(float(np.sum((y2 - a2 - 2.0 * L) ** 2 / var + np.log(var))))
+        a = np.nan_to_num(bf.s0 * np.exp(-np.outer(t, bf.r2star)), nan=0.0, posinf=0.0)
+        # the exact noncentral-chi likelihood at the fit for this L (plus the L-dependent
+        # normalising terms that the estimators leave out)
+        loglik = estimators._nc_chi_loglik(yn, a, 1.0, L).sum()
+        loglik += float(np.sum(L * np.log(yn)))  # M^L term of the density
+        cost.append(-loglik)
     cost = np.asarray(cost)
     k = int(np.argmin(cost))
     if 0 < k < cost.size - 1:
@@ -472,15 +478,40 @@ def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
     return paired_residual_variances(ya, yb, t, n_keep, coils=coils, sigma=sigma_pair)
 
 
-def _rough_coils(y, t, sigma, default):
-    """L from pure-floor samples with the current sigma (which samples are at the floor depends
-    on L itself, so the choice is repeated until L settles)."""
+def coils_from_floor_ratio(samples, groups=None) -> float | None:
+    """Effective coil count from the shape of pure-floor samples, whatever their noise level.
+
+    The moment ratio E[M]^2 / E[M^2] of a central chi depends on L alone, so within a group of
+    samples that share one sigma (a tile) it gives L without knowing sigma; the groups' relative
+    variances Var(M) / E[M^2] = 1 - ratio are pooled by their sizes. None with too few samples.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size < MIN_FLOOR_SAMPLES:
+        return None
+    g = np.zeros(x.size, np.intp) if groups is None else np.unique(groups, return_inverse=True)[1]
+    n = np.bincount(g)
+    m1 = np.bincount(g, weights=x) / np.maximum(n, 1)
+    m2 = np.bincount(g, weights=x * x) / np.maximum(n, 1)
+    ok = n >= MIN_TILE_FLOOR_SAMPLES
+    if not ok.any():
+        return None
+    relative_var = np.sum(n[ok] * (m2[ok] - m1[ok] ** 2) / m2[ok]) / np.sum(n[ok])
+    from .noise import effective_coils_from_ratio
+
+    return effective_coils_from_ratio(1.0 - relative_var)
+
+
+def _floor_coils(y, t, sigma, default, columns_to_group=None):
+    """L from the shape of the pure-floor samples (which samples are at the floor depends on L
+    itself, so the choice is repeated until L settles)."""
     L = default
     for _ in range(4):
-        level, n = floor_level(y, t, sigma, L)
-        if n < MIN_FLOOR_SAMPLES:
+        samples, cols = floor_samples(y, t, sigma, L)
+        groups = None if columns_to_group is None else columns_to_group[cols]
+        new = coils_from_floor_ratio(samples, groups)
+        if new is None:
             return L
-        previous, L = L, max(level, 1.0)
+        previous, L = L, new
         if abs(L / previous - 1.0) < 0.02:
             break
     return L
@@ -512,43 +543,59 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
     if var.size < 200:
         return None
     sigma = float(np.sqrt(separate_misfit(var, dofs, amp2)[0]))
-    L = float(coils) if coils is not None else _rough_coils(ya, t, sigma, 1.0)
-    for _ in range(3):
+    # With an unknown coil count the floor samples cannot be read yet (their level is 2 L sigma^2
+    # with a sigma that may vary in space), so the first passes assume L = 1; the map below
+    # calibrates L tile by tile and the residuals are then taken again.
+    L = float(coils) if coils is not None else 1.0
+    all_tiles = tile_ids(index, spatial)
+    pair_tile = None if all_tiles is None else all_tiles[0]
+    for _ in range(4):
         # refine on every pair with echoes well above the floor, until sigma settles (1 %)
         var, dofs, keep, amp2 = _refine(yc, ya, yb, t, sigma, sigma, L)
         if var.size < 200:
             return None
-        tiles = tile_ids(index[keep], spatial)
-        sigma2, misfit = separate_misfit(var, dofs, amp2, None if tiles is None else tiles[0])
+        sigma2, misfit = separate_misfit(var, dofs, amp2, None if pair_tile is None else pair_tile[keep])
         previous, sigma = sigma, float(np.sqrt(sigma2))
+        previous_L = L
         if coils is None:
-            L = _rough_coils(ya, t, sigma, L)
-        if abs(sigma / previous - 1.0) < 0.01:
+            L = _floor_coils(ya, t, sigma, L, pair_tile)
+        if abs(sigma / previous - 1.0) < 0.01 and abs(L / previous_L - 1.0) < 0.02:
             break
     sigma_map = None
-    for _ in range(2):
-        # the map is built from the variances with the amplitude-proportional misfit removed,
-        # and from the floor samples where the signal is too weak for residuals
+    local_guide, local = sigma, sigma
+    for round_ in range(2 if len(spatial) >= 2 else 0):
+        # the map: residual variances (amplitude-proportional misfit removed) where the signal
+        # is strong, floor samples where it has decayed to the floor
         log_var = np.log(np.maximum(var - misfit * amp2, 0.05 * sigma2))
-        local = sigma if sigma_map is None else sigma_map[index].astype(np.float64)
         f_samples, f_cols = floor_samples(ya, t, local, L)
-        full, L_map = (noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
-                                 (index[f_cols], f_samples), L) if len(spatial) >= 2 else (None, L))
+        full, _ = noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
+                                (index[f_cols], f_samples), L)
         if full is None:
             break
         lo, hi = np.percentile(full[index], [5, 95])
-        if hi / lo <= MAP_SPREAD_TO_USE:
+        if hi / lo <= MAP_SPREAD_TO_USE and round_ == 0:
             break
-        sigma_map, L = full, (L_map if coils is None else L)
-        sigma = float(np.median(full[index]))
-        # again with each voxel's own noise level in the echo choice and the deficit correction
-        var, dofs, keep, amp2 = _refine(yc, ya, yb, t, full[guide].astype(np.float64),
-                                        full[index].astype(np.float64), L)
-        if var.size < 200:
-            return None
+        sigma_map, sigma = full, float(np.median(full[index]))
+        if round_ == 0:
+            # once more with each voxel's own noise level and the calibrated L in the echo
+            # choice and the variance-deficit correction, which sharpens the calibration
+            local_guide, local = full[guide].astype(np.float64), full[index].astype(np.float64)
+            if coils is None:
+                L = _floor_coils(ya, t, local, L, pair_tile)
+            var, dofs, keep, amp2 = _refine(yc, ya, yb, t, local_guide, local, L)
+            if var.size < 200:
+                return None
+            sigma2, misfit = separate_misfit(var, dofs, amp2, None if pair_tile is None else pair_tile[keep])
+    if sigma_map is not None:
+        lo, hi = np.percentile(sigma_map[index], [5, 95])
+        if hi / lo <= MAP_SPREAD_TO_USE:
+            sigma_map = None
+            sigma = float(np.sqrt(sigma2))
     local = sigma if sigma_map is None else sigma_map[index].astype(np.float64)
     if coils is not None:
         L, how, n_floor = float(coils), "given", 0
+    elif sigma_map is not None:
+        how, n_floor = "shape of the floor samples (moment ratio)", 0
     else:
         level, n_floor = floor_level(ya, t, local, L)
         if n_floor >= MIN_FLOOR_SAMPLES:

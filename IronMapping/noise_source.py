@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .echo_noise import estimate_noise_echo_train
+from .echo_noise import coils_from_floor_ratio, estimate_noise_echo_train
 from .errors import InputError
 from .noise import (NoiseEstimate, _moment_ratio, effective_coils_from_ratio,
                     estimate_noise_background, estimate_noise_differences, otsu_threshold)
@@ -23,6 +23,8 @@ AGREEMENT = 1.15
 #: Moment ratio band of pure central-chi noise (one coil 0.785 ... many coils ~1), with a margin
 #: for sampling error.
 PURE_NOISE_RATIO = (float(_moment_ratio(1.0)) - 0.03, 1.0)
+#: An air "coil count" above this is faint tissue, not noise (the shape is nearly Gaussian).
+MAX_AIR_COILS = 64.0
 #: More exact zeros than this share of the air means the scanner zero-filled or masked it.
 ZERO_FILLED_SHARE = 0.5
 
@@ -36,7 +38,11 @@ def background_samples(signal2d, mask_flat, spatial):
     if mask_flat is not None:
         rough |= mask_flat
     if spatial is not None and len(spatial) >= 2:
-        rough = ndimage.binary_dilation(rough.reshape(spatial), iterations=2).reshape(-1)
+        from .tissue_mask import fill_body
+
+        # lungs and bowel gas inside the body are not background air
+        body = fill_body(rough.reshape(spatial))
+        rough = ndimage.binary_dilation(body, iterations=2).reshape(-1)
     return signal2d[:, ~rough], rough
 
 
@@ -49,26 +55,63 @@ def robust_otsu(values) -> float:
     return otsu_threshold(np.minimum(v, 4.0 * np.percentile(v, 99.5)))
 
 
-def background_purity(samples) -> dict:
-    """How much the air looks like pure noise: moment ratio, share of exact zeros, verdict."""
-    x = np.asarray(samples, dtype=np.float64).ravel()
-    x = x[np.isfinite(x)]
+def _air_tiles(air_index, spatial, n_echoes):
+    """Tile id of every air sample (echo-major like the samples): 16 x 16 voxels, 4 slices."""
+    if spatial is None or len(spatial) < 2:
+        return None
+    coords = np.unravel_index(air_index, spatial)
+    tile = [4] * (len(spatial) - 2) + [16, 16]
+    ids = np.ravel_multi_index(tuple(c // s for c, s in zip(coords, tile)),
+                               tuple(-(-n // s) for n, s in zip(spatial, tile)))
+    return np.broadcast_to(ids, (n_echoes, ids.size))
+
+
+def background_purity(samples, tiles=None) -> dict:
+    """How much the air looks like pure noise, and the coil count its shape implies.
+
+    samples : (n_echoes, n_air) magnitudes; tiles : matching tile ids or None. Pure noise has
+    the moment ratio E[M]^2/E[M^2] of a central chi (0.785 for one coil, towards 1 with more),
+    the same level in every echo (it does not decay), and its shape gives the coil count L
+    whatever its scale (coils_from_floor_ratio pools the tiles, so a noise level that varies
+    over the air does not blur it).
+    """
+    x = np.asarray(samples, dtype=np.float64)
     n = x.size
-    zeros = float(np.mean(x == 0)) if n else 1.0
-    x = x[x > 0]
-    if x.size < 1000:
-        return {"pure": False, "zero_share": zeros, "moment_ratio": None, "n": int(x.size),
-                "why": "too little non-zero background air"}
-    x = x[x <= 5.0 * np.median(x)]
-    ratio = float(x.mean() ** 2 / np.mean(x * x))
+    finite = np.isfinite(x)
+    zeros = float(np.mean(x[finite] == 0)) if n else 1.0
+    usable = finite & (x > 0)
+    result = {"pure": False, "zero_share": zeros, "moment_ratio": None, "n": int(usable.sum()),
+              "coils": None, "why": "too little non-zero background air"}
+    if usable.sum() < 1000:
+        return result
+    values = x[usable]
+    cut = values <= 5.0 * np.median(values)  # ghosts and stray tissue sit in the far tail
+    values = values[cut]
+    ratio = float(values.mean() ** 2 / np.mean(values * values))
+    result["moment_ratio"] = ratio
+    groups = None if tiles is None else np.asarray(tiles)[usable][cut]
+    L = coils_from_floor_ratio(values, groups)
+    result["coils"] = L
+    half = x.shape[0] // 2
+    early, late = x[:max(half, 1)], x[max(half, 1):]
+    decays = False
+    if late.size:
+        e2 = np.mean(early[np.isfinite(early) & (early > 0)] ** 2)
+        l2 = np.mean(late[np.isfinite(late) & (late > 0)] ** 2)
+        decays = l2 < 0.85 * e2
     if zeros > ZERO_FILLED_SHARE:
         why = f"{100 * zeros:.0f}% of the background is exactly zero (zero-filled or masked by the scanner)"
     elif not PURE_NOISE_RATIO[0] <= ratio <= PURE_NOISE_RATIO[1]:
         why = (f"the background is not pure noise (moment ratio E[M]^2/E[M^2] {ratio:.2f}; "
                f"pure noise gives {PURE_NOISE_RATIO[0] + 0.03:.3f} to 1)")
+    elif decays:
+        why = "the background signal decays from echo to echo (it holds tissue, not only noise)"
+    elif L is None or L > MAX_AIR_COILS:
+        why = "the background does not have the shape of pure noise (it holds faint tissue)"
     else:
         why = ""
-    return {"pure": not why, "zero_share": zeros, "moment_ratio": ratio, "n": int(x.size), "why": why}
+    result.update(pure=not why, why=why)
+    return result
 
 
 def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_times_s=None,
@@ -90,16 +133,18 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
         raise InputError(f"coils must be at least 1; got {coils}.")
     if candidates is None:
         candidates = np.all(np.isfinite(signal2d), axis=0) & (signal2d.min(0) >= 0)
+    air, air_rough = background_samples(signal2d, mask_flat, spatial)
+    purity = background_purity(air, _air_tiles(np.flatnonzero(~air_rough), spatial, air.shape[0]))
+    # the coil count: given, else the shape of pure air (independent of its noise scale)
+    coils_known = coils if coils is not None else (purity["coils"] if purity["pure"] else None)
     echo = None
     if echo_times_s is not None:
         usable = candidates & (signal2d[0] > 0) if mask_flat is None else candidates & mask_flat
-        echo = estimate_noise_echo_train(signal2d, echo_times_s, usable, spatial, coils)
-    air, air_rough = background_samples(signal2d, mask_flat, spatial)
-    purity = background_purity(air)
+        echo = estimate_noise_echo_train(signal2d, echo_times_s, usable, spatial, coils_known)
     background = None
     if purity["pure"]:
         try:
-            background = estimate_noise_background(air, coils)
+            background = estimate_noise_background(air, coils_known)
         except InputError:
             background = None
     details = {
@@ -120,7 +165,7 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
              and 1.0 / AGREEMENT <= background.sigma / echo.sigma <= AGREEMENT)
     if agree:
         return _with(background, details), notes
-    if background is not None and background.coils <= 4.0:
+    if background is not None:
         notes.append(
             f"background air noise {background.sigma:.4g} differs from the noise measured in the "
             f"tissue from the decay residuals ({echo.sigma:.4g}; ratio {background.sigma / echo.sigma:.2f}): "
@@ -128,8 +173,12 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
             "estimate is used")
     elif purity["why"] and purity["n"] >= 1000:
         notes.append(f"noise from the decay residuals in tissue, not the air: {purity['why']}")
-    air_sigma = echo.sigma if echo.sigma_map is None else echo.sigma_map[~air_rough][None, :]
-    L, coils_how = _coils_for_echo_train(coils, air, air_sigma, purity, echo)
+    if coils is not None:
+        L, coils_how = float(coils), "given"
+    elif coils_known is not None:
+        L, coils_how = float(coils_known), "shape of the background noise"
+    else:
+        L, coils_how = echo.coils, echo.coils_source
     details["coils_source"] = coils_how
     source = "echo train (noise map)" if echo.sigma_map is not None else "echo train"
     if echo.sigma_map is not None:
@@ -138,25 +187,6 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
                      "parallel imaging): a noise map is used voxel by voxel")
     return NoiseEstimate(echo.sigma, L, source, n_samples=echo.n_voxels, sigma_map=echo.sigma_map,
                          details=details), notes
-
-
-def _coils_for_echo_train(coils, air, air_sigma, purity, echo):
-    """Effective coil count and how it was found, with the echo-train sigma (or map).
-
-    Pure background air carries the floor level directly: L = E[M^2] / (2 sigma^2) with the
-    local tissue sigma extended to the air (the air's own moment ratio is ill-conditioned for
-    L above about 4). Otherwise the echo train's own floor samples or decay shapes decide.
-    """
-    if coils is not None:
-        return float(coils), "given"
-    if purity["pure"]:
-        x = air.astype(np.float64)
-        s = np.broadcast_to(air_sigma, x.shape)
-        ok = np.isfinite(x) & (x > 0)
-        x, s = x[ok], s[ok]
-        x_cut = x <= 5.0 * np.median(x)  # ghosts and stray tissue sit in the far tail
-        return max(float(np.mean(x[x_cut] ** 2 / (2.0 * s[x_cut] ** 2))), 1.0), "background floor"
-    return echo.coils, echo.coils_source
 
 
 def _with(estimate: NoiseEstimate, details: dict) -> NoiseEstimate:
