@@ -38,7 +38,7 @@ import numpy as np
 
 from . import RESEARCH_USE_STATEMENT, __version__
 from .calibration import (MG_PER_G_TO_UMOL_PER_G, get_calibration, liver_iron_concentration,
-                          nominal_field)
+                          liver_iron_lower_bound, nominal_field)
 from .errors import CalibrationError, GeometryError, InputError
 from .grading import DESCRIPTIVE_ONLY, GRADING_SCHEMES, grade_region
 from .organs import recognise_organ
@@ -117,6 +117,26 @@ def _signal_inputs(signal, echo_times_ms, fit_result, spatial):
     if te.size != signal.shape[0]:
         raise InputError(f"signal has {signal.shape[0]} echoes but {te.size} echo times were given.")
     return signal, te, voxel_volume, image_field, notes
+
+
+def _roi_s0(roi: dict | None) -> float | None:
+    """The tissue amplitude S0 of a region's ROI-averaged fit, when that fit stood."""
+    if not roi or roi.get("r2star") is None or roi.get("method") == "nlls":
+        return None
+    return roi.get("s0")
+
+
+def _grade_from_bound(grade: dict, organ: str, field_strength_t) -> None:
+    """Grade from a lower bound on R2* (upper bound on T2*): the band of the bound is certain
+    only when it is the top band; otherwise the region is at least that grade."""
+    top = grade_region(organ, field_strength_t, 1e9, 1e-6, 1e9)
+    if grade.get("lic_grade") not in (None, top.get("lic_grade")):
+        grade["lic_grade"] = None
+    if grade["grade"] == top["grade"]:
+        return
+    grade["notes"].append(f"at least {grade['grade']}: the median is beyond what the echoes can measure")
+    grade["grade"] = None
+    grade["criterion"] = None
 
 
 def summarize(fit_result, labels, label_names, field_strength_t, calibration=None, signal=None,
@@ -203,7 +223,14 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
     for value, name, mask in regions_in:
         override = _lookup(organs, value, name)
         match = recognise_organ(name, _lookup(terminology, value, name), override)
-        stats = region_statistics(fit_result, mask, voxel_volume_ml, min_quality)
+        rf = None
+        if signal_arr is not None and mask.any():
+            rf = roi_fit(signal_arr, mask, te, method=roi_method, noise_sigma=noise_sigma,
+                         coils=coils, quantity=quantity)
+        # The ROI-averaged fit gives the region's tissue amplitude, which sets the R2* the
+        # echoes can measure (voxels beyond it are censored, see regions.region_statistics).
+        stats = region_statistics(fit_result, mask, voxel_volume_ml, min_quality,
+                                  signal=signal_arr, reference_s0=_roi_s0(rf))
         row = {"name": name, "label_value": int(value), "organ": match.organ,
                "organ_source": match.source, "organ_matched": match.matched}
         row.update(stats)
@@ -213,24 +240,27 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
         row["r2star_roi_fit"] = None
         row["t2star_roi_fit"] = None
         row["roi_fit"] = None
-        if signal_arr is not None and stats["n_voxels"] > 0:
-            rf = roi_fit(signal_arr, mask, te, method=roi_method, noise_sigma=noise_sigma,
-                         coils=coils, quantity=quantity)
+        if rf is not None:
             row["roi_fit"] = rf
             row["r2star_roi_fit"] = rf["r2star"]
             row["t2star_roi_fit"] = rf["t2star"]
             row["notes"].extend(rf["notes"])
+        # A median beyond what the echoes can measure is replaced by its lower bound.
+        r2_value, bounded = stats["r2star_median"], False
+        if r2_value is None and stats["r2star_lower_bound"] is not None:
+            r2_value, bounded = stats["r2star_lower_bound"], True
         # LIC: liver only (liver calibrations must not be applied to spleen or other organs).
         row["lic_mg_per_g"] = None
         row["lic_umol_per_g"] = None
+        row["lic_lower_bound"] = None
         row["lic_note"] = None
-        if match.organ == "liver" and stats["r2star_median"] is not None and not gradable:
+        if match.organ == "liver" and r2_value is not None and not gradable:
             row["lic_note"] = f"LIC not computed: {not_gradable_reason}"
             cal_block["note"] = row["lic_note"]
-        elif match.organ == "liver" and stats["r2star_median"] is not None:
+        elif match.organ == "liver" and r2_value is not None:
             try:
-                lic, info = liver_iron_concentration(stats["r2star_median"], field_strength_t, cal,
-                                                     convert_field=convert_field)
+                estimate = liver_iron_lower_bound if bounded else liver_iron_concentration
+                lic, info = estimate(r2_value, field_strength_t, cal, convert_field=convert_field)
             except CalibrationError as exc:
                 mismatch = field_known and nominal_field(field_strength_t) != nominal_field(cal.field_strength_t)
                 if explicit_calibration and mismatch:
@@ -238,10 +268,16 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
                 row["lic_note"] = f"LIC not computed: {exc}"
                 cal_block["note"] = row["lic_note"]
             else:
-                row["lic_mg_per_g"] = float(lic) if np.isfinite(lic) else None
-                row["lic_umol_per_g"] = (float(lic) * MG_PER_G_TO_UMOL_PER_G
-                                         if np.isfinite(lic) else None)
-                row["lic_note"] = f"{cal.label}: {cal.equation}"
+                lic = float(lic) if np.isfinite(lic) else None
+                if bounded:
+                    row["lic_lower_bound"] = lic
+                    row["lic_note"] = (f"LIC above {lic:.1f} mg Fe/g dry weight (from R2* above "
+                                       f"{r2_value:.0f} 1/s; {cal.label}: {cal.equation})"
+                                       if lic is not None else None)
+                else:
+                    row["lic_mg_per_g"] = lic
+                    row["lic_umol_per_g"] = lic * MG_PER_G_TO_UMOL_PER_G if lic is not None else None
+                    row["lic_note"] = f"{cal.label}: {cal.equation}"
                 cal_block["applied"] = True
                 cal_block["conversion"] = info["conversion"] or cal_block["conversion"]
                 for w in info["warnings"]:
@@ -249,12 +285,17 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
                         cal_block["warnings"].append(w)
         # Grade: the heart on its ROI-averaged T2* (cardiac standard), others on the median.
         t2_for_grade, basis = stats["t2star_median"], "median voxel T2*"
+        if bounded:
+            t2_for_grade, basis = stats["t2star_upper_bound"], "upper bound of the median voxel T2*"
         if match.organ == "heart" and row["t2star_roi_fit"] is not None:
             t2_for_grade, basis = row["t2star_roi_fit"], f"ROI-averaged fit T2* ({row['roi_fit']['method']})"
-        if match.organ == "liver":
-            basis = "median voxel R2*"
+        elif match.organ == "liver":
+            basis = "lower bound of the median voxel R2*" if bounded else "median voxel R2*"
         g = grade_region(match.organ, field_strength_t if gradable else None,
-                         stats["r2star_median"], t2_for_grade, row["lic_mg_per_g"], basis=basis)
+                         r2_value, t2_for_grade,
+                         row["lic_lower_bound"] if bounded else row["lic_mg_per_g"], basis=basis)
+        if bounded and g["grade"] is not None and "bound" in basis:
+            _grade_from_bound(g, match.organ, field_strength_t)
         if not gradable and match.organ is not None:
             g["notes"] = [not_gradable_reason]
         row["grade"] = g["grade"]
