@@ -53,6 +53,7 @@ UNITS = {
     "volume_ml": "mL", "n_voxels": "voxels", "n_included": "voxels", "excluded_fraction": "fraction 0-1",
     "r2star_*": "1/s", "t2star_*": "ms", "r2star_roi_fit": "1/s", "t2star_roi_fit": "ms",
     "lic_mg_per_g": "mg Fe/g dry weight", "lic_umol_per_g": "umol Fe/g dry weight",
+    "lic_lower_bound": "mg Fe/g dry weight", "r2star_censored_fraction": "fraction 0-1",
     "field_strength_t": "T", "echo_times_ms": "ms", "reference_ratio_r2star": "ratio",
     "sir_to_reference": "ratio per echo", "quality_median": "R^2 (0-1)",
 }
@@ -415,12 +416,14 @@ TABLE_COLUMNS = (
     ("R2* median (1/s)", "r2star_median"), ("R2* mean (1/s)", "r2star_mean"),
     ("R2* SD (1/s)", "r2star_sd"), ("R2* IQR (1/s)", "r2star_iqr"),
     ("R2* P5 (1/s)", "r2star_p5"), ("R2* P95 (1/s)", "r2star_p95"),
+    ("R2* censored voxels (%)", "r2star_censored_fraction"), ("R2* lower bound (1/s)", "r2star_lower_bound"),
     ("T2* median (ms)", "t2star_median"), ("T2* mean (ms)", "t2star_mean"),
     ("T2* SD (ms)", "t2star_sd"), ("T2* IQR (ms)", "t2star_iqr"),
     ("T2* P5 (ms)", "t2star_p5"), ("T2* P95 (ms)", "t2star_p95"),
     ("Excluded voxels (%)", "excluded_fraction"),
     ("R2* ROI fit (1/s)", "r2star_roi_fit"), ("T2* ROI fit (ms)", "t2star_roi_fit"),
     ("LIC (mg Fe/g dw)", "lic_mg_per_g"), ("LIC (umol Fe/g dw)", "lic_umol_per_g"),
+    ("LIC lower bound (mg Fe/g dw)", "lic_lower_bound"),
     ("Grade", "grade"), ("Grade criterion", "grade_criterion"), ("Grade source", "grade_source"),
     ("R2* / reference ratio", "reference_ratio_r2star"),
 )
@@ -438,7 +441,7 @@ def regions_table(summary: dict) -> list[dict]:
         row = {}
         for header, key in TABLE_COLUMNS:
             value = r.get(key)
-            if key == "excluded_fraction" and value is not None:
+            if key in ("excluded_fraction", "r2star_censored_fraction") and value is not None:
                 value = 100.0 * value
             row[header] = value
         rf = r.get("roi_fit") or {}

@@ -174,17 +174,17 @@ def decayed_to_floor(signal, noise_sigma: float, coils: float = 1.0) -> np.ndarr
 
 
 def too_fast_voxels(status, r2star, s0, noise_sigma=None, coils=None, measurable_r2star=None,
-                    signal=None) -> np.ndarray:
+                    signal=None, echo_times_ms=None) -> np.ndarray:
     """Voxels whose R2* is above what the echoes can measure (right-censored), as a bool array.
 
     All arrays hold one region's voxels: status, r2star (1/s), s0 of shape (n,), signal
-    (n_echoes, n) or None. A voxel is censored when
+    (n_echoes, n) or None; echo_times_ms the protocol's. A voxel is censored when
       - its fit failed (status 2, 3 or 4) and its signal is on the noise floor from the third
         echo on (`decayed_to_floor`); without the signal or noise level, only status 4
         (out of range: T2* shorter than a third of the first echo time) counts;
-      - it was fitted, but its fitted S0 is below the detection amplitude (the fit described
-        the noise floor: an organ voxel with no signal at the first echo), or its R2* is above
-        the protocol's measurable limit.
+      - it was fitted, but its fitted signal at the first echo is below the detection
+        amplitude (the fit described the noise floor: an organ voxel with no signal left at
+        the first echo), or its R2* is above the protocol's measurable limit.
     """
     status = np.asarray(status)
     r2star = np.asarray(r2star, dtype=np.float64)
@@ -198,10 +198,28 @@ def too_fast_voxels(status, r2star, s0, noise_sigma=None, coils=None, measurable
         fast = status == OUT_OF_RANGE
     fitted = status == FITTED
     if known_noise:
-        fast |= fitted & (np.nan_to_num(s0, nan=0.0) < detection_amplitude(noise_sigma, coils))
+        te1 = float(np.ravel(echo_times_ms)[0]) / 1000.0 if echo_times_ms is not None else 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            first = np.nan_to_num(s0 * np.exp(-np.clip(r2star, 0.0, None) * te1), nan=0.0)
+        fast |= fitted & (first < detection_amplitude(noise_sigma, coils))
     if measurable_r2star is not None:
         fast |= fitted & (np.nan_to_num(r2star, nan=0.0) > measurable_r2star)
     return fast
+
+
+def well_measured(r2star, s0, echo_times_ms, noise_sigma, coils) -> np.ndarray:
+    """Fitted voxels whose decay two or more echoes resolve (sum A^2/(A^2 + L sigma^2) >= 2):
+    their S0 is a measurement of the tissue amplitude, not an extrapolation from the floor."""
+    from .estimators import informative_echoes
+
+    r2star = np.nan_to_num(np.asarray(r2star, dtype=np.float64), nan=np.inf)
+    s0 = np.nan_to_num(np.asarray(s0, dtype=np.float64), nan=0.0)
+    ok = np.isfinite(r2star) & (s0 > 0)
+    out = np.zeros(r2star.shape, bool)
+    if ok.any():
+        t = np.asarray(echo_times_ms, dtype=np.float64) / 1000.0
+        out[ok] = informative_echoes(t, r2star[ok], s0[ok], noise_sigma, float(coils or 1.0)) >= BOUND_ECHOES
+    return out
 
 
 def censored_percentiles(values, n_censored: int, q, censored_high: bool = True) -> list:
@@ -269,9 +287,11 @@ def region_statistics(fit_result, mask, voxel_volume_ml: float | None = None,
     signal : (n_echoes, k, j, i) magnitudes the maps were fitted from, optional; it tells failed
         fits whose signal had decayed to the noise floor (too fast) from other failures.
     reference_s0 : typical signal amplitude of the region at TE = 0 (e.g. the S0 of its
-        ROI-averaged noise-corrected fit); sets the R2* limit of the protocol. Without it, the
-        median S0 of the region's measured voxels is used (lower in severe iron, so the stated
-        limit is then conservative).
+        ROI-averaged noise-corrected fit); sets the R2* limit of the protocol. Without it (or
+        below the detectable amplitude), the median S0 of the region's well-measured voxels
+        (`well_measured`) when they are the majority, else the lower quartile of the whole
+        image's (conservative: the bound comes out lower); the source is reported in
+        "censoring".
 
     Returns a JSON-able dict: n_voxels, volume_ml (None without voxel volume), n_included
     (voxels in the statistics: measured plus censored), n_censored, excluded_fraction (0..1;
@@ -322,14 +342,33 @@ def region_statistics(fit_result, mask, voxel_volume_ml: float | None = None,
 
     keep_fitted = included_voxels(fit_result, mask, min_quality)[mask]
     # the protocol's limit, for tissue of this region's amplitude
-    s0_source = "ROI-averaged fit" if reference_s0 is not None else None
-    if reference_s0 is None and sigma is not None:
-        good = keep_fitted & (np.nan_to_num(s0_all) >= detection_amplitude(sigma, coils))
-        if good.any():
-            reference_s0, s0_source = float(np.median(s0_all[good])), "median S0 of the measured voxels"
+    s0_source = None
+    if sigma is not None and te is not None:
+        if reference_s0 is not None and reference_s0 >= detection_amplitude(sigma, coils):
+            s0_source = "ROI-averaged fit"
+        else:
+            reference_s0 = None
+            signal_left = ~too_fast_voxels(status, r2_all, s0_all, sigma, coils, echo_times_ms=te)
+            good = keep_fitted & signal_left & well_measured(r2_all, s0_all, te, sigma, coils)
+            # only a majority is typical: in a mostly censored region the few voxels left are
+            # noise fits or the lowest-iron tissue
+            if np.count_nonzero(good) >= 0.5 * np.count_nonzero(status != 0):
+                reference_s0, s0_source = float(np.median(s0_all[good])), "median S0 of the well-measured voxels"
+            else:
+                # no typical tissue signal left in the region: the tissue amplitude of the image
+                fitted = np.asarray(fit_result.status) == FITTED
+                r2_map = np.asarray(fit_result.r2star)[fitted]
+                s0_map = np.asarray(fit_result.s0)[fitted]
+                good_map = (~too_fast_voxels(np.full(r2_map.shape, FITTED), r2_map, s0_map, sigma,
+                                             coils, echo_times_ms=te)
+                            & well_measured(r2_map, s0_map, te, sigma, coils))
+                if good_map.any():
+                    # the lower quartile: other tissues (fat) can be brighter than this organ
+                    reference_s0 = float(np.percentile(s0_map[good_map], 25))
+                    s0_source = "lower quartile of S0 of the image's well-measured voxels"
     limits = protocol_limits(te, reference_s0, sigma, coils) if te is not None else protocol_limits(None, None, None, None)
     censored = too_fast_voxels(status, r2_all, s0_all, sigma, coils, limits["measurable_r2star"],
-                               region_signal)
+                               region_signal, te)
     measured = keep_fitted & ~censored
     n_meas = int(np.count_nonzero(measured))
     n_cens = int(np.count_nonzero(censored))
@@ -510,7 +549,13 @@ def roi_fit(signal, mask, echo_times_ms, method: str = DEFAULT_ROI_METHOD,
                status=Status(status).name.lower(), echoes_used=int(res.echoes_used[0]),
                quality=float(res.quality[0]) if np.isfinite(res.quality[0]) else None,
                s0=float(res.s0[0]) if np.isfinite(res.s0[0]) else None)
-    if status == FITTED:
+    floor_only = (status == FITTED and used_method == "noise-corrected"
+                  and not res.s0[0] >= detection_amplitude(noise_sigma, coils) * out["n_voxels"] ** -0.25)
+    if floor_only:
+        # The mean power of N voxels resolves amplitudes down to 2 sigma L^(1/4) N^(-1/4).
+        notes.append("ROI fit: the region's mean signal is at the noise floor from the first echo "
+                     "on (decay faster than the first echo, or no tissue signal): no R2*")
+    elif status == FITTED:
         out["r2star"] = float(res.r2star[0])
         out["t2star"] = float(res.t2star[0])
     else:
