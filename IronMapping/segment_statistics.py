@@ -131,7 +131,32 @@ def compute_for_segment(segmentation_node, segment_id, volume_node, scene=None, 
     organ = recognise_organ(segment.GetName(), getattr(segment, "GetTerminology", lambda: None)()).organ
     field_text = r2map.GetAttribute(mrml.ATTRIBUTE_PREFIX + "FieldStrengthT") or ""
     field_t = float(field_text) if field_text else None
-    return statistics(mrml.volume_array(r2map)[mask], organ, field_t, calibration)
+    return statistics(mrml.volume_array(r2map)[mask], organ, field_t, calibration,
+                      **_censoring_inputs(r2map, mask, scene))
+
+
+def _censoring_inputs(r2map, mask, scene=None) -> dict:
+    """Status and S0 of the same run's sibling maps, echo times and noise, for `statistics`."""
+    import json
+
+    from . import scene as mrml
+
+    source = r2map.GetNodeReference(mrml.INPUT_REFERENCE_ROLE)
+    status = mrml.find_output(source, "status", scene) if source is not None else None
+    if status is None or status.GetImageData() is None:
+        return {}
+    s0 = mrml.find_output(source, "s0", scene)
+    try:
+        provenance = json.loads(r2map.GetAttribute(mrml.ATTRIBUTE_PREFIX + "Provenance") or "{}")
+        status_values = mrml.volume_array(status)[mask]
+        s0_values = mrml.volume_array(s0)[mask] if s0 is not None and s0.GetImageData() else None
+    except (ValueError, IndexError):  # another run's grid, or an unreadable attribute
+        return {}
+    sigma = provenance.get("noise_sigma")
+    return {"status_values": status_values, "s0_values": s0_values,
+            "echo_times_ms": provenance.get("echo_times_ms"),
+            "noise_sigma": sigma if isinstance(sigma, (int, float)) else None,
+            "coils": provenance.get("coils")}
 
 
 _PLUGIN_CLASS = None

@@ -237,3 +237,39 @@ def test_segment_statistics_reports_the_bound_when_the_median_is_censored():
     assert out["r2star_median"] == pytest.approx(np.median(ranked))
     assert out["r2star_median_text"] == f"{np.median(ranked):.1f}"
     assert out["censored_percent"] == pytest.approx(10.0)
+
+
+def test_table_and_segment_statistics_plugin_show_the_bound_on_a_real_scene():
+    pytest.importorskip("slicer", reason="slicer-core is needed for MRML tests")
+    from mrml_fixtures import install_scene
+
+    from IronMapping import scene as mrml
+    from IronMapping.logic import IronMappingLogic
+    from IronMapping.segment_statistics import compute_for_segment
+
+    ph, _ = severe_liver(2000.0, 0.9 * np.arange(1, 13), snr=25, shape=(6, 48, 64))
+    setup, restore = install_scene()
+    try:
+        scene = setup.scene
+        sequence, _ = mrml.add_multiecho_sequence(ph.image, "severe", scene=scene)
+        segmentation = mrml.add_label_segmentation(ph.labels, ph.label_names, ph.image.ijk_to_ras,
+                                                   "organs", scene=scene)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = IronMappingLogic().process(sequence, segmentationNode=segmentation,
+                                                fieldStrengthT=1.5, noiseSigma=ph.noise_sigma,
+                                                coils=ph.coils, scene=scene)
+        liver = next(r for r in result.summary["regions"] if r["name"] == "liver")
+        bound = liver["r2star_lower_bound"]
+        assert liver["r2star_median"] is None and 0.4 * 2000 <= bound <= 2000
+        rows = {r["Region"]: r for r in mrml.table_rows(result["table"])}
+        assert rows["liver"]["R2* lower bound (1/s)"] == pytest.approx(bound, rel=1e-5)
+        assert np.isnan(rows["liver"]["R2* median (1/s)"])
+        assert "faster than the first echo" in rows["liver"]["Notes"]
+        liver_id = mrml.segment_ids_of(segmentation)[0]
+        stats = compute_for_segment(segmentation, liver_id, result["r2star"], scene=scene)
+        assert "r2star_median" not in stats and stats["r2star_median_text"].startswith("> ")
+        assert 0.4 * 2000 <= stats["r2star_lower_bound"] <= 2000
+        assert stats["lic_lower_bound"] > 15.0 and stats["censored_percent"] > 50
+    finally:
+        restore()
