@@ -162,7 +162,8 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
     terminology : {label value or name: Slicer TerminologyEntry tag or SNOMED CT code}.
     convert_field : allow converting R2* to the calibration's field strength (adds a warning).
     min_quality : voxels with fit R^2 below this are excluded (default 0: failed fits only).
-    roi_method : "truncation" (default, cardiac standard) or "noise-corrected".
+    roi_method : "noise-corrected" (default: mean squared signal with the noise floor, unbiased
+        at high iron; the heart is graded on it) or "truncation" (CMRtools practice).
     reference_organ : reference region for ratios and signal intensity ratios.
     lesion_coverage_factor : k in |lesion - liver| > k x combined uncertainty.
 

@@ -6,7 +6,9 @@
 Units: R2* in 1/s, T2* in ms, volume in mL, echo times in ms. Everything works on boolean
 masks on the map grid (k, j, i); `label_masks` turns a label array into such masks after
 checking its shape. A voxel enters the statistics when its fit status is FITTED and its R^2 is
-at least ``min_quality``.
+at least ``min_quality`` (measured), or when its decay is faster than the echoes can measure
+(censored: ranked above every measured R2*, see `too_fast_voxels`); when more than half are
+censored the median is None and ``r2star_lower_bound`` says what the protocol supports.
 
 Why the default ``min_quality`` is 0 (only failed fits are excluded): the R^2 of a correct fit
 is low wherever the decay over the echo train is shallow compared with the noise (normal tissue
