@@ -59,8 +59,9 @@ UNITS = {
 }
 
 _ROW_FIRST = ("name", "label_value", "organ", "organ_source", "n_voxels", "volume_ml",
-              "r2star_median", "r2star_mean", "r2star_sd", "t2star_median", "r2star_roi_fit",
-              "lic_mg_per_g", "grade")
+              "r2star_median", "r2star_lower_bound", "r2star_censored_fraction", "r2star_mean",
+              "r2star_sd", "t2star_median", "r2star_roi_fit", "lic_mg_per_g", "lic_lower_bound",
+              "grade")
 
 
 def _clean(value):

@@ -86,6 +86,10 @@ def test_severe_liver_2000_with_te1_0p9_median_or_true_lower_bound(snr, coils):
         assert any(f"R2* above {bound:.0f} 1/s" in n and "faster than the first echo" in n
                    and "shorter first echo" in n for n in liver["notes"])
         assert "LIC above" in liver["lic_note"]
+        # the phantom's lesion (R2* 650 1/s) is clearly below the liver's bound
+        lesion = summary["lesions"][0]
+        assert lesion["reading"] == "hyperintense to liver on T2*"
+        assert lesion["background_r2star_lower_bound"] == pytest.approx(bound)
         row = next(r for r in regions_table(summary) if r["Region"] == "liver")
         assert row["R2* lower bound (1/s)"] == pytest.approx(bound)
         assert row["LIC lower bound (mg Fe/g dw)"] == pytest.approx(liver["lic_lower_bound"])
@@ -144,7 +148,8 @@ def test_censored_percentiles_match_numpy_with_values_above_all():
     values = rng.normal(100, 20, 57)
     q = [5, 25, 50, 75, 95]
     ranked = np.append(values, [np.inf] * 13)
-    expected = [np.percentile(ranked, p) if np.isfinite(np.percentile(ranked, p)) else None for p in q]
+    with np.errstate(invalid="ignore"):
+        expected = [np.percentile(ranked, p) if np.isfinite(np.percentile(ranked, p)) else None for p in q]
     got = censored_percentiles(values, 13, q)
     for g, e in zip(got, expected):
         assert (g is None and e is None) or g == pytest.approx(e)
@@ -273,3 +278,14 @@ def test_table_and_segment_statistics_plugin_show_the_bound_on_a_real_scene():
         assert stats["lic_lower_bound"] > 15.0 and stats["censored_percent"] > 50
     finally:
         restore()
+
+
+def test_lesion_against_a_censored_liver():
+    from IronMapping.regions import compare_lesion
+
+    liver = {"r2star_median": None, "r2star_lower_bound": 1400.0}
+    clear = compare_lesion({"r2star_median": 600.0, "r2star_uncertainty_median": 60.0}, liver)
+    assert clear["reading"] == "hyperintense to liver on T2*" and clear["exceeds_uncertainty"] is True
+    assert clear["difference_r2star"] is None and "above 1400 1/s" in clear["text"]
+    close = compare_lesion({"r2star_median": 1300.0, "r2star_uncertainty_median": 200.0}, liver)
+    assert close["reading"] is None and "no comparison" in close["text"]
