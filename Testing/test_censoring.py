@@ -289,3 +289,29 @@ def test_lesion_against_a_censored_liver():
     assert clear["difference_r2star"] is None and "above 1400 1/s" in clear["text"]
     close = compare_lesion({"r2star_median": 1300.0, "r2star_uncertainty_median": 200.0}, liver)
     assert close["reading"] is None and "no comparison" in close["text"]
+
+
+def test_real_liver_pkdata9_is_not_censored_and_roi_fit_agrees(shared_data):
+    path = shared_data / "kellman-fatwater" / "PKdata9.mat"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (set IRONMAPPING_TEST_DATA)")
+    from scipy.io import loadmat
+
+    data = loadmat(path, squeeze_me=True, struct_as_record=False)["data"]
+    mag = np.abs(np.moveaxis(np.asarray(data.images), -1, 0)).astype(np.float64)
+    te_ms = np.asarray(data.TE, dtype=float) * 1000.0
+    # noise from an air corner checked by hand: E[M]^2/E[M^2] = 0.76 there (Rayleigh: 0.785)
+    corner = mag[:, -30:, :30]
+    assert 0.7 < corner.mean() ** 2 / np.mean(corner**2) < 0.85
+    sigma = float(np.sqrt(np.mean(corner**2) / 2))
+    liver = np.zeros(mag.shape[1:], bool)
+    liver[145:175, 45:85] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit(mag, te_ms, mask=liver, noise_sigma=sigma, coils=1)
+    roi = roi_fit(mag, liver, te_ms, noise_sigma=sigma, coils=1)
+    stats = region_statistics(result, liver, signal=mag, reference_s0=roi["s0"])
+    assert stats["r2star_censored_fraction"] == 0.0 and stats["excluded_fraction"] == 0.0
+    assert stats["r2star_measurable_limit"] > 20 * stats["r2star_median"]
+    assert roi["method"] == "noise-corrected"
+    assert roi["r2star"] == pytest.approx(stats["r2star_median"], rel=0.05)
