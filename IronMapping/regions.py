@@ -275,6 +275,31 @@ def _region_noise(fit_result, mask) -> float | None:
     return None
 
 
+def _tissue_amplitude(fit_result, given, status, r2, s0, fitted, sigma, coils, te):
+    """(typical S0 of the region's tissue, where it came from): the given value (ROI-averaged
+    fit) when it is above the detectable amplitude; else the median S0 of the region's
+    well-measured voxels when they are the majority (in a mostly censored region the few left
+    are noise fits or the lowest-iron tissue); else the lower quartile of the image's (other
+    tissues, fat, can be brighter than this organ, so the limit comes out conservative)."""
+    if sigma is None or te is None:
+        return None, None
+    if given is not None and given >= detection_amplitude(sigma, coils):
+        return float(given), "ROI-averaged fit"
+    good = (fitted & ~too_fast_voxels(status, r2, s0, sigma, coils, echo_times_ms=te)
+            & well_measured(r2, s0, te, sigma, coils))
+    if np.count_nonzero(good) >= 0.5 * np.count_nonzero(status != 0):
+        return float(np.median(s0[good])), "median S0 of the well-measured voxels"
+    index = np.flatnonzero(np.asarray(fit_result.status).ravel() == FITTED)
+    index = index[::max(1, index.size // 200000)]  # a sample is enough for a quartile
+    r2_map = np.asarray(fit_result.r2star).ravel()[index]
+    s0_map = np.asarray(fit_result.s0).ravel()[index]
+    good = (~too_fast_voxels(np.full(index.size, FITTED), r2_map, s0_map, sigma, coils, echo_times_ms=te)
+            & well_measured(r2_map, s0_map, te, sigma, coils))
+    if not good.any():
+        return None, None
+    return float(np.percentile(s0_map[good], 25)), "lower quartile of S0 of the image's well-measured voxels"
+
+
 def region_statistics(fit_result, mask, voxel_volume_ml: float | None = None,
                       min_quality: float = DEFAULT_MIN_QUALITY, signal=None,
                       reference_s0: float | None = None) -> dict:
@@ -345,32 +370,9 @@ def region_statistics(fit_result, mask, voxel_volume_ml: float | None = None,
 
     keep_fitted = included_voxels(fit_result, mask, min_quality)[mask]
     # the protocol's limit, for tissue of this region's amplitude
-    s0_source = None
-    if sigma is not None and te is not None:
-        if reference_s0 is not None and reference_s0 >= detection_amplitude(sigma, coils):
-            s0_source = "ROI-averaged fit"
-        else:
-            reference_s0 = None
-            signal_left = ~too_fast_voxels(status, r2_all, s0_all, sigma, coils, echo_times_ms=te)
-            good = keep_fitted & signal_left & well_measured(r2_all, s0_all, te, sigma, coils)
-            # only a majority is typical: in a mostly censored region the few voxels left are
-            # noise fits or the lowest-iron tissue
-            if np.count_nonzero(good) >= 0.5 * np.count_nonzero(status != 0):
-                reference_s0, s0_source = float(np.median(s0_all[good])), "median S0 of the well-measured voxels"
-            else:
-                # no typical tissue signal left in the region: the tissue amplitude of the image
-                fitted = np.flatnonzero(np.asarray(fit_result.status).ravel() == FITTED)
-                fitted = fitted[::max(1, fitted.size // 200000)]  # a sample is enough for a quartile
-                r2_map = np.asarray(fit_result.r2star).ravel()[fitted]
-                s0_map = np.asarray(fit_result.s0).ravel()[fitted]
-                good_map = (~too_fast_voxels(np.full(r2_map.shape, FITTED), r2_map, s0_map, sigma,
-                                             coils, echo_times_ms=te)
-                            & well_measured(r2_map, s0_map, te, sigma, coils))
-                if good_map.any():
-                    # the lower quartile: other tissues (fat) can be brighter than this organ
-                    reference_s0 = float(np.percentile(s0_map[good_map], 25))
-                    s0_source = "lower quartile of S0 of the image's well-measured voxels"
-    limits = protocol_limits(te, reference_s0, sigma, coils) if te is not None else protocol_limits(None, None, None, None)
+    reference_s0, s0_source = _tissue_amplitude(fit_result, reference_s0, status, r2_all, s0_all,
+                                                keep_fitted, sigma, coils, te)
+    limits = protocol_limits(te, reference_s0, sigma, coils)
     censored = too_fast_voxels(status, r2_all, s0_all, sigma, coils, limits["measurable_r2star"],
                                region_signal, te)
     measured = keep_fitted & ~censored
