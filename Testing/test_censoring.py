@@ -315,3 +315,11 @@ def test_real_liver_pkdata9_is_not_censored_and_roi_fit_agrees(shared_data):
     assert stats["r2star_measurable_limit"] > 20 * stats["r2star_median"]
     assert roi["method"] == "noise-corrected"
     assert roi["r2star"] == pytest.approx(stats["r2star_median"], rel=0.05)
+
+
+def test_pattern_counts_a_liver_beyond_the_echoes_as_loaded():
+    ph, _ = severe_liver(2000.0, 0.9 * np.arange(1, 13), snr=25)
+    _, summary, liver = fit_and_summarize(ph)
+    assert liver["r2star_median"] is None
+    assert summary["pattern"]["organ_states"]["liver"]["loaded"] is True
+    assert "liver has no valid R2*" not in summary["pattern"]["text"]
