@@ -248,6 +248,12 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
             row["r2star_roi_fit"] = rf["r2star"]
             row["t2star_roi_fit"] = rf["t2star"]
             row["notes"].extend(rf["notes"])
+            bound = stats["r2star_lower_bound"]
+            if rf["r2star"] is not None and bound is not None and rf["r2star"] < bound:
+                row["notes"].append(
+                    f"the ROI-averaged fit ({rf['r2star']:.0f} 1/s) is below the voxels' lower bound "
+                    f"({bound:.0f} 1/s): the mean signal is dominated by the slower voxels, or its "
+                    "decay was over before the first echo; read the lower bound")
         # A median beyond what the echoes can measure is replaced by its lower bound.
         r2_value, bounded = stats["r2star_median"], False
         if r2_value is None and stats["r2star_lower_bound"] is not None:

@@ -519,7 +519,8 @@ def roi_fit(signal, mask, echo_times_ms, method: str = DEFAULT_ROI_METHOD,
     used); without it the fit falls back to "nlls" and says so.
 
     Returns a JSON-able dict: method, signal_average, r2star (1/s), t2star (ms), s0, quality
-    (R^2), echoes_used, status, notes. Values are None when the fit failed.
+    (R^2), echoes_used, status, r2star_measurable_limit (1/s, noise-corrected only), notes.
+    Values are None when the fit failed or R2* is beyond what the averaged echoes measure.
     """
     from .relaxometry import Status, fit
 
@@ -529,7 +530,7 @@ def roi_fit(signal, mask, echo_times_ms, method: str = DEFAULT_ROI_METHOD,
     mask = check_mask(mask, signal.shape[1:])
     out = {"method": method, "signal_average": None, "r2star": None, "t2star": None, "s0": None,
            "quality": None, "echoes_used": None, "status": None, "n_voxels": int(mask.sum()),
-           "notes": []}
+           "r2star_measurable_limit": None, "notes": []}
     if not mask.any():
         out["notes"].append("empty region: no ROI fit")
         return out
@@ -555,12 +556,32 @@ def roi_fit(signal, mask, echo_times_ms, method: str = DEFAULT_ROI_METHOD,
                status=Status(status).name.lower(), echoes_used=int(res.echoes_used[0]),
                quality=float(res.quality[0]) if np.isfinite(res.quality[0]) else None,
                s0=float(res.s0[0]) if np.isfinite(res.s0[0]) else None)
-    floor_only = (status == FITTED and used_method == "noise-corrected"
-                  and not res.s0[0] >= detection_amplitude(noise_sigma, coils) * out["n_voxels"] ** -0.25)
-    if floor_only:
-        # The mean power of N voxels resolves amplitudes down to 2 sigma L^(1/4) N^(-1/4).
+    # Near the floor the mean power of N voxels is as informative as one voxel with noise
+    # sigma N^(-1/4) (Var of mean S^2 = 4 sigma^2 (A^2 + L sigma^2) / N), so the voxel rules apply
+    # with that noise: amplitude detectable, and R2* within what the averaged echoes measure.
+    limit = None
+    averaged_sigma = None if used_method != "noise-corrected" else noise_sigma * out["n_voxels"] ** -0.25
+    floor_only = (status == FITTED and averaged_sigma is not None
+                  and not res.s0[0] >= detection_amplitude(averaged_sigma, coils))
+    if status == FITTED and averaged_sigma is not None and not floor_only:
+        limit = r2star_where_informative(echo_times_ms, float(res.s0[0]), averaged_sigma, coils or 1.0,
+                                         MEASURABLE_ECHOES)
+    out["r2star_measurable_limit"] = limit
+    if averaged_sigma is not None:
+        # echoes whose mean power stands 3 SDs above the exact floor 2 L sigma^2
+        floor = 2.0 * (coils or 1.0) * noise_sigma * noise_sigma
+        sd = 2.0 * noise_sigma * noise_sigma * np.sqrt(coils or 1.0) / np.sqrt(out["n_voxels"])
+        out["echoes_above_floor"] = int(np.count_nonzero(y * y - floor > 3.0 * sd))
+    if status == FITTED and out.get("echoes_above_floor", 2) < 2 and not floor_only:
+        notes.append(f"ROI fit: the region's mean signal is above the noise floor in "
+                     f"{out['echoes_above_floor']} echo only: the decay is faster than the echoes "
+                     "can measure; no R2*; use a shorter first echo")
+    elif floor_only:
         notes.append("ROI fit: the region's mean signal is at the noise floor from the first echo "
                      "on (decay faster than the first echo, or no tissue signal): no R2*")
+    elif limit is not None and res.r2star[0] > limit:
+        notes.append(f"ROI fit: R2* {float(res.r2star[0]):.0f} 1/s is beyond what the averaged echoes "
+                     f"can measure (above about {limit:.0f} 1/s): not reported; use a shorter first echo")
     elif status == FITTED:
         out["r2star"] = float(res.r2star[0])
         out["t2star"] = float(res.t2star[0])

@@ -323,3 +323,14 @@ def test_pattern_counts_a_liver_beyond_the_echoes_as_loaded():
     assert liver["r2star_median"] is None
     assert summary["pattern"]["organ_states"]["liver"]["loaded"] is True
     assert "liver has no valid R2*" not in summary["pattern"]["text"]
+
+
+def test_roi_fit_is_not_reported_when_the_mean_signal_decays_before_the_second_echo():
+    ph, mask = severe_liver(3000.0, 1.0 * np.arange(1, 13), snr=25, shape=(6, 48, 64))
+    out = roi_fit(ph.image.signal, mask, ph.image.echo_times_ms, noise_sigma=ph.noise_sigma, coils=1)
+    assert out["r2star"] is None and out["echoes_above_floor"] < 2
+    assert any("faster than the echoes can measure" in n for n in out["notes"])
+    ph, mask = severe_liver(1300.0, 1.0 * np.arange(1, 13), snr=25, shape=(6, 48, 64))
+    out = roi_fit(ph.image.signal, mask, ph.image.echo_times_ms, noise_sigma=ph.noise_sigma, coils=1)
+    assert out["echoes_above_floor"] >= 2 and out["r2star"] == pytest.approx(1300.0, rel=0.05)
+    assert out["r2star_measurable_limit"] > 1300.0
