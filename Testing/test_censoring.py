@@ -67,7 +67,7 @@ def liver_and_others(ph, result):
 
 
 @pytest.mark.parametrize("snr, coils", [(25, 1), (50, 8), (67, 1)])
-def test_severe_liver_2000_with_te1_0p9_median_or_true_lower_bound(snr, coils):
+def test_severe_liver_2000_with_te1_0p9_median_or_true_lower_bound(snr, coils, tmp_path):
     truth = 2000.0
     ph, _ = severe_liver(truth, 0.9 * np.arange(1, 13), snr=snr, coils=coils)
     _, summary, liver = fit_and_summarize(ph)
@@ -94,6 +94,15 @@ def test_severe_liver_2000_with_te1_0p9_median_or_true_lower_bound(snr, coils):
         assert row["R2* lower bound (1/s)"] == pytest.approx(bound)
         assert row["LIC lower bound (mg Fe/g dw)"] == pytest.approx(liver["lic_lower_bound"])
         assert row["R2* censored voxels (%)"] == pytest.approx(100 * liver["r2star_censored_fraction"])
+        import csv
+
+        from IronMapping.quantification import write_regions_csv
+
+        with open(write_regions_csv(summary, tmp_path / "regions.csv"), encoding="utf-8") as f:
+            csv_liver = next(r for r in csv.DictReader(f) if r["Region"] == "liver")
+        assert csv_liver["R2* median (1/s)"] == "" and float(csv_liver["R2* lower bound (1/s)"]) == pytest.approx(bound)
+        assert float(csv_liver["LIC lower bound (mg Fe/g dw)"]) == pytest.approx(liver["lic_lower_bound"])
+        assert "use a shorter first echo" in csv_liver["Notes"]
 
 
 @pytest.mark.parametrize("truth, te1, snr", [(2000.0, 1.0, 25), (3000.0, 2.0, 50), (1300.0, 2.0, 67)])
