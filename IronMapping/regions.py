@@ -496,12 +496,18 @@ def mean_decay(signal, labels, values, average: str = "mean") -> np.ndarray:
 def roi_signal(signal, mask, average: str = "mean") -> np.ndarray:
     """The region's signal per echo: mean magnitude, or root mean square ("rms").
 
-    signal : (n_echoes, k, j, i); mask : (k, j, i) bool. Returns (n_echoes,) float64.
+    signal : (n_echoes, k, j, i); mask : (k, j, i) bool. Returns (n_echoes,) float64, as one
+    row of `mean_decay` (the same treatment of non-finite samples), for a single mask.
     The RMS keeps E[S^2] = A^2 + 2 L sigma^2 exact, which the noise-corrected fit needs.
     """
+    if average not in ("mean", "rms"):
+        raise InputError(f"average must be 'mean' or 'rms'; got {average!r}.")
     signal = np.asarray(signal)
     mask = check_mask(mask, signal.shape[1:])
-    return mean_decay(signal, mask.astype(np.int8), [1], average)[0]
+    values = np.nan_to_num(signal[:, mask].astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if average == "rms":
+        return np.sqrt(np.mean(values * values, axis=1))
+    return values.mean(axis=1)
 
 
 def roi_fit(signal, mask, echo_times_ms, method: str = DEFAULT_ROI_METHOD,

@@ -343,3 +343,15 @@ def test_roi_fit_is_not_reported_when_the_mean_signal_decays_before_the_second_e
     out = roi_fit(ph.image.signal, mask, ph.image.echo_times_ms, noise_sigma=ph.noise_sigma, coils=1)
     assert out["echoes_above_floor"] >= 2 and out["r2star"] == pytest.approx(1300.0, rel=0.05)
     assert out["r2star_measurable_limit"] > 1300.0
+
+
+def test_roi_signal_is_a_row_of_mean_decay():
+    from IronMapping.regions import roi_signal
+
+    rng = np.random.default_rng(8)
+    signal = rng.random((4, 5, 6, 7))
+    signal[1, 0, 0, 0] = np.nan
+    labels = rng.integers(0, 3, (5, 6, 7))
+    for average in ("mean", "rms"):
+        np.testing.assert_allclose(roi_signal(signal, labels == 2, average),
+                                   mean_decay(signal, labels, [2], average)[0], rtol=1e-12)
