@@ -421,10 +421,10 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
 TABLE_COLUMNS = (
     ("Region", "name"), ("Label", "label_value"), ("Organ", "organ"),
     ("Voxels (n)", "n_voxels"), ("Volume (mL)", "volume_ml"),
-    ("R2* median (1/s)", "r2star_median"), ("R2* mean (1/s)", "r2star_mean"),
+    ("R2* median (1/s)", "r2star_median"), ("R2* lower bound (1/s)", "r2star_lower_bound"),
+    ("R2* censored voxels (%)", "r2star_censored_fraction"), ("R2* mean (1/s)", "r2star_mean"),
     ("R2* SD (1/s)", "r2star_sd"), ("R2* IQR (1/s)", "r2star_iqr"),
     ("R2* P5 (1/s)", "r2star_p5"), ("R2* P95 (1/s)", "r2star_p95"),
-    ("R2* censored voxels (%)", "r2star_censored_fraction"), ("R2* lower bound (1/s)", "r2star_lower_bound"),
     ("T2* median (ms)", "t2star_median"), ("T2* mean (ms)", "t2star_mean"),
     ("T2* SD (ms)", "t2star_sd"), ("T2* IQR (ms)", "t2star_iqr"),
     ("T2* P5 (ms)", "t2star_p5"), ("T2* P95 (ms)", "t2star_p95"),
