@@ -414,7 +414,7 @@ def region_statistics(fit_result, mask, voxel_volume_ml: float | None = None,
     if n_in == 0:
         out["notes"].append("no voxel of this region has an accepted fit; see excluded_by_status")
     if n_cens:
-        _censoring_notes(out, limits, te)
+        _censoring_notes(out, limits, te, getattr(fit_result, "quantity", "T2*"))
     if out["excluded_fraction"] > 0.2:
         out["notes"].append(
             f"{100 * out['excluded_fraction']:.0f}% of the region's voxels were excluded "
@@ -422,9 +422,10 @@ def region_statistics(fit_result, mask, voxel_volume_ml: float | None = None,
     return out
 
 
-def _censoring_notes(out: dict, limits: dict, te) -> None:
+def _censoring_notes(out: dict, limits: dict, te, quantity: str = "T2*") -> None:
     """Plain-words notes on censored voxels; sets the lower bounds when the median is censored."""
     share = 100.0 * out["r2star_censored_fraction"]
+    rate = "R2" if quantity == "T2" else "R2*"
     first = f"{float(te[0]):g} ms" if te is not None else "the first echo time"
     if out["r2star_median"] is None and out["n_included"]:
         bound = limits["lower_bound_r2star"]
@@ -432,7 +433,7 @@ def _censoring_notes(out: dict, limits: dict, te) -> None:
             out["r2star_lower_bound"] = bound
             out["t2star_upper_bound"] = 1000.0 / bound
             out["notes"].append(
-                f"R2* above {bound:.0f} 1/s (T2* below {1000.0 / bound:.2f} ms): faster than the "
+                f"{rate} above {bound:.0f} 1/s ({quantity} below {1000.0 / bound:.2f} ms): faster than the "
                 f"first echo ({first}) can measure in {share:.0f}% of the voxels, so the median is "
                 "not measurable; use a shorter first echo")
         else:
@@ -442,7 +443,7 @@ def _censoring_notes(out: dict, limits: dict, te) -> None:
                 "shorter first echo")
     else:
         limit = limits["measurable_r2star"]
-        above = f" (R2* above about {limit:.0f} 1/s)" if limit is not None else ""
+        above = f" ({rate} above about {limit:.0f} 1/s)" if limit is not None else ""
         out["notes"].append(
             f"{share:.0f}% of the voxels decay faster than the echoes can measure{above}: they are "
             "ranked above every measured value, so the median stays valid; mean and SD are of "
