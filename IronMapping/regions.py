@@ -289,15 +289,24 @@ def _tissue_amplitude(fit_result, given, status, r2, s0, fitted, sigma, coils, t
             & well_measured(r2, s0, te, sigma, coils))
     if np.count_nonzero(good) >= 0.5 * np.count_nonzero(status != 0):
         return float(np.median(s0[good])), "median S0 of the well-measured voxels"
-    index = np.flatnonzero(np.asarray(fit_result.status).ravel() == FITTED)
+    image = image_tissue_amplitude(fit_result.status, fit_result.r2star, fit_result.s0, te, sigma, coils)
+    return (image, IMAGE_S0_SOURCE) if image is not None else (None, None)
+
+
+IMAGE_S0_SOURCE = "lower quartile of S0 of the image's well-measured voxels"
+
+
+def image_tissue_amplitude(status, r2star, s0, echo_times_ms, noise_sigma, coils) -> float | None:
+    """Lower quartile of S0 over the image's well-measured fitted voxels (maps of any shape),
+    or None: the tissue amplitude for a region that has none of its own left."""
+    index = np.flatnonzero(np.asarray(status).ravel() == FITTED)
     index = index[::max(1, index.size // 200000)]  # a sample is enough for a quartile
-    r2_map = np.asarray(fit_result.r2star).ravel()[index]
-    s0_map = np.asarray(fit_result.s0).ravel()[index]
-    good = (~too_fast_voxels(np.full(index.size, FITTED), r2_map, s0_map, sigma, coils, echo_times_ms=te)
-            & well_measured(r2_map, s0_map, te, sigma, coils))
-    if not good.any():
-        return None, None
-    return float(np.percentile(s0_map[good], 25)), "lower quartile of S0 of the image's well-measured voxels"
+    r2_map = np.asarray(r2star, dtype=np.float64).ravel()[index]
+    s0_map = np.asarray(s0, dtype=np.float64).ravel()[index]
+    good = (~too_fast_voxels(np.full(index.size, FITTED), r2_map, s0_map, noise_sigma, coils,
+                             echo_times_ms=echo_times_ms)
+            & well_measured(r2_map, s0_map, echo_times_ms, noise_sigma, coils))
+    return float(np.percentile(s0_map[good], 25)) if good.any() else None
 
 
 def region_statistics(fit_result, mask, voxel_volume_ml: float | None = None,

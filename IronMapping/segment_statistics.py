@@ -46,7 +46,8 @@ DEFAULT_KEYS = ("r2star_median", "t2star_median", "lic", "fitted_percent", "r2st
 
 def statistics(r2star_values, organ: str | None = None, field_strength_t: float | None = None,
                calibration=None, status_values=None, s0_values=None, echo_times_ms=None,
-               noise_sigma: float | None = None, coils: float | None = None) -> dict:
+               noise_sigma: float | None = None, coils: float | None = None,
+               reference_s0: float | None = None) -> dict:
     """Statistics of the R2* values (1/s) of one segment; NaN values (failed fits) are excluded.
 
     With the fit's status (and S0, echo times in ms, noise sigma and coil count) of the same
@@ -54,28 +55,37 @@ def statistics(r2star_values, organ: str | None = None, field_strength_t: float 
     value (IronMapping.regions.too_fast_voxels), so the median stays valid while fewer than half
     are that fast; beyond that "r2star_median" is left out and "r2star_lower_bound" (1/s) and,
     for liver, "lic_lower_bound" (mg Fe/g) are given; "r2star_median_text" reads e.g. "> 1444".
+    The limit needs the tissue amplitude: the segment's well-measured voxels when they are the
+    majority, else ``reference_s0`` (e.g. IronMapping.regions.image_tissue_amplitude).
     LIC is given for liver only and only when the field strength suits the calibration
     (IronMapping.calibration.liver_iron_concentration); otherwise it is left out.
     """
     values = np.asarray(r2star_values, dtype=np.float64).ravel()
     finite = values[np.isfinite(values)]
-    result = {"fitted_percent": 100.0 * finite.size / values.size if values.size else 0.0}
+    # a text column must have a value in every row of the Segment Statistics table
+    result = {"fitted_percent": 100.0 * finite.size / values.size if values.size else 0.0,
+              "r2star_median_text": ""}
     bound = None
     if status_values is not None:
-        from .regions import (FITTED, censored_percentiles, detection_amplitude, protocol_limits,
-                              too_fast_voxels)
+        from .regions import FITTED, censored_percentiles, protocol_limits, too_fast_voxels, well_measured
 
         status = np.asarray(status_values).ravel()
         s0 = (np.full(values.shape, np.nan) if s0_values is None
               else np.asarray(s0_values, dtype=np.float64).ravel())
         fitted = (status == FITTED) & np.isfinite(values)
-        reference_s0 = None
-        if noise_sigma:
-            good = fitted & (np.nan_to_num(s0) >= detection_amplitude(noise_sigma, coils or 1.0))
-            reference_s0 = float(np.median(s0[good])) if good.any() else None
+        if noise_sigma and echo_times_ms is not None:
+            # the tissue amplitude from the well-measured voxels, when they are the majority
+            # (as IronMapping.regions.region_statistics without the signal)
+            good = (fitted & ~too_fast_voxels(status, values, s0, noise_sigma, coils, echo_times_ms=echo_times_ms)
+                    & well_measured(values, s0, echo_times_ms, noise_sigma, coils))
+            if np.count_nonzero(good) >= 0.5 * np.count_nonzero(status != 0):
+                reference_s0 = float(np.median(s0[good]))
+        else:
+            reference_s0 = None
         limits = (protocol_limits(echo_times_ms, reference_s0, noise_sigma, coils)
                   if echo_times_ms is not None else {"measurable_r2star": None, "lower_bound_r2star": None})
-        censored = too_fast_voxels(status, values, s0, noise_sigma, coils, limits["measurable_r2star"])
+        censored = too_fast_voxels(status, values, s0, noise_sigma, coils, limits["measurable_r2star"],
+                                   echo_times_ms=echo_times_ms)
         finite = values[fitted & ~censored]
         n_censored = int(np.count_nonzero(censored))
         if finite.size + n_censored:
@@ -83,6 +93,7 @@ def statistics(r2star_values, organ: str | None = None, field_strength_t: float 
         median = censored_percentiles(finite, n_censored, [50])[0]
         if median is None and n_censored:
             bound = limits["lower_bound_r2star"]
+            result["r2star_median_text"] = "too fast to measure"
             if bound is not None:
                 result.update(r2star_lower_bound=bound, r2star_median_text=f"> {bound:.0f}")
     else:
@@ -153,10 +164,16 @@ def _censoring_inputs(r2map, mask, scene=None) -> dict:
     except (ValueError, IndexError):  # another run's grid, or an unreadable attribute
         return {}
     sigma = provenance.get("noise_sigma")
-    return {"status_values": status_values, "s0_values": s0_values,
-            "echo_times_ms": provenance.get("echo_times_ms"),
-            "noise_sigma": sigma if isinstance(sigma, (int, float)) else None,
-            "coils": provenance.get("coils")}
+    sigma = sigma if isinstance(sigma, (int, float)) else None
+    te, coils = provenance.get("echo_times_ms"), provenance.get("coils")
+    reference = None
+    if s0_values is not None and sigma and te:
+        from .regions import image_tissue_amplitude
+
+        reference = image_tissue_amplitude(mrml.volume_array(status), mrml.volume_array(r2map),
+                                           mrml.volume_array(s0), te, sigma, coils)
+    return {"status_values": status_values, "s0_values": s0_values, "echo_times_ms": te,
+            "noise_sigma": sigma, "coils": coils, "reference_s0": reference}
 
 
 _PLUGIN_CLASS = None

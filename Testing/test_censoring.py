@@ -234,8 +234,11 @@ def test_segment_statistics_reports_the_bound_when_the_median_is_censored():
     status[:70] = Status.OUT_OF_RANGE
     r2[:70] = np.nan
     s0 = np.full(100, 1000.0)
-    out = statistics(r2, "liver", 1.5, status_values=status, s0_values=s0,
-                     echo_times_ms=0.9 * np.arange(1, 13), noise_sigma=40.0, coils=1)
+    kwargs = dict(status_values=status, s0_values=s0, echo_times_ms=0.9 * np.arange(1, 13),
+                  noise_sigma=40.0, coils=1)
+    # a mostly censored segment has no tissue amplitude of its own: no limit without the image's
+    assert "r2star_lower_bound" not in statistics(r2, "liver", 1.5, **kwargs)
+    out = statistics(r2, "liver", 1.5, reference_s0=1000.0, **kwargs)
     bound = out["r2star_lower_bound"]
     assert "r2star_median" not in out and out["r2star_median_text"] == f"> {bound:.0f}"
     assert out["censored_percent"] == pytest.approx(70.0)
