@@ -255,6 +255,26 @@ def liver_iron_concentration(r2star_per_s, field_strength_t, calibration=None,
     return lic, info
 
 
+def liver_iron_lower_bound(r2star_lower_bound, field_strength_t, calibration=None,
+                           convert_field: bool = False):
+    """Lower bound on LIC (mg Fe/g dry weight) from a lower bound on liver R2* (1/s).
+
+    For a liver whose R2* is only known to exceed a value (decay faster than the echoes can
+    measure). Every calibration here, and the 3 T to 1.5 T conversion, increases with R2*, so
+    the LIC at the R2* bound is a lower bound on the LIC; this is checked, not assumed.
+    Returns (lic_lower_bound, info) as `liver_iron_concentration`, which raises the same errors.
+    """
+    lic, info = liver_iron_concentration(r2star_lower_bound, field_strength_t, calibration,
+                                         convert_field)
+    higher, _ = liver_iron_concentration(2.0 * np.asarray(r2star_lower_bound, dtype=np.float64),
+                                         field_strength_t, calibration, convert_field)
+    if not np.all(np.asarray(higher) > np.asarray(lic)):
+        raise CalibrationError(
+            f"{info['label']} does not increase with R2* at {r2star_lower_bound} 1/s, so a lower "
+            "bound on R2* gives no bound on LIC.")
+    return lic, info
+
+
 def calibration_table() -> list[dict]:
     """One row per calibration, for help text and the README (units in the column names)."""
     return [{"Name": c.name, "Calibration": c.label, "Field strength (T)": c.field_strength_t,

@@ -243,16 +243,11 @@ class IronMappingLogic(_LogicBase):
         values = [v for v in sorted(names) if np.any(labels == v)]
         if not values:
             return [], None
+        from .regions import mean_decay
+
         te = image.echo_times_ms
-        flat = labels.ravel().astype(np.int64)
-        counts = np.bincount(flat, minlength=max(values) + 1).astype(float)
-        means = np.empty((image.n_echoes, len(values)))
-        rms = np.empty_like(means)
-        for e in range(image.n_echoes):
-            echo = np.nan_to_num(image.signal[e]).ravel().astype(np.float64)
-            means[e] = np.bincount(flat, weights=echo, minlength=max(values) + 1)[values] / counts[values]
-            rms[e] = np.sqrt(np.bincount(flat, weights=echo * echo, minlength=max(values) + 1)[values]
-                             / counts[values])
+        means = mean_decay(image.signal, labels, values).T
+        rms = mean_decay(image.signal, labels, values, "rms").T
         roi_fits = {r.get("label_value"): (r.get("roi_fit") or {}) for r in summary.get("regions") or []}
         fit_times = np.linspace(0.0, float(te[-1]) * 1.05, 120)
         curves = []

@@ -51,8 +51,14 @@ def spleen_normal_limit(field_strength_t) -> float | None:
     return None if scheme is None else float(scheme.bands[0].high)
 
 
-def _valid(row) -> bool:
+def _r2star(row):
+    """Median R2*, or its lower bound when the median is beyond what the echoes can measure."""
     v = row.get("r2star_median")
+    return row.get("r2star_lower_bound") if v is None else v
+
+
+def _valid(row) -> bool:
+    v = _r2star(row)
     return v is not None and np.isfinite(v) and (row.get("n_included") or 0) > 0
 
 
@@ -87,8 +93,9 @@ def organ_states(regions, field_strength_t) -> dict:
             if limit is None:
                 state["reason"] = f"spleen: no reference limit at {field_strength_t} T"
             else:
-                state["loaded"] = bool(main["r2star_median"] > limit)
-                state["reason"] = (f"spleen R2* {main['r2star_median']:.1f} 1/s "
+                above = "above " if main["r2star_median"] is None else ""
+                state["loaded"] = bool(_r2star(main) > limit)
+                state["reason"] = (f"spleen R2* {above}{_r2star(main):.1f} 1/s "
                                    f"{'>' if state['loaded'] else '<='} {limit:g} 1/s (upper limit "
                                    "of normal liver R2* used as proxy; no spleen cut-off is published)")
         else:

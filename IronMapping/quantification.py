@@ -38,7 +38,7 @@ import numpy as np
 
 from . import RESEARCH_USE_STATEMENT, __version__
 from .calibration import (MG_PER_G_TO_UMOL_PER_G, get_calibration, liver_iron_concentration,
-                          nominal_field)
+                          liver_iron_lower_bound, nominal_field)
 from .errors import CalibrationError, GeometryError, InputError
 from .grading import DESCRIPTIVE_ONLY, GRADING_SCHEMES, grade_region
 from .organs import recognise_organ
@@ -54,13 +54,15 @@ UNITS = {
     "volume_ml": "mL", "n_voxels": "voxels", "n_included": "voxels", "excluded_fraction": "fraction 0-1",
     "r2star_*": "1/s", "t2star_*": "ms", "r2star_roi_fit": "1/s", "t2star_roi_fit": "ms",
     "lic_mg_per_g": "mg Fe/g dry weight", "lic_umol_per_g": "umol Fe/g dry weight",
+    "lic_lower_bound": "mg Fe/g dry weight", "r2star_censored_fraction": "fraction 0-1",
     "field_strength_t": "T", "echo_times_ms": "ms", "reference_ratio_r2star": "ratio",
     "sir_to_reference": "ratio per echo", "quality_median": "R^2 (0-1)",
 }
 
 _ROW_FIRST = ("name", "label_value", "organ", "organ_source", "n_voxels", "volume_ml",
-              "r2star_median", "r2star_mean", "r2star_sd", "t2star_median", "r2star_roi_fit",
-              "lic_mg_per_g", "grade")
+              "r2star_median", "r2star_lower_bound", "r2star_censored_fraction", "r2star_mean",
+              "r2star_sd", "t2star_median", "r2star_roi_fit", "lic_mg_per_g", "lic_lower_bound",
+              "grade")
 
 
 def _clean(value):
@@ -120,6 +122,26 @@ def _signal_inputs(signal, echo_times_ms, fit_result, spatial):
     return signal, te, voxel_volume, image_field, notes
 
 
+def _roi_s0(roi: dict | None) -> float | None:
+    """The tissue amplitude S0 of a region's ROI-averaged fit, when that fit stood."""
+    if not roi or roi.get("r2star") is None or roi.get("method") == "nlls":
+        return None
+    return roi.get("s0")
+
+
+def _grade_from_bound(grade: dict, organ: str, field_strength_t) -> None:
+    """Grade from a lower bound on R2* (upper bound on T2*): the band of the bound is certain
+    only when it is the top band; otherwise the region is at least that grade."""
+    top = grade_region(organ, field_strength_t, 1e9, 1e-6, 1e9)
+    if grade.get("lic_grade") not in (None, top.get("lic_grade")):
+        grade["lic_grade"] = None
+    if grade["grade"] == top["grade"]:
+        return
+    grade["notes"].append(f"at least {grade['grade']}: the median is beyond what the echoes can measure")
+    grade["grade"] = None
+    grade["criterion"] = None
+
+
 def summarize(fit_result, labels, label_names, field_strength_t, calibration=None, signal=None,
               echo_times_ms=None, *, voxel_volume_ml: float | None = None, organs=None,
               terminology=None, convert_field: bool = False,
@@ -142,7 +164,8 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
     terminology : {label value or name: Slicer TerminologyEntry tag or SNOMED CT code}.
     convert_field : allow converting R2* to the calibration's field strength (adds a warning).
     min_quality : voxels with fit R^2 below this are excluded (default 0: failed fits only).
-    roi_method : "truncation" (default, cardiac standard) or "noise-corrected".
+    roi_method : "noise-corrected" (default: mean squared signal with the noise floor, unbiased
+        at high iron; the heart is graded on it) or "truncation" (CMRtools practice).
     reference_organ : reference region for ratios and signal intensity ratios.
     lesion_coverage_factor : k in |lesion - liver| > k x combined uncertainty.
 
@@ -204,7 +227,14 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
     for value, name, mask in regions_in:
         override = _lookup(organs, value, name)
         match = recognise_organ(name, _lookup(terminology, value, name), override)
-        stats = region_statistics(fit_result, mask, voxel_volume_ml, min_quality)
+        rf = None
+        if signal_arr is not None and mask.any():
+            rf = roi_fit(signal_arr, mask, te, method=roi_method, noise_sigma=noise_sigma,
+                         coils=coils, quantity=quantity)
+        # The ROI-averaged fit gives the region's tissue amplitude, which sets the R2* the
+        # echoes can measure (voxels beyond it are censored, see regions.region_statistics).
+        stats = region_statistics(fit_result, mask, voxel_volume_ml, min_quality,
+                                  signal=signal_arr, reference_s0=_roi_s0(rf))
         row = {"name": name, "label_value": int(value), "organ": match.organ,
                "organ_source": match.source, "organ_matched": match.matched}
         row.update(stats)
@@ -215,24 +245,33 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
         row["r2star_roi_fit"] = None
         row["t2star_roi_fit"] = None
         row["roi_fit"] = None
-        if signal_arr is not None and stats["n_voxels"] > 0:
-            rf = roi_fit(signal_arr, mask, te, method=roi_method, noise_sigma=noise_sigma,
-                         coils=coils, quantity=quantity)
+        if rf is not None:
             row["roi_fit"] = rf
             row["r2star_roi_fit"] = rf["r2star"]
             row["t2star_roi_fit"] = rf["t2star"]
             row["notes"].extend(rf["notes"])
+            bound = stats["r2star_lower_bound"]
+            if rf["r2star"] is not None and bound is not None and rf["r2star"] < bound:
+                row["notes"].append(
+                    f"the ROI-averaged fit ({rf['r2star']:.0f} 1/s) is below the voxels' lower bound "
+                    f"({bound:.0f} 1/s): the mean signal is dominated by the slower voxels, or its "
+                    "decay was over before the first echo; read the lower bound")
+        # A median beyond what the echoes can measure is replaced by its lower bound.
+        r2_value, bounded = stats["r2star_median"], False
+        if r2_value is None and stats["r2star_lower_bound"] is not None:
+            r2_value, bounded = stats["r2star_lower_bound"], True
         # LIC: liver only (liver calibrations must not be applied to spleen or other organs).
         row["lic_mg_per_g"] = None
         row["lic_umol_per_g"] = None
+        row["lic_lower_bound"] = None
         row["lic_note"] = None
-        if match.organ == "liver" and stats["r2star_median"] is not None and not gradable:
+        if match.organ == "liver" and r2_value is not None and not gradable:
             row["lic_note"] = f"LIC not computed: {not_gradable_reason}"
             cal_block["note"] = row["lic_note"]
-        elif match.organ == "liver" and stats["r2star_median"] is not None:
+        elif match.organ == "liver" and r2_value is not None:
             try:
-                lic, info = liver_iron_concentration(stats["r2star_median"], field_strength_t, cal,
-                                                     convert_field=convert_field)
+                estimate = liver_iron_lower_bound if bounded else liver_iron_concentration
+                lic, info = estimate(r2_value, field_strength_t, cal, convert_field=convert_field)
             except CalibrationError as exc:
                 mismatch = field_known and nominal_field(field_strength_t) != nominal_field(cal.field_strength_t)
                 if explicit_calibration and mismatch:
@@ -240,10 +279,16 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
                 row["lic_note"] = f"LIC not computed: {exc}"
                 cal_block["note"] = row["lic_note"]
             else:
-                row["lic_mg_per_g"] = float(lic) if np.isfinite(lic) else None
-                row["lic_umol_per_g"] = (float(lic) * MG_PER_G_TO_UMOL_PER_G
-                                         if np.isfinite(lic) else None)
-                row["lic_note"] = f"{cal.label}: {cal.equation}"
+                lic = float(lic) if np.isfinite(lic) else None
+                if bounded:
+                    row["lic_lower_bound"] = lic
+                    row["lic_note"] = (f"LIC above {lic:.1f} mg Fe/g dry weight (from R2* above "
+                                       f"{r2_value:.0f} 1/s; {cal.label}: {cal.equation})"
+                                       if lic is not None else None)
+                else:
+                    row["lic_mg_per_g"] = lic
+                    row["lic_umol_per_g"] = lic * MG_PER_G_TO_UMOL_PER_G if lic is not None else None
+                    row["lic_note"] = f"{cal.label}: {cal.equation}"
                 cal_block["applied"] = True
                 cal_block["conversion"] = info["conversion"] or cal_block["conversion"]
                 for w in info["warnings"]:
@@ -251,12 +296,17 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
                         cal_block["warnings"].append(w)
         # Grade: the heart on its ROI-averaged T2* (cardiac standard), others on the median.
         t2_for_grade, basis = stats["t2star_median"], "median voxel T2*"
+        if bounded:
+            t2_for_grade, basis = stats["t2star_upper_bound"], "upper bound of the median voxel T2*"
         if match.organ == "heart" and row["t2star_roi_fit"] is not None:
             t2_for_grade, basis = row["t2star_roi_fit"], f"ROI-averaged fit T2* ({row['roi_fit']['method']})"
-        if match.organ == "liver":
-            basis = "median voxel R2*"
+        elif match.organ == "liver":
+            basis = "lower bound of the median voxel R2*" if bounded else "median voxel R2*"
         g = grade_region(match.organ, field_strength_t if gradable else None,
-                         stats["r2star_median"], t2_for_grade, row["lic_mg_per_g"], basis=basis)
+                         r2_value, t2_for_grade,
+                         row["lic_lower_bound"] if bounded else row["lic_mg_per_g"], basis=basis)
+        if bounded and g["grade"] is not None and "bound" in basis:
+            _grade_from_bound(g, match.organ, field_strength_t)
         if not gradable and match.organ is not None:
             g["notes"] = [not_gradable_reason]
         row["grade"] = g["grade"]

@@ -135,7 +135,7 @@ def test_plugin_computes_its_keys_through_the_parameter_node(plugin_cls, mrml_sc
         parameters.SetParameter(plugin.toLongKey(key) + ".enabled", "True")
     stats = plugin.computeStatistics(liver_id)
     assert set(stats) <= set(plugin.keys) and {"r2star_median", "lic", "fitted_percent"} <= set(stats)
-    assert all(np.isfinite(v) for v in stats.values())
+    assert all(np.isfinite(v) for v in stats.values() if not isinstance(v, str))
 
 
 # ---- organ from the segment's terminology, in Slicer 5.8 and 5.10 ----------------------------
