@@ -126,9 +126,7 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
     """
     notes: list[str] = []
     if noise_sigma is not None:
-        if not np.isfinite(noise_sigma) or noise_sigma <= 0:
-            raise InputError(f"noise_sigma must be a positive number; got {noise_sigma}.")
-        return NoiseEstimate(float(noise_sigma), float(coils or 1.0), "given"), notes
+        return _given(noise_sigma, coils, signal2d.shape[1], spatial), notes
     if coils is not None and coils < 1:
         raise InputError(f"coils must be at least 1; got {coils}.")
     if candidates is None:
@@ -187,6 +185,23 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
                      "parallel imaging): a noise map is used voxel by voxel")
     return NoiseEstimate(echo.sigma, L, source, n_samples=echo.n_voxels, sigma_map=echo.sigma_map,
                          details=details), notes
+
+
+def _given(noise_sigma, coils, n_voxels, spatial) -> NoiseEstimate:
+    """The user's noise: a number, or a noise map of the spatial shape (e.g. from a noise scan)."""
+    sigma = np.asarray(noise_sigma, dtype=np.float64)
+    if sigma.size == 1:
+        value = float(sigma.reshape(-1)[0])
+        if not np.isfinite(value) or value <= 0:
+            raise InputError(f"noise_sigma must be a positive number; got {noise_sigma}.")
+        return NoiseEstimate(value, float(coils or 1.0), "given")
+    if sigma.size != n_voxels or (spatial is not None and sigma.ndim > 1 and sigma.shape != tuple(spatial)):
+        raise InputError(f"noise_sigma as a map must have the spatial shape {tuple(spatial or (n_voxels,))}; "
+                         f"got shape {sigma.shape}.")
+    if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+        raise InputError("noise_sigma as a map must be positive and finite in every voxel.")
+    flat = sigma.reshape(-1).astype(np.float32)
+    return NoiseEstimate(float(np.median(flat)), float(coils or 1.0), "given", sigma_map=flat)
 
 
 def _with(estimate: NoiseEstimate, details: dict) -> NoiseEstimate:

@@ -27,6 +27,7 @@ from IronMapping.quantification import summarize
 from IronMapping.relaxometry import Status, fit
 
 WIP = pytest.mark.xfail(strict=False, reason="noise from the echo train: lead's work in progress")
+WIP = pytest.mark.skipif(False, reason='')  # TEMP
 ORGANS = ("liver", "spleen")
 
 
@@ -43,7 +44,8 @@ def quiet_fit(*args, **kwargs):
 def sigma_map(result, spatial):
     """The fit's noise SD as an array of the spatial shape, whether it is a number or a map."""
     maps = getattr(result, "maps", {}) or {}
-    for candidate in (maps.get("noise_sigma"), getattr(result, "noise_sigma", None)):
+    for candidate in (getattr(result, "noise_sigma_map", None), maps.get("noise_sigma"),
+                      getattr(result, "noise_sigma", None)):
         if candidate is None:
             continue
         a = np.asarray(candidate, dtype=np.float64)
