@@ -47,7 +47,9 @@ def fmt(quantity: str, value, unit: bool = True) -> str:
     if not _finite(value):
         return DASH
     text = f"{float(value):.{decimals}f}"
-    return f"{text} {symbol}" if unit and symbol else text
+    if not (unit and symbol):
+        return text
+    return f"{text}{symbol}" if symbol == "%" else f"{text} {symbol}"
 
 
 def fmt_ratio(value) -> str:
@@ -440,7 +442,7 @@ def focal_sentences(summary) -> list[str]:
                 f"{fmt('r2star', f.get('r2star_median'), unit=False)} vs background "
                 f"{fmt('r2star', f.get('background_r2star_median'))}{where}.")
         if reading:
-            text += f" {str(reading).rstrip('.')}."
+            text += f" {_cap(str(reading).rstrip('.'))}."
         out.append(text)
     return out
 

@@ -34,6 +34,7 @@ RUN_RECORD = "run.json"
 REGIONS_CSV = "regions.csv"
 SUMMARY_JSON = "summary.json"
 REPORT_HTML = "report.html"
+REPORT_PDF = "report.pdf"  # beside the HTML when matplotlib is installed
 BASE_MAPS = ("r2star", "t2star", "s0", "quality", "status", "r2star_sd")
 
 #: progress(stage, fraction): stage is "load", "fit", "statistics", "write" or "report";
@@ -116,7 +117,7 @@ def planned_outputs(fmt: str, maps: Sequence[str] = BASE_MAPS + ("lic", "pdff"),
         names += [p.name, p.name.replace(FORMATS[fmt], ".json")]
     names += [REGIONS_CSV, SUMMARY_JSON, RUN_RECORD]
     if report:
-        names.append(REPORT_HTML)
+        names += [REPORT_HTML, REPORT_PDF]
     return names
 
 
@@ -247,6 +248,8 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
             label_names=None if label_map is None else label_map.names,
             inputs=dict(inputs or {}), figures=figures, warnings=notes, timings=timings,
             truth=truth, title=title)
+        if (out / REPORT_PDF).is_file():
+            files["report_pdf"] = out / REPORT_PDF
         timings["report"] = time.perf_counter() - t0
 
     record = {

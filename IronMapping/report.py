@@ -302,8 +302,10 @@ def _table(rows, columns, rate, relax) -> str:
 
 
 def _regions_table(regions, truth, rate, relax) -> str:
-    present = [c for c in REGION_COLUMNS if any(r.get(c[0]) is not None for r in regions)
-               or c[0] in ("name", "r2star_median")]
+    bounds = {"lic_mg_per_g": "lic_lower_bound", "r2star_median": "r2star_lower_bound"}
+    present = [c for c in REGION_COLUMNS
+               if any(r.get(c[0]) is not None or r.get(bounds.get(c[0], "")) is not None
+                      for r in regions) or c[0] in ("name", "r2star_median")]
     head = "".join(f"<th>{_e(_relabel(h, rate, relax))}</th>" for _, h, _ in present)
     if truth:
         head += f"<th>True {_e(rate)} (1/s)</th>"
