@@ -487,10 +487,10 @@ def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",
     pattern = summary.get("pattern") or {}
     statement = summary.get("research_use") or RESEARCH_USE_STATEMENT
     parts = [] if qt else [f'<p class="research">{_e(statement)}</p>']
-    if pattern.get("text"):
+    if pattern.get("text") and findings:
         parts.append(f"<p><b>{_e(pattern['text'])}</b></p>" if qt else
                      f'<p class="pattern-text">{_e(pattern["text"])}</p>')
-    if is_neonatal_question(summary):
+    if findings and is_neonatal_question(summary):
         text = nh_sentence(summary)
         lead, rest = _first_sentence(text)
         parts.append(f"<p><i>Neonatal haemochromatosis:</i> {_e(text)}</p>" if qt else
@@ -533,7 +533,7 @@ def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",
         parts.append(f"<p>{_e(footer)}</p>")
     if qt:
         parts.append(f"<p><small>{_e(statement)}</small></p>")
-    else:
+    elif findings:
         parts.append('<p class="basis">Values are medians over the fitted voxels of each region '
                      "unless marked ROI-averaged fit; grades and their sources in the table of all "
                      "regions.</p>")

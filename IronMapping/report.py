@@ -226,7 +226,7 @@ def _study_line(summary, fit, image) -> str:
 
 def _facts_html(summary) -> str:
     facts = pattern_facts(summary)
-    if not facts:
+    if not facts or not summary.get("regions"):
         return ""
     return ('<p class="facts">' + " &middot; ".join(
         f"{_e(label)}: <strong>{_e(words)}</strong>" for label, words in facts) + "</p>")

@@ -20,34 +20,38 @@ DPI = 100
 PANEL_PX = 232        # montage panel width target (4 across an A4 page)
 KEY_PANEL_PX = 400    # key image panel width target (2 across)
 GAP = 4
+SHOWN_PX = 740        # width the page shows a figure at (an A4 column)
 BACK = 0.07           # figure background grey (0 black)
 
 
 @dataclass
 class Figure:
-    """A rendered figure: PNG for the HTML page, RGBA pixels for the PDF, its caption."""
+    """A rendered figure: PNG for the HTML page, its RGB pixels for the PDF, its caption."""
 
     png: bytes
-    rgba: np.ndarray
+    pixels: np.ndarray
     caption: str
     title: str
 
 
-def _figure(width_px, height_px):
+def _figure(width_px, height_px, dpi=DPI):
     from matplotlib.figure import Figure as MplFigure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = MplFigure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    fig = MplFigure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
 
 def _render(fig, caption, title) -> Figure:
+    """Draw once; the same pixels become the PNG and the PDF page."""
+    from matplotlib.image import imsave
+
     fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba()).copy()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return Figure(buf.getvalue(), rgba, caption, title)
+    imsave(buf, rgb, format="png")
+    return Figure(buf.getvalue(), rgb, caption, title)
 
 
 def _stroke(width=2.0):
@@ -128,12 +132,14 @@ def key_slice(r2, labels) -> int:
     return int(best)
 
 
-def _legend(fig, canvas_h, y0, width, scale: IronScale, rate: str):
-    """A colour bar strip drawn in pixel coordinates at rows y0.. of the figure canvas."""
-    bar_w, bar_h, x0 = int(width * 0.7), 14, int(width * 0.15)
+def _legend(fig, canvas_h, y0, width, scale: IronScale, rate: str, s=1.0):
+    """A colour bar strip drawn in pixel coordinates at rows y0.. of the figure canvas
+    (``s``: pixels per displayed pixel, when the page shows the figure smaller)."""
+    bar_w, bar_h, x0 = int(width * 0.7), int(14 * s), int(width * 0.15)
     pos = np.linspace(0.0, 1.0, bar_w)
     bar = np.repeat(scale.rgb_of_position(pos)[None], bar_h, axis=0)
-    ax = fig.add_axes([x0 / width, 1 - (y0 + 18 + bar_h) / canvas_h, bar_w / width, bar_h / canvas_h])
+    ax = fig.add_axes([x0 / width, 1 - (y0 + 18 * s + bar_h) / canvas_h, bar_w / width,
+                       bar_h / canvas_h])
     ax.imshow(bar, aspect="auto", interpolation="nearest", extent=(0, 1, 0, 1))
     ax.set_yticks([])
     ticks = scale.ticks()
@@ -150,16 +156,16 @@ def _legend(fig, canvas_h, y0, width, scale: IronScale, rate: str):
         title = f"{rate} (1/s), liver iron bands at {scale.field_strength_t:g} T"
     else:
         title = f"{rate} (1/s), logarithmic"
-    fig.text(0.5, 1 - (y0 + bar_h + 38) / canvas_h, title, ha="center", va="top", fontsize=7.5,
+    fig.text(0.5, 1 - (y0 + bar_h + 38 * s) / canvas_h, title, ha="center", va="top", fontsize=7.5,
              color="white")
 
 
-def _letters(ax, x0, y0, w, h, letters, size=8):
-    style = dict(color="#ffd84d", fontsize=size, fontweight="bold", path_effects=_stroke(1.5))
-    ax.text(x0 + w / 2, y0 + 2, letters["top"], ha="center", va="top", **style)
-    ax.text(x0 + w / 2, y0 + h - 2, letters["bottom"], ha="center", va="bottom", **style)
-    ax.text(x0 + 3, y0 + h / 2, letters["left"], ha="left", va="center", **style)
-    ax.text(x0 + w - 3, y0 + h / 2, letters["right"], ha="right", va="center", **style)
+def _letters(ax, x0, y0, w, h, letters, s=1.0):
+    style = dict(color="#ffd84d", fontsize=8, fontweight="bold", path_effects=_stroke(1.5))
+    ax.text(x0 + w / 2, y0 + 2 * s, letters["top"], ha="center", va="top", **style)
+    ax.text(x0 + w / 2, y0 + h - 2 * s, letters["bottom"], ha="center", va="bottom", **style)
+    ax.text(x0 + 3 * s, y0 + h / 2, letters["left"], ha="left", va="center", **style)
+    ax.text(x0 + w - 3 * s, y0 + h / 2, letters["right"], ha="right", va="center", **style)
 
 
 def _compose(tiles, ncol):
@@ -185,9 +191,10 @@ def _map_figure(panels: _Panels, items, ncol, scale, rate, caption, title, name_
         tiles.append(rgb)
         labs.append(lab)
     canvas, origins, (w, h) = _compose(tiles, ncol)
-    legend_h = 62
+    s = max(1.0, canvas.shape[1] / SHOWN_PX)  # the page shows the figure SHOWN_PX wide
+    legend_h = int(62 * s)
     height, width = canvas.shape[0] + legend_h, canvas.shape[1]
-    fig = _figure(width, height)
+    fig = _figure(width, height, dpi=DPI * s)
     fig.patch.set_facecolor((BACK, BACK, BACK))
     ax = fig.add_axes([0, legend_h / height, 1, 1 - legend_h / height])
     ax.imshow(canvas, interpolation="nearest", aspect="auto")
@@ -208,14 +215,18 @@ def _map_figure(panels: _Panels, items, ncol, scale, rate, caption, title, name_
         keep = {(n, panels.names.get(v, f"label {v}")) for v, (_, n) in best.items()}
         named = [[p for p in positions if (n, p[2]) in keep] for n, positions in enumerate(named)]
     for n, ((k, kind), (x, y)) in enumerate(zip(items, origins)):
-        _letters(ax, x, y, w, h, panels.view.letters)
+        _letters(ax, x, y, w, h, panels.view.letters, s)
         label = captions[n] if captions else slice_position(panels.ijk_to_ras, k, panels.r2.shape)
-        ax.text(x + 3, y + h - 3, label, ha="left", va="bottom", fontsize=7, color="white",
+        ax.text(x + 3 * s, y + h - 3 * s, label, ha="left", va="bottom", fontsize=7, color="white",
                 path_effects=stroke)
         for row, col, name in named[n]:
-            ax.text(x + col, y + max(row - 1, 9), name, ha="center", va="bottom",
-                    fontsize=name_size, color="white", path_effects=stroke, clip_on=True)
-    _legend(fig, height, canvas.shape[0], width, scale, rate)
+            if row < 14 * s:  # region touches the panel top: name inside, clear of the letter
+                ax.text(x + col + w * 0.12, y + row + 2 * s, name, ha="left", va="top",
+                        fontsize=name_size, color="white", path_effects=stroke, clip_on=True)
+            else:
+                ax.text(x + col, y + row - 1, name, ha="center", va="bottom",
+                        fontsize=name_size, color="white", path_effects=stroke, clip_on=True)
+    _legend(fig, height, canvas.shape[0], width, scale, rate, s)
     return _render(fig, caption, title)
 
 
@@ -260,7 +271,7 @@ def map_figures(fit, image, labels, label_names, summary, rate) -> list[Figure]:
         which = (f"{slices.size} of the {total} slices that {held} are shown, evenly spaced: "
                  + ", ".join(positions) + ".")
     panels = _Panels(image, fit, labels, label_names, PANEL_PX)
-    ncol = min(4, len(slices))
+    ncol = min(4, len(slices)) if len(slices) <= 4 else min((4, 3), key=lambda c: (-len(slices)) % c)
     out.append(_map_figure(panels, [(int(s), "r2") for s in slices], ncol, scale, rate,
                            f"{rate} map, {orientation}. {which} Each region is named once, on "
                            f"the slice where it is largest. {scale.describe(rate)}",
@@ -297,6 +308,8 @@ def _noise_floor(fit):
 
 def decay_figure(image, fit, named, regions, rate) -> Figure:
     """Per-region mean decay (points), the ROI fit (line) and the noise floor (dashed)."""
+    from matplotlib.ticker import NullLocator
+
     from .headline import fmt
 
     te = np.asarray(image.echo_times_ms, dtype=np.float64)
@@ -325,6 +338,8 @@ def decay_figure(image, fit, named, regions, rate) -> Figure:
         ax.semilogy(te[near], y[near], "o", ms=3.5, mfc="white", color="#08519c")
         if floor is not None:
             ax.axhline(floor, color="#777777", ls="--", lw=1)
+            ax.text(te[-1], floor * 1.12, "noise floor", ha="right", va="bottom", fontsize=6,
+                    color="#555555")
         title = f"{name}: "
         if r2 is not None and np.isfinite(r2) and r2 > 0:
             if s0 is None or not np.isfinite(s0):
@@ -338,16 +353,23 @@ def decay_figure(image, fit, named, regions, rate) -> Figure:
             title += "no ROI fit"
         ax.set_title(title, fontsize=7.5, loc="left")
         ax.tick_params(labelsize=6.5)
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.set_ylim(bottom, top)
         ax.grid(True, which="major", color="#e5e5e5", lw=0.6)
-    for ax in axes[-1]:
-        ax.set_xlabel("echo time (ms)", fontsize=7)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("mean signal", fontsize=7)
+    for n, ax in enumerate(axes.ravel()[:len(named)]):
+        row, col = divmod(n, ncol)
+        if n + ncol < len(named):  # another plot below shows the echo times
+            ax.tick_params(labelbottom=False)
+        else:
+            ax.set_xlabel("echo time (ms)", fontsize=7)
+        if col:
+            ax.tick_params(labelleft=False)
+        else:
+            ax.set_ylabel("mean signal", fontsize=7)
     fig.subplots_adjust(left=0.08, right=0.99, top=1 - 28 / (150 * nrow + 60),
                         bottom=42 / (150 * nrow + 60), wspace=0.08, hspace=0.45)
     floor_text = ("dashed line: noise floor (mean magnitude of pure noise, "
-                  f"{fmt('r2star', floor, unit=False)} signal units); open points: below twice the "
+                  f"{floor:.3g} signal units); open points: below twice the "
                   "floor, where the decay can no longer be read" if floor is not None else
                   "no noise level known: noise floor not drawn")
     caption = (f"Mean signal of each region against echo time (log scale; points), the "
@@ -415,14 +437,14 @@ def _text_page(title, blocks):
 
 def _image_page(figure: Figure):
     fig = _new_page()
-    h, w = figure.rgba.shape[:2]
+    h, w = figure.pixels.shape[:2]
     box_w, box_h = 0.86, 0.78
     page_ratio = A4[1] / A4[0]
     aspect = (h / w) / page_ratio  # height of the image in page-height units per page width
     width = min(box_w, box_h / aspect)
     height = width * aspect
     ax = fig.add_axes([(1 - width) / 2, 0.93 - height, width, height])
-    ax.imshow(figure.rgba, interpolation="none")
+    ax.imshow(figure.pixels, interpolation="none")  # RGB pixels as rendered for the page
     ax.axis("off")
     fig.text(0.07, 0.96, figure.title, fontsize=12, weight="bold", va="top")
     fig.text(0.07, 0.91 - height, "\n".join(textwrap.wrap(figure.caption, 120)), fontsize=7.5,
