@@ -490,6 +490,11 @@ def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",
     if pattern.get("text") and findings:
         parts.append(f"<p><b>{_e(pattern['text'])}</b></p>" if qt else
                      f'<p class="pattern-text">{_e(pattern["text"])}</p>')
+    facts = pattern_facts(summary) if findings else []
+    if facts:
+        line = " · ".join(f"{label}: <b>{_e(words)}</b>" if qt else
+                          f"{_e(label)}: <strong>{_e(words)}</strong>" for label, words in facts)
+        parts.append(f"<p>{line}</p>" if qt else f'<p class="facts">{line}</p>')
     if findings and is_neonatal_question(summary):
         text = nh_sentence(summary)
         lead, rest = _first_sentence(text)

@@ -143,7 +143,7 @@ def build_report(summary, *, fit=None, image=None, labels=None, label_names=None
     parts = [f'<header><h1>{_e(title)}</h1><p class="meta">{_e(_study_line(summary, fit, image))}'
              f" &middot; IronMapping {_e(__version__)} &middot; {_e(stamp)}</p></header>"]
     parts.append('<section class="first-screen" id="answer">'
-                 + headline_html(summary) + _facts_html(summary) + "</section>")
+                 + headline_html(summary) + "</section>")
 
     if "Key slice" in by_title:
         parts.append(f'<section id="key-image">{_figure_html(by_title["Key slice"])}</section>')
@@ -222,14 +222,6 @@ def _study_line(summary, fit, image) -> str:
     if method:
         bits.append(f"fit: {method}")
     return " · ".join(bits)
-
-
-def _facts_html(summary) -> str:
-    facts = pattern_facts(summary)
-    if not facts or not summary.get("regions"):
-        return ""
-    return ('<p class="facts">' + " &middot; ".join(
-        f"{_e(label)}: <strong>{_e(words)}</strong>" for label, words in facts) + "</p>")
 
 
 def _text_blocks(summary, title, stamp, fit, image) -> list[tuple[str, str]]:
@@ -530,7 +522,7 @@ h2{font-size:15px;margin:18px 0 6px;padding-bottom:2px;border-bottom:1px solid v
 .headline-box{border:1px solid var(--line);border-left:5px solid #2f6fb3;border-radius:4px;padding:6px 10px;background:#fbfcfe}
 .pattern-text{font-size:15px;font-weight:600;margin:2px 0 6px}
 .nh{margin:4px 0 6px;padding:5px 8px;background:#f3efff;border-left:3px solid #6f42c1;font-size:13px}
-.facts{font-size:12px;color:var(--muted);margin:6px 0 0}
+.facts{font-size:12px;color:var(--muted);margin:0 0 6px}
 table{border-collapse:collapse;margin:6px 0;width:100%}
 th,td{padding:3px 6px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 thead th{background:#f0f3f6;font-size:12px}

@@ -98,17 +98,51 @@ class _Panels:
         return rgb, lab
 
     def name_positions(self, lab):
-        """(row, col, name) just above the top of each region in a displayed slice."""
+        """(name, top, bottom, left, right, centre col) of each region in a displayed slice,
+        largest region first (its name is placed first)."""
         out = []
         if lab is None:
             return out
-        values = np.unique(lab)
-        for v in values[values > 0]:
+        values, counts = np.unique(lab[lab > 0], return_counts=True)
+        for v in values[np.argsort(-counts)]:
             rows, cols = np.nonzero(lab == v)
             top = rows.min()
-            out.append((int(top), int(np.mean(cols[rows == top])),
-                        self.names.get(int(v), f"label {int(v)}")))
+            out.append((self.names.get(int(v), f"label {int(v)}"), int(top), int(rows.max()),
+                        int(cols.min()), int(cols.max()), int(np.mean(cols[rows == top]))))
         return out
+
+
+def _overlaps(box, boxes) -> bool:
+    x0, y0, x1, y1 = box
+    return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes)
+
+
+def place_names(regions, w, h, font_px, taken=()):
+    """Label positions that avoid each other, the orientation letters and the panel edges.
+
+    regions : name_positions() rows; returns [(name, x, y)] of box centres in panel pixels,
+    trying above the region, below it, inside its top, right and left of it.
+    """
+    boxes = list(taken)
+    out = []
+    for name, top, bottom, left, right, centre in regions:
+        bw, bh = 0.6 * font_px * len(name) + 4, 1.3 * font_px
+        mid = (top + bottom) / 2
+        candidates = [(centre, top - bh / 2 - 1), (centre, bottom + bh / 2 + 1),
+                      (centre, top + bh / 2 + 2), (right + bw / 2 + 2, mid), (left - bw / 2 - 2, mid)]
+        chosen = None
+        for cx, cy in candidates:
+            box = (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
+            if box[0] >= 0 and box[1] >= 0 and box[2] <= w and box[3] <= h and not _overlaps(box, boxes):
+                chosen = (cx, cy, box)
+                break
+        if chosen is None:
+            cx, cy = candidates[0]
+            cx, cy = min(max(cx, bw / 2), w - bw / 2), min(max(cy, bh / 2), h - bh / 2)
+            chosen = (cx, cy, (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+        boxes.append(chosen[2])
+        out.append((name, chosen[0], chosen[1]))
+    return out
 
 
 def organ_slices(r2, labels) -> np.ndarray:
@@ -205,27 +239,25 @@ def _map_figure(panels: _Panels, items, ncol, scale, rate, caption, title, name_
     named = [panels.name_positions(lab) for lab in labs]
     if names_once:  # each name once, on the panel where the region is largest
         best = {}
-        for n, lab in enumerate(labs):
-            if lab is None:
-                continue
-            values, counts = np.unique(lab[lab > 0], return_counts=True)
-            for v, c in zip(values.tolist(), counts.tolist()):
-                if c > best.get(v, (0, -1))[0]:
-                    best[v] = (c, n)
-        keep = {(n, panels.names.get(v, f"label {v}")) for v, (_, n) in best.items()}
-        named = [[p for p in positions if (n, p[2]) in keep] for n, positions in enumerate(named)]
+        for n, regions in enumerate(named):
+            for region in regions:
+                size = (region[2] - region[1]) * (region[4] - region[3])
+                if size > best.get(region[0], (0, -1))[0]:
+                    best[region[0]] = (size, n)
+        named = [[r for r in regions if best[r[0]][1] == n] for n, regions in enumerate(named)]
+    font_px = name_size * DPI * s / 72.0
+    letter = 16 * s  # keep clear of the orientation letters and the slice label
+    reserved = [(w / 2 - letter, 0, w / 2 + letter, letter), (w / 2 - letter, h - letter, w / 2 + letter, h),
+                (0, h / 2 - letter, letter, h / 2 + letter), (w - letter, h / 2 - letter, w, h / 2 + letter),
+                (0, h - letter, 110 * s, h)]
     for n, ((k, kind), (x, y)) in enumerate(zip(items, origins)):
         _letters(ax, x, y, w, h, panels.view.letters, s)
         label = captions[n] if captions else slice_position(panels.ijk_to_ras, k, panels.r2.shape)
         ax.text(x + 3 * s, y + h - 3 * s, label, ha="left", va="bottom", fontsize=7, color="white",
                 path_effects=stroke)
-        for row, col, name in named[n]:
-            if row < 14 * s:  # region touches the panel top: name inside, clear of the letter
-                ax.text(x + col + w * 0.12, y + row + 2 * s, name, ha="left", va="top",
-                        fontsize=name_size, color="white", path_effects=stroke, clip_on=True)
-            else:
-                ax.text(x + col, y + row - 1, name, ha="center", va="bottom",
-                        fontsize=name_size, color="white", path_effects=stroke, clip_on=True)
+        for name, cx, cy in place_names(named[n], w, h, font_px, reserved):
+            ax.text(x + cx, y + cy, name, ha="center", va="center", fontsize=name_size,
+                    color="white", path_effects=stroke, clip_on=True)
     _legend(fig, height, canvas.shape[0], width, scale, rate, s)
     return _render(fig, caption, title)
 
