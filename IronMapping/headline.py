@@ -28,7 +28,7 @@ DISPLAY_PRECISION: dict[str, tuple[int, str]] = {
     "lic": (2, "mg Fe/g dw"),
     "volume": (1, "mL"),
     "ratio": (2, ""),
-    "ratio_large": (1, ""),  # ratios >= 1, read as "10.8 x"
+    "ratio_large": (1, ""),  # ratios >= 10, read as "10.8 x"
     "percent": (0, "%"),
     "bound": (0, ""),  # lower/upper bounds of censored measurements ("> 1850 1/s")
 }
@@ -53,10 +53,10 @@ def fmt(quantity: str, value, unit: bool = True) -> str:
 
 
 def fmt_ratio(value) -> str:
-    """A ratio as read aloud: '10.8' above 1, '0.13' below."""
+    """A ratio as read aloud: '10.8' from 10 up, '4.64', '1.01' and '0.13' below."""
     if not _finite(value):
         return DASH
-    return fmt("ratio_large" if abs(value) >= 1 else "ratio", value)
+    return fmt("ratio_large" if abs(value) >= 10 else "ratio", value)
 
 
 def yes_no(value, yes: str = "yes", no: str = "no", unknown: str = "not assessable") -> str:
@@ -199,7 +199,7 @@ def _liver(region, summary, rate, relax) -> OrganFinding:
         cal = summary.get("calibration") if isinstance(summary.get("calibration"), Mapping) else {}
         why = region.get("lic_note") or cal.get("note") or "; ".join(cal.get("warnings") or [])
         if why:
-            notes.append(f"LIC: {why}")
+            notes.append(why if str(why).startswith("LIC") else f"LIC: {why}")
     if grade is None and not implied:
         notes.append(_grade_reason(region))
     lic_grade = region.get("lic_grade")

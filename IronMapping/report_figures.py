@@ -112,36 +112,52 @@ class _Panels:
         return out
 
 
-def _overlaps(box, boxes) -> bool:
-    x0, y0, x1, y1 = box
-    return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes)
+def _free(cands: np.ndarray, boxes, w, h) -> np.ndarray:
+    """Which candidate boxes [n, 4] (x0, y0, x1, y1) lie inside the panel and overlap none."""
+    inside = (cands[:, 0] >= 0) & (cands[:, 1] >= 0) & (cands[:, 2] <= w) & (cands[:, 3] <= h)
+    if len(boxes):
+        b = np.asarray(boxes, dtype=np.float64)
+        hit = ((cands[:, None, 0] < b[None, :, 2]) & (b[None, :, 0] < cands[:, None, 2])
+               & (cands[:, None, 1] < b[None, :, 3]) & (b[None, :, 1] < cands[:, None, 3]))
+        inside &= ~hit.any(axis=1)
+    return inside
 
 
 def place_names(regions, w, h, font_px, taken=()):
     """Label positions that avoid each other, the orientation letters and the panel edges.
 
-    regions : name_positions() rows; returns [(name, x, y)] of box centres in panel pixels,
-    trying above the region, below it, inside its top, right and left of it.
+    regions : name_positions() rows; returns [(name, x, y)] of box centres in panel pixels.
+    Tried in order: above the region, below it, inside its top, right and left of it, inside
+    its bounding box; failing all, the free place in the panel nearest to the region's top.
     """
     boxes = list(taken)
     out = []
     for name, top, bottom, left, right, centre in regions:
         bw, bh = 0.6 * font_px * len(name) + 4, 1.3 * font_px
         mid = (top + bottom) / 2
-        candidates = [(centre, top - bh / 2 - 1), (centre, bottom + bh / 2 + 1),
-                      (centre, top + bh / 2 + 2), (right + bw / 2 + 2, mid), (left - bw / 2 - 2, mid)]
-        chosen = None
-        for cx, cy in candidates:
-            box = (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
-            if box[0] >= 0 and box[1] >= 0 and box[2] <= w and box[3] <= h and not _overlaps(box, boxes):
-                chosen = (cx, cy, box)
-                break
-        if chosen is None:
-            cx, cy = candidates[0]
-            cx, cy = min(max(cx, bw / 2), w - bw / 2), min(max(cy, bh / 2), h - bh / 2)
-            chosen = (cx, cy, (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
-        boxes.append(chosen[2])
-        out.append((name, chosen[0], chosen[1]))
+        centres = [(centre, top - bh / 2 - 1), (centre, bottom + bh / 2 + 1),
+                   (centre, top + bh / 2 + 2), (right + bw / 2 + 2, mid), (left - bw / 2 - 2, mid)]
+        centres += [(cx, cy) for cy in np.arange(top + bh / 2 + 2, bottom, bh)
+                    for cx in np.arange(left + bw / 2, right - bw / 2 + 1, max(bw / 4, 1.0))]
+        c = np.asarray(centres, dtype=np.float64)
+        ok = _free(np.column_stack([c[:, 0] - bw / 2, c[:, 1] - bh / 2, c[:, 0] + bw / 2,
+                                    c[:, 1] + bh / 2]), boxes, w, h)
+        if ok.any():
+            cx, cy = c[np.argmax(ok)]
+        else:
+            gx, gy = np.meshgrid(np.arange(bw / 2, w - bw / 2 + 1, max(bw / 8, 1.0)),
+                                 np.arange(bh / 2, h - bh / 2 + 1, bh / 2))
+            g = np.column_stack([gx.ravel(), gy.ravel()])
+            ok = _free(np.column_stack([g[:, 0] - bw / 2, g[:, 1] - bh / 2, g[:, 0] + bw / 2,
+                                        g[:, 1] + bh / 2]), boxes, w, h) if g.size else np.zeros(0, bool)
+            if ok.any():
+                d = np.hypot(g[:, 0] - centre, g[:, 1] - top)
+                cx, cy = g[np.argmin(np.where(ok, d, np.inf))]
+            else:  # a crowded panel: above the region, clamped to the panel
+                cx = min(max(centre, bw / 2), w - bw / 2)
+                cy = min(max(top - bh / 2 - 1, bh / 2), h - bh / 2)
+        boxes.append((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+        out.append((name, float(cx), float(cy)))
     return out
 
 

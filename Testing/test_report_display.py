@@ -159,3 +159,20 @@ def test_pdf_beside_the_html_when_matplotlib_is_there(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     report.write_report(tmp_path / "report.html", summary, fit=result, image=image, labels=labels)
     assert not pdf.exists(), "a stale PDF must not stay beside a newer report"
+
+
+def test_organ_names_do_not_overlap_each_other_or_the_letters():
+    from IronMapping.report_figures import place_names
+
+    regions = [("soft tissue", 0, 90, 0, 120, 60), ("myocardium", 4, 20, 50, 70, 60),
+               ("liver", 30, 60, 10, 50, 30), ("liver lesion", 40, 48, 25, 33, 29)]
+    letters = [(50, 0, 70, 16)]
+    placed = place_names(regions, 120, 100, 8.0, letters)
+    boxes = []
+    for name, x, y in placed:
+        bw, bh = 0.6 * 8.0 * len(name) + 4, 1.3 * 8.0
+        box = (x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2)
+        assert 0 <= box[0] and box[2] <= 120 and 0 <= box[1] and box[3] <= 100, name
+        assert not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in boxes + letters), f"{name} overlaps"
+        boxes.append(box)
