@@ -76,7 +76,7 @@ class _Panels:
         self.fr = max(1, int(round(self.view.row_mm / base)))
         self.fc = max(1, int(round(self.view.col_mm / base)))
         cols = self.view.apply(self.r2[0]).shape[1] * self.fc
-        self.zoom = max(1, int(width_px // max(cols, 1)))
+        self.zoom = max(1, int(round(width_px / max(cols, 1))))
         if self.first_echo is not None:
             inside = self.first_echo[np.isfinite(self.first_echo) & (self.first_echo > 0)]
             self.grey_high = float(np.percentile(inside, 99.5)) if inside.size else 1.0
@@ -123,14 +123,16 @@ def _free(cands: np.ndarray, boxes, w, h) -> np.ndarray:
     return inside
 
 
-def place_names(regions, w, h, font_px, taken=()):
+def place_names(regions, w, h, font_px, taken=(), strict=False, boxes=None):
     """Label positions that avoid each other, the orientation letters and the panel edges.
 
     regions : name_positions() rows; returns [(name, x, y)] of box centres in panel pixels.
     Tried in order: above the region, below it, inside its top, right and left of it, inside
-    its bounding box; failing all, the free place in the panel nearest to the region's top.
+    its bounding box; failing all, the free place in the panel nearest to the region's top
+    (``strict``: the name is left out instead). ``boxes``: a list of occupied boxes to use
+    and extend (default: a copy of ``taken``).
     """
-    boxes = list(taken)
+    boxes = list(taken) if boxes is None else boxes
     out = []
     for name, top, bottom, left, right, centre in regions:
         bw, bh = 0.6 * font_px * len(name) + 4, 1.3 * font_px
@@ -144,6 +146,8 @@ def place_names(regions, w, h, font_px, taken=()):
                                     c[:, 1] + bh / 2]), boxes, w, h)
         if ok.any():
             cx, cy = c[np.argmax(ok)]
+        elif strict:
+            continue
         else:
             gx, gy = np.meshgrid(np.arange(bw / 2, w - bw / 2 + 1, max(bw / 8, 1.0)),
                                  np.arange(bh / 2, h - bh / 2 + 1, bh / 2))
@@ -253,25 +257,32 @@ def _map_figure(panels: _Panels, items, ncol, scale, rate, caption, title, name_
     ax.axis("off")
     stroke = _stroke(2.0)
     named = [panels.name_positions(lab) for lab in labs]
-    if names_once:  # each name once, on the panel where the region is largest
-        best = {}
+    font_px = name_size * DPI * s / 72.0
+    lw, lh = 8 * s, 13 * s  # keep clear of the orientation letters and the slice label
+    reserved = [(w / 2 - lw, 0, w / 2 + lw, lh), (w / 2 - lw, h - lh, w / 2 + lw, h),
+                (0, h / 2 - lh / 2, 2 * lw, h / 2 + lh / 2), (w - 2 * lw, h / 2 - lh / 2, w, h / 2 + lh / 2),
+                (0, h - lh, 75 * s, h)]
+    boxes = [list(reserved) for _ in items]
+    if names_once:  # each name once: beside the region, on the panel where it is largest
+        sizes = {}
         for n, regions in enumerate(named):
             for region in regions:
-                size = (region[2] - region[1]) * (region[4] - region[3])
-                if size > best.get(region[0], (0, -1))[0]:
-                    best[region[0]] = (size, n)
-        named = [[r for r in regions if best[r[0]][1] == n] for n, regions in enumerate(named)]
-    font_px = name_size * DPI * s / 72.0
-    letter = 16 * s  # keep clear of the orientation letters and the slice label
-    reserved = [(w / 2 - letter, 0, w / 2 + letter, letter), (w / 2 - letter, h - letter, w / 2 + letter, h),
-                (0, h / 2 - letter, letter, h / 2 + letter), (w - letter, h / 2 - letter, w, h / 2 + letter),
-                (0, h - letter, 110 * s, h)]
+                sizes.setdefault(region[0], []).append(((region[2] - region[1]) * (region[4] - region[3]), n, region))
+        placed = [[] for _ in items]
+        for name in sorted(sizes, key=lambda k: -max(sizes[k])[0]):
+            for _, n, region in sorted(sizes[name], key=lambda t: -t[0]):
+                spot = place_names([region], w, h, font_px, strict=True, boxes=boxes[n])
+                if spot:
+                    placed[n] += spot
+                    break
+    else:
+        placed = [place_names(regions, w, h, font_px, boxes=boxes[n]) for n, regions in enumerate(named)]
     for n, ((k, kind), (x, y)) in enumerate(zip(items, origins)):
         _letters(ax, x, y, w, h, panels.view.letters, s)
         label = captions[n] if captions else slice_position(panels.ijk_to_ras, k, panels.r2.shape)
         ax.text(x + 3 * s, y + h - 3 * s, label, ha="left", va="bottom", fontsize=7, color="white",
                 path_effects=stroke)
-        for name, cx, cy in place_names(named[n], w, h, font_px, reserved):
+        for name, cx, cy in placed[n]:
             ax.text(x + cx, y + cy, name, ha="center", va="center", fontsize=name_size,
                     color="white", path_effects=stroke, clip_on=True)
     _legend(fig, height, canvas.shape[0], width, scale, rate, s)
@@ -321,8 +332,8 @@ def map_figures(fit, image, labels, label_names, summary, rate) -> list[Figure]:
     panels = _Panels(image, fit, labels, label_names, PANEL_PX)
     ncol = min(4, len(slices)) if len(slices) <= 4 else min((4, 3), key=lambda c: (-len(slices)) % c)
     out.append(_map_figure(panels, [(int(s), "r2") for s in slices], ncol, scale, rate,
-                           f"{rate} map, {orientation}. {which} Each region is named once, on "
-                           f"the slice where it is largest. {scale.describe(rate)}",
+                           f"{rate} map, {orientation}. {which} Each region is named once, beside "
+                           f"its outline on the largest slice where the name fits. {scale.describe(rate)}",
                            f"{rate} map, every organ slice", 7, names_once=True))
     return out
 
