@@ -312,8 +312,9 @@ def map_figures(fit, image, labels, label_names, summary, rate) -> list[Figure]:
         out.append(_map_figure(
             key, [(k, "echo"), (k, "r2")], 2, scale, rate,
             f"Key slice ({where}): first echo (TE {first_te:g} ms, {'T2*' if rate == 'R2*' else 'T2'}"
-            f"-weighted) beside the {rate} map; organ outlines white on black, names at the "
-            f"outlines; {orientation}. {scale.describe(rate)}",
+            f"-weighted) beside the {rate} map; "
+            + ("organ outlines white on black, names at the outlines; " if labels is not None else "")
+            + f"{orientation}. {scale.describe(rate)}",
             "Key slice", 9, captions=[f"TE {first_te:g} ms  {where}", f"{rate}  {where}"]))
     slices = organ_slices(r2, labels)
     total = int(slices.size)
@@ -332,8 +333,10 @@ def map_figures(fit, image, labels, label_names, summary, rate) -> list[Figure]:
     panels = _Panels(image, fit, labels, label_names, PANEL_PX)
     ncol = min(4, len(slices)) if len(slices) <= 4 else min((4, 3), key=lambda c: (-len(slices)) % c)
     out.append(_map_figure(panels, [(int(s), "r2") for s in slices], ncol, scale, rate,
-                           f"{rate} map, {orientation}. {which} Each region is named once, beside "
-                           f"its outline on the largest slice where the name fits. {scale.describe(rate)}",
+                           f"{rate} map, {orientation}. {which} "
+                           + ("Each region is named once, beside its outline on the largest slice "
+                              "where the name fits. " if labels is not None else "")
+                           + scale.describe(rate),
                            f"{rate} map, every organ slice", 7, names_once=True))
     return out
 
