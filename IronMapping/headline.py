@@ -498,7 +498,8 @@ def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",
     if findings and is_neonatal_question(summary):
         text = nh_sentence(summary)
         lead, rest = _first_sentence(text)
-        parts.append(f"<p><i>Neonatal haemochromatosis:</i> {_e(text)}</p>" if qt else
+        parts.append(f"<p><i>Neonatal haemochromatosis:</i> {_e(lead)}"
+                     f"{' <small>' + _e(rest) + '</small>' if rest else ''}</p>" if qt else
                      f'<p class="nh"><strong>Neonatal haemochromatosis:</strong> {_e(lead)}'
                      f'{" <span class=more>" + _e(rest) + "</span>" if rest else ""}</p>')
     if findings:
@@ -508,9 +509,9 @@ def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",
             if qt:
                 colour = _QT_COLOURS.get(f.level, "#333333")
                 rows.append(
-                    f"<tr><td><b>{_e(f.name)}</b></td>"
-                    f'<td><span style="color:{colour}"><b>{_e(f.verdict)}</b></span></td>'
-                    f"<td>{_e(f.value)}</td></tr>")
+                    f'<tr><td valign="top"><b>{_e(f.name)}</b></td>'
+                    f'<td valign="top"><span style="color:{colour}"><b>{_e(f.verdict)}</b></span></td>'
+                    f'<td valign="top">{_e(f.value)}</td></tr>')
             else:
                 main, _, basis = f.value.partition(" (")
                 basis = f" ({basis}" if basis else ""
