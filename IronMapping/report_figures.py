@@ -482,7 +482,7 @@ def _text_page(title, blocks):
             cells = text.split("\t")
             xs = (left, left + 0.17, left + 0.43)
             lines = 1
-            for x, cell, chars in zip(xs, cells, (22, 34, 70)):
+            for x, cell, chars in zip(xs, cells, (22, 34, 60)):
                 wrapped = textwrap.wrap(cell, chars) or [""]
                 lines = max(lines, len(wrapped))
                 fig.text(x, y, "\n".join(wrapped), fontsize=size, va="top",
