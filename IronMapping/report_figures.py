@@ -370,7 +370,7 @@ def _noise_floor(fit):
 
 def decay_figure(image, fit, named, regions, rate) -> Figure:
     """Per-region mean decay (points), the ROI fit (line) and the noise floor (dashed)."""
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
     from .headline import fmt
 
@@ -384,7 +384,7 @@ def decay_figure(image, fit, named, regions, rate) -> Figure:
     ncol = min(3, len(named))
     nrow = int(np.ceil(len(named) / ncol))
     fig = _figure(720, 150 * nrow + 60)
-    axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     positive = means[means > 0]
     top = float(positive.max()) * 1.6 if positive.size else 1.0
     bottom = min(float(positive.min()) if positive.size else 1.0, floor or np.inf) / 2.0
@@ -396,27 +396,35 @@ def decay_figure(image, fit, named, regions, rate) -> Figure:
         roi = region.get("roi_fit") or {}
         r2, s0 = region.get("r2star_roi_fit"), roi.get("s0")
         near = np.zeros(te.shape, bool) if floor is None else y < 2.0 * floor
-        ax.semilogy(te[~near], y[~near], "o", ms=3.5, color="#08519c")
-        ax.semilogy(te[near], y[near], "o", ms=3.5, mfc="white", color="#08519c")
+        ax.plot(te[~near], y[~near], "o", ms=3.5, color="#08519c")
+        ax.plot(te[near], y[near], "o", ms=3.5, mfc="white", color="#08519c")
         if floor is not None:
             ax.axhline(floor, color="#777777", ls="--", lw=1)
-            ax.text(te[-1], floor * 1.12, "noise floor", ha="right", va="bottom", fontsize=6,
-                    color="#555555")
+            ax.text(te[-1] * 0.02, floor * 1.12, "noise floor", ha="left", va="bottom",
+                    fontsize=6, color="#555555")
         title = f"{name}: "
         if r2 is not None and np.isfinite(r2) and r2 > 0:
             if s0 is None or not np.isfinite(s0):
                 decay = np.exp(-r2 * te / 1000.0)
                 s0 = float(np.dot(y, decay) / max(np.dot(decay, decay), 1e-300))
-            ax.semilogy(t_fine, s0 * np.exp(-r2 * t_fine / 1000.0), "-", color="#cb181d", lw=1.2)
+            ax.plot(t_fine, s0 * np.exp(-r2 * t_fine / 1000.0), "-", color="#cb181d", lw=1.2)
             title += f"{rate} {fmt('r2star', r2)} (ROI fit)"
         elif region.get("r2star_lower_bound") is not None:
             title += f"{rate} > {fmt('bound', region['r2star_lower_bound'])} 1/s (lower bound)"
         else:
             title += "no ROI fit"
         ax.set_title(title, fontsize=7.5, loc="left")
-        ax.tick_params(labelsize=6.5)
+    # Fixed ticks (decades, a few echo times): far cheaper to draw than the automatic locators
+    decades = 10.0 ** np.arange(np.floor(np.log10(bottom)), np.ceil(np.log10(top)) + 1)
+    x_ticks = MaxNLocator(5, integer=True).tick_values(0.0, float(te[-1]))
+    for ax in axes.ravel()[:len(named)]:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator(decades))
         ax.yaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_locator(FixedLocator(x_ticks[x_ticks <= te[-1] * 1.05]))
         ax.set_ylim(bottom, top)
+        ax.set_xlim(0.0, te[-1] * 1.05)
+        ax.tick_params(labelsize=6.5)
         ax.grid(True, which="major", color="#e5e5e5", lw=0.6)
     for n, ax in enumerate(axes.ravel()[:len(named)]):
         row, col = divmod(n, ncol)
