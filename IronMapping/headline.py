@@ -467,9 +467,10 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-_QT_COLOURS = {"normal": "#1a7f37", "spared": "#1a7f37", "mild": "#9a6700", "moderate": "#c2410c",
-               "severe": "#b91c1c", "loaded": "#b91c1c", "descriptive": "#5b21b6",
-               "lesion": "#1d4ed8", "reference": "#555555", "unknown": "#555555"}
+# Mid-tone colours: readable on Slicer's light and dark themes alike.
+_QT_COLOURS = {"normal": "#2e9e4f", "spared": "#2e9e4f", "mild": "#c98a00", "moderate": "#e8590c",
+               "severe": "#e03131", "loaded": "#e03131", "descriptive": "#8b5cf6",
+               "lesion": "#3b82f6", "reference": "#888888", "unknown": "#888888"}
 
 
 def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",

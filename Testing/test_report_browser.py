@@ -146,6 +146,7 @@ KIDNEY = Path(os.environ.get("IRONMAPPING_TEST_DATA") or Path(__file__).resolve(
               "shared" / "data") / "ukat-kidney-r2star" / "ge"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not KIDNEY.is_dir(), reason=f"real 3 T kidney data not found at {KIDNEY}")
 def test_real_coronal_3t_study_renders_in_radiological_convention(tmp_path):
     from IronMapping.io import load_multiecho
