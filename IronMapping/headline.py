@@ -198,8 +198,12 @@ def _liver(region, summary, rate, relax) -> OrganFinding:
     if not _finite(lic) and not _finite(lic_bound):
         cal = summary.get("calibration") if isinstance(summary.get("calibration"), Mapping) else {}
         why = region.get("lic_note") or cal.get("note") or "; ".join(cal.get("warnings") or [])
-        if why:
-            notes.append(why if str(why).startswith("LIC") else f"LIC: {why}")
+        if why:  # the first sentence on the first screen; the whole reason is under Method
+            why = str(why)
+            if why.startswith("LIC not computed: "):
+                why = why[len("LIC not computed: "):]
+            cut = why.find(". ")
+            notes.append(f"LIC: {why[:cut + 1] if cut > 0 else why}")
     if grade is None and not implied:
         notes.append(_grade_reason(region))
     lic_grade = region.get("lic_grade")

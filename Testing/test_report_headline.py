@@ -213,3 +213,16 @@ def test_spin_echo_summary_speaks_of_t2():
     summary["regions"][1]["organ"] = None
     screen = first_screen(report.render_report(summary, figures=False))
     assert "R2 > 1850 1/s" in screen and "R2*" not in screen
+
+
+def test_liver_without_lic_says_why_in_one_sentence():
+    summary = severe_censored_summary()
+    liver = summary["regions"][0]
+    liver.update(r2star_median=1300.0, r2star_lower_bound=None, lic_lower_bound=None,
+                 grade="severe", r2star_censored_fraction=0.0,
+                 lic_note=("LIC not computed: Calibration Wood 2005 was made at 1.5 T but the data "
+                           "were acquired at 3.0 T. Applying it would misstate the LIC."))
+    finding = next(f for f in headline.organ_findings(summary) if f.name == "liver")
+    assert finding.value == "LIC not computed" and finding.verdict == "severe iron overload"
+    assert finding.notes == ["LIC: Calibration Wood 2005 was made at 1.5 T but the data were "
+                             "acquired at 3.0 T."]
