@@ -313,7 +313,7 @@ def organ_findings(summary: Mapping[str, Any] | None) -> list[OrganFinding]:
     out = []
     for region in regions:
         organ = region.get("organ")
-        if not region.get("n_voxels"):
+        if region.get("n_voxels") == 0:
             out.append(OrganFinding(region.get("name"), organ, "no voxels", "unknown", DASH,
                                     "the segment is empty on the map grid"))
             continue
@@ -546,6 +546,6 @@ def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",
         parts.append(f"<p><small>{_e(statement)}</small></p>")
     elif findings:
         parts.append('<p class="basis">Values are medians over the fitted voxels of each region '
-                     "unless marked ROI-averaged fit; grades and their sources in the table of all "
-                     "regions.</p>")
+                     "unless marked ROI-averaged fit. Cut-offs and their sources: under All regions "
+                     "and Method.</p>")
     return ("<div>" if qt else '<div class="headline-box">') + "".join(parts) + "</div>"
