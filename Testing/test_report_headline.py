@@ -226,3 +226,11 @@ def test_liver_without_lic_says_why_in_one_sentence():
     assert finding.value == "LIC not computed" and finding.verdict == "severe iron overload"
     assert finding.notes == ["LIC: Calibration Wood 2005 was made at 1.5 T but the data were "
                              "acquired at 3.0 T."]
+
+
+def test_empty_segment_keeps_its_line():
+    summary = severe_censored_summary()
+    summary["regions"].append({"name": "pancreas", "organ": "pancreas", "n_voxels": 0,
+                               "r2star_median": None})
+    finding = next(f for f in headline.organ_findings(summary) if f.name == "pancreas")
+    assert finding.verdict == "no voxels" and "empty" in finding.detail
