@@ -112,7 +112,7 @@ CALIBRATIONS: dict[str, Calibration] = {c.name: c for c in (
         reference_standard="liver biopsy",
         valid_lic_range_mg_per_g=None,
         notes="Negative below R2* = 16 1/s (intercept); such values are reported as computed.",
-        verification="equation from SCIENCE.md; DOI and LIC range not confirmed from the full paper [verify]"),
+        verification="equation as quoted in later reviews; not yet checked against the full paper, nor the DOI and LIC range [verify]"),
     Calibration(
         name="garbowski2014", label="Garbowski 2014",
         citation=("Garbowski MW, Carpenter JP, Smith G, et al. Biopsy-based calibration of T2* "
@@ -233,8 +233,10 @@ def liver_iron_concentration(r2star_per_s, field_strength_t, calibration=None,
             raise CalibrationError(
                 f"Calibration {cal.label} was made at {cal.field_strength_t} T but the data were "
                 f"acquired at {field_strength_t} T. Applying it would misstate the LIC (R2* scales "
-                f"with field strength). Choose a calibration made at {field_strength_t} T, or pass "
-                "convert_field=True to convert R2* first (a warning is then added to the output).")
+                f"with field strength). Choose a calibration made at {field_strength_t} T, or allow "
+                "the published field-strength conversion of R2* first (--convert-field on the "
+                "command line, convert_field in Python, 'convert field' in Slicer; a warning is "
+                "then added to the output).")
         r2, conv = convert_r2star_field(r2, field_strength_t, cal.field_strength_t)
         info["conversion"] = {k: v for k, v in conv.items() if k not in ("slope", "intercept_ms")}
         info["warnings"].append(

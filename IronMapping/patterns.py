@@ -10,7 +10,7 @@ t2star_median, iron_loaded, n_included). An organ counts as iron-loaded by its p
 cut-off; it counts as spared when its R2* is within the upper limit of NORMAL LIVER R2* at the
 same field (65 1/s at 1.5 T, 119 1/s at 3 T; PMC8528353 Table 7) - a proxy, said so in the output.
 
-Rules (SCIENCE.md; Chavhan 2022, Pediatr Radiol 52:334):
+Rules (after Chavhan 2022, Pediatr Radiol 52:334):
 - reticuloendothelial: spleen loaded, pancreas and heart not;
 - parenchymal: pancreas or heart loaded with the spleen spared, or the liver loaded with the
   spleen spared;
@@ -208,7 +208,7 @@ def classify_pattern(regions, field_strength_t, unassessable: str | None = None)
            "text": text,
            "rules": ("Organs graded by published cut-offs (IronMapping.grading); spleen spared when "
                      "its R2* is within the normal liver range at the same field (proxy). "
-                     f"Pattern definitions after {CHAVHAN_2022} and SCIENCE.md.")}
+                     f"Pattern definitions after {CHAVHAN_2022}.")}
     out["nh_support"] = nh_support(regions, field_strength_t, out)
     return out
 

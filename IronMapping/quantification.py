@@ -43,6 +43,7 @@ from .errors import CalibrationError, GeometryError, InputError
 from .grading import DESCRIPTIVE_ONLY, GRADING_SCHEMES, grade_region
 from .organs import recognise_organ
 from .patterns import classify_pattern
+from .quantities import REGION_QUANTITIES, display_value, label_for
 from .regions import (DEFAULT_MIN_QUALITY, DEFAULT_ROI_METHOD, LESION_COVERAGE_FACTOR,
                       compare_lesion, label_masks, region_statistics, roi_fit,
                       signal_intensity_ratio)
@@ -209,7 +210,8 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
         row.update(stats)
         row["notes"] = list(stats["notes"])
         if match.organ is None:
-            row["notes"].append("organ not recognised from the name: statistics only (set it with organs=)")
+            row["notes"].append("organ not recognised from the region name: statistics only, no "
+                                "grade (name the region after its organ, e.g. 'liver')")
         row["r2star_roi_fit"] = None
         row["t2star_roi_fit"] = None
         row["roi_fit"] = None
@@ -368,38 +370,39 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
 
 # ------------------------------------------------------------------------------- outputs
 
-TABLE_COLUMNS = (
-    ("Region", "name"), ("Label", "label_value"), ("Organ", "organ"),
-    ("Voxels (n)", "n_voxels"), ("Volume (mL)", "volume_ml"),
-    ("R2* median (1/s)", "r2star_median"), ("R2* mean (1/s)", "r2star_mean"),
-    ("R2* SD (1/s)", "r2star_sd"), ("R2* IQR (1/s)", "r2star_iqr"),
-    ("R2* P5 (1/s)", "r2star_p5"), ("R2* P95 (1/s)", "r2star_p95"),
-    ("T2* median (ms)", "t2star_median"), ("T2* mean (ms)", "t2star_mean"),
-    ("T2* SD (ms)", "t2star_sd"), ("T2* IQR (ms)", "t2star_iqr"),
-    ("T2* P5 (ms)", "t2star_p5"), ("T2* P95 (ms)", "t2star_p95"),
-    ("Excluded voxels (%)", "excluded_fraction"),
-    ("R2* ROI fit (1/s)", "r2star_roi_fit"), ("T2* ROI fit (ms)", "t2star_roi_fit"),
-    ("LIC (mg Fe/g dw)", "lic_mg_per_g"), ("LIC (umol Fe/g dw)", "lic_umol_per_g"),
-    ("Grade", "grade"), ("Grade criterion", "grade_criterion"), ("Grade source", "grade_source"),
-    ("R2* / reference ratio", "reference_ratio_r2star"),
-)
+#: (column label, summary key) of the region table, from :mod:`IronMapping.quantities`.
+TABLE_COLUMNS = tuple((q.label, q.key) for q in REGION_QUANTITIES)
+#: Text columns after the quantities.
+EXTRA_COLUMNS = ("ROI fit method", "LIC calibration", "Lesion reading", "Notes")
+
+
+def _sentence_join(notes) -> str:
+    """Notes joined with "; " without doubled punctuation ("adults.; ...")."""
+    parts = [str(n).strip().rstrip(".;").strip() for n in notes if n and str(n).strip()]
+    return "; ".join(dict.fromkeys(p for p in parts if p))
+
+
+def table_headers(summary: dict) -> list[str]:
+    """Column labels of :func:`regions_table` (R2/T2 wording for spin-echo summaries)."""
+    relaxation = summary.get("quantity") or "T2*"
+    return [label_for(q, relaxation) for q in REGION_QUANTITIES] + list(EXTRA_COLUMNS)
 
 
 def regions_table(summary: dict) -> list[dict]:
     """One row per region with units in the column names (for CSV, Slicer tables, reports).
 
-    Adds "ROI fit method", "LIC calibration", "Lesion reading" and "Notes" columns.
+    Numbers are rounded to their display precision (:mod:`IronMapping.quantities`: R2* 0.1
+    1/s, T2* 0.01 ms, LIC 0.01 mg/g, volume 0.1 mL; shares in %); summary.json keeps full
+    precision. Spin-echo summaries (quantity "T2") say R2/T2 in the labels. Adds
+    "ROI fit method", "LIC calibration", "Lesion reading" and "Notes" columns.
     """
     cal = summary.get("calibration") or {}
+    relaxation = summary.get("quantity") or "T2*"
     lesion_reading = {l.get("lesion"): l.get("reading") for l in summary.get("lesions") or []}
     rows = []
     for r in summary.get("regions") or []:
-        row = {}
-        for header, key in TABLE_COLUMNS:
-            value = r.get(key)
-            if key == "excluded_fraction" and value is not None:
-                value = 100.0 * value
-            row[header] = value
+        row = {label_for(q, relaxation): display_value(q.key, r.get(q.key))
+               for q in REGION_QUANTITIES}
         rf = r.get("roi_fit") or {}
         row["ROI fit method"] = rf.get("method")
         row["LIC calibration"] = (f"{cal.get('label')} (doi:{cal.get('doi')})"
@@ -409,7 +412,7 @@ def regions_table(summary: dict) -> list[dict]:
         for key in ("lic_note", "grade_note"):
             if r.get(key) and r[key] not in notes:
                 notes.append(r[key])
-        row["Notes"] = "; ".join(notes)
+        row["Notes"] = _sentence_join(notes)
         rows.append(row)
     return rows
 
@@ -419,8 +422,15 @@ def _atomic_write(path: Path, text: str) -> Path:
     if not path.parent.exists():
         raise InputError(f"Cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except OSError as exc:
+        from .maps_io import output_failure
+
+        if tmp.exists():
+            tmp.unlink()
+        raise output_failure(exc, path) from None
     return path
 
 
@@ -429,8 +439,7 @@ def write_regions_csv(summary: dict, path) -> Path:
     import io
 
     rows = regions_table(summary)
-    headers = [h for h, _ in TABLE_COLUMNS] + ["ROI fit method", "LIC calibration",
-                                                "Lesion reading", "Notes"]
+    headers = table_headers(summary)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=headers, lineterminator="\n")
     writer.writeheader()

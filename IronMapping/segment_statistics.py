@@ -73,13 +73,41 @@ def compute_for_segment(segmentation_node, segment_id, volume_node, scene=None, 
     mask = mrml.segment_masks(segmentation_node, [segment_id], shape, ijk_to_ras, scene, r2map,
                               allow_empty=True)[segment_id]
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
-    organ = recognise_organ(segment.GetName(), getattr(segment, "GetTerminology", lambda: None)()).organ
+    organ = recognise_organ(segment.GetName(), mrml.segment_terminology(segment) or None).organ
     field_text = r2map.GetAttribute(mrml.ATTRIBUTE_PREFIX + "FieldStrengthT") or ""
     field_t = float(field_text) if field_text else None
     return statistics(mrml.volume_array(r2map)[mask], organ, field_t, calibration)
 
 
 _PLUGIN_CLASS = None
+#: The plugin's class name: the prefix of its keys in SegmentStatisticsLogic ("<class>.<key>").
+PLUGIN_CLASS_NAME = "IronMappingSegmentStatisticsPlugin"
+
+
+def run_segment_statistics(logic, segmentation_node, volume_node) -> dict:
+    """Compute every key of the plugin with a SegmentStatisticsLogic, as a script would.
+
+    ``logic`` is a ``SegmentStatisticsLogic()`` with the plugin registered. Its parameter node
+    gets the segmentation, the scalar volume (an IronMapping R2* map, a sibling output or the
+    multi-echo input), all segments (not only visible ones) and all of the plugin's keys.
+    Returns {segment name: {key: value}} with the plugin's keys only (values as the logic
+    stores them: R2* 1/s, T2* ms, LIC mg Fe/g dry weight, fitted %).
+    """
+    params = logic.getParameterNode()
+    params.SetParameter("Segmentation", segmentation_node.GetID())
+    params.SetParameter("ScalarVolume", volume_node.GetID())
+    params.SetParameter("visibleSegmentsOnly", "False")
+    params.SetParameter(PLUGIN_CLASS_NAME + ".enabled", "True")
+    for key in MEASUREMENTS:
+        params.SetParameter(f"{PLUGIN_CLASS_NAME}.{key}.enabled", "True")
+    logic.computeStatistics()
+    stats = logic.getStatistics()
+    table = {}
+    for segment_id in stats["SegmentIDs"]:
+        name = stats[segment_id, "Segment"]
+        table[name] = {key: stats[segment_id, f"{PLUGIN_CLASS_NAME}.{key}"] for key in MEASUREMENTS
+                       if (segment_id, f"{PLUGIN_CLASS_NAME}.{key}") in stats}
+    return table
 
 
 def plugin_class():
@@ -126,12 +154,19 @@ def plugin_class():
 
 
 def register() -> bool:
-    """Register the plugin with Segment Statistics; False when that module is not available."""
+    """Register the plugin with Segment Statistics; False when that module is not available.
+
+    SegmentStatisticsLogic keeps plugin classes in ``registeredPlugins`` and instantiates them
+    in every logic. A class of the same name from before a Reload is replaced, so the new code
+    is the one that runs (registerPlugin alone would keep the old class beside the new).
+    """
     try:
         from SegmentStatistics import SegmentStatisticsLogic
         cls = plugin_class()
     except ImportError:
         return False
-    if not any(c.__name__ == cls.__name__ for c in SegmentStatisticsLogic.registeredPlugins):
+    registered = SegmentStatisticsLogic.registeredPlugins
+    registered[:] = [c for c in registered if c is cls or c.__name__ != cls.__name__]
+    if cls not in registered:
         SegmentStatisticsLogic.registerPlugin(cls())
     return True
