@@ -86,7 +86,8 @@ def screenshot(page: Path, name: str, size, tmp_path) -> Path:
     folder = Path(os.environ.get("IRONMAPPING_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
-    run_chromium(f"--window-size={size[0]},{size[1]}", f"--screenshot={target}", page.as_uri())
+    run_chromium(f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=10000",
+                 f"--screenshot={target}", page.as_uri())  # the budget lets every image paint
     assert target.is_file(), f"Chromium wrote no screenshot {target}"
     data = target.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
