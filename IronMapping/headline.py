@@ -451,6 +451,19 @@ def focal_sentences(summary) -> list[str]:
     return out
 
 
+def whole_image_sentence(summary) -> str | None:
+    """The whole image in one sentence (runs without regions): medians and the share fitted."""
+    whole = summary.get("whole_image")
+    if not isinstance(whole, Mapping) or not _finite(whole.get("r2star_median")):
+        return None
+    rate, relax = symbols(summary)
+    text = (f"All fitted voxels: {rate} median {fmt('r2star', whole['r2star_median'])}, "
+            f"{relax} median {fmt('t2star', whole.get('t2star_median'))}")
+    if _finite(whole.get("fitted_fraction")):
+        text += f"; {fmt('percent', 100 * whole['fitted_fraction'])} of the image fitted"
+    return text + " (not an organ value: segment the organs to grade them)."
+
+
 def _first_sentence(text: str) -> tuple[str, str]:
     """Split after the first sentence that ends with a closing bracket or a word and '. '."""
     cut = text.find("). ")
@@ -534,6 +547,9 @@ def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",
                          + "".join(rows) + "</tbody></table>")
     elif not summary.get("regions"):
         parts.append("<p>No regions were segmented: maps only, no organ grades.</p>")
+        whole = whole_image_sentence(summary)
+        if whole:
+            parts.append(f"<p>{_e(whole)}</p>")
     for sentence in focal_sentences(summary):
         parts.append(f"<p>{_e(sentence)}</p>" if qt else f'<p class="focal">{_e(sentence)}</p>')
     warnings = [w for w in warnings if w]

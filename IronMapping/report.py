@@ -395,6 +395,10 @@ def _method_section(summary, fit) -> str:
         rows.append(("ROI-averaged fit", summary["roi_fit_method"]))
     if summary.get("field_strength_t") is not None:
         rows.append(("Field strength (T)", f"{summary['field_strength_t']:g}"))
+    for key, label in (("field_strength_source", "Field strength from"),
+                       ("echo_time_source", "Echo times from")):
+        if summary.get(key):
+            rows.append((label, _plain(summary[key])))
     calibration = summary.get("calibration")
     if isinstance(calibration, Mapping):
         label = calibration.get("label") or calibration.get("name")

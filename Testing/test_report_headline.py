@@ -234,3 +234,13 @@ def test_empty_segment_keeps_its_line():
                                "r2star_median": None})
     finding = next(f for f in headline.organ_findings(summary) if f.name == "pancreas")
     assert finding.verdict == "no voxels" and "empty" in finding.detail
+
+
+def test_without_regions_the_first_screen_gives_the_whole_image_and_no_grade():
+    summary = {"regions": [], "field_strength_t": 3.0, "quantity": "T2*",
+               "whole_image": {"voxels": 1000, "fitted_voxels": 620, "fitted_fraction": 0.62,
+                               "r2star_median": 20.76, "t2star_median": 48.17}}
+    screen = first_screen(report.render_report(summary, figures=False))
+    assert "No regions were segmented" in screen
+    assert "All fitted voxels: R2* median 20.8 1/s, T2* median 48.17 ms; 62% of the image fitted" in screen
+    assert "iron overload" not in screen
