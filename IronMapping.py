@@ -462,10 +462,12 @@ class IronMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showResult(self, result) -> None:
         """R2* over the first echo with its colour legend; table and plot in the layout."""
-        lines = [result.pattern_text] if result.pattern_text else []
-        lines += [f"- {w}" for w in result.warnings[:6]]
-        lines.append(_("Method {method}; {seconds:.1f} s.").format(method=result.fit.method, seconds=result.seconds))
-        self._parameterNode.patternText = "\n".join(lines)
+        from IronMapping.headline import headline_html
+
+        self.ui.patternLabel.textFormat = qt.Qt.RichText
+        footer = _("Method {method}; {seconds:.1f} s.").format(method=result.fit.method, seconds=result.seconds)
+        self._parameterNode.patternText = headline_html(result.summary, flavour="qt",
+                                                        warnings=result.warnings[:6], footer=footer)
         inputs = self._inputs()
         background = self.logic.inspectInput(inputs)["displayNode"]
         if background is None and not isinstance(inputs, list):

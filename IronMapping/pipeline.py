@@ -35,6 +35,7 @@ RUN_RECORD = "run.json"
 REGIONS_CSV = "regions.csv"
 SUMMARY_JSON = "summary.json"
 REPORT_HTML = "report.html"
+REPORT_PDF = "report.pdf"  # beside the HTML when matplotlib is installed
 BASE_MAPS = ("r2star", "t2star", "s0", "quality", "status", "r2star_sd")
 
 #: progress(stage, fraction): stage is "load", "fit", "statistics", "write" or "report";
@@ -156,7 +157,7 @@ def planned_outputs(fmt: str, maps: Sequence[str] = BASE_MAPS + ("lic", "pdff"),
             names += [p.name, p.name.replace(FORMATS[fmt], ".json")]
     names += [REGIONS_CSV, SUMMARY_JSON, RUN_RECORD]
     if report:
-        names.append(REPORT_HTML)
+        names += [REPORT_HTML, REPORT_PDF]
     return list(dict.fromkeys(names))
 
 
@@ -331,6 +332,8 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
             raise
         except OSError as exc:
             raise output_failure(exc, out / REPORT_HTML) from None
+        if (out / REPORT_PDF).is_file():
+            files["report_pdf"] = out / REPORT_PDF
         timings["report"] = time.perf_counter() - t0
 
     record = {
