@@ -45,6 +45,8 @@ TILE_SLICES = 4
 MIN_FLOOR_SAMPLES = 300
 #: Fewest floor samples for a tile's own floor estimate.
 MIN_TILE_FLOOR_SAMPLES = 30
+#: A tile whose noise SD exceeds the broad trend by this factor is taken as misfit.
+HOT_TILE = 1.2
 #: Gaussian smoothing of the tile estimates, in tiles.
 MAP_SMOOTHING_TILES = 0.5
 #: The noise map is used only when it spans more than this ratio (95th / 5th percentile in
@@ -332,6 +334,13 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
     values = values.reshape(grid_shape)
     if weight.sum() == 0:
         return None, coils
+    # g-factor maps vary over large distances; a tile far above the broad trend is misfit
+    # (partial volume at an organ's edge, fat in marrow), not noise: it takes the trend
+    trend_w = ndimage.gaussian_filter(weight, 2.0, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        trend = ndimage.gaussian_filter(values * weight, 2.0, mode="nearest") / trend_w
+    hot = (weight > 0) & np.isfinite(trend) & (values > trend + 2.0 * np.log(HOT_TILE))
+    values = np.where(hot, trend, values)
     # light smoothing across tiles: enough to fill empty tiles and steady sparse ones, little
     # enough to follow a g-factor map that rises two-fold over a few tiles
     smoothed_w = ndimage.gaussian_filter(weight, MAP_SMOOTHING_TILES, mode="nearest")
