@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..fatmodel import fat_phasor
+from ..fatmodel import fat_phasor, get_spectrum
 from .checks import R2STAR_MAX, _check_echo_times_s, _require_field_strength
 from .likelihood import _Gaussian
 from .magnitude import _COMPACT, _LAMBDA0, _XTOL, _MagnitudeModel, _lm_magnitude, _loglinear_start
@@ -20,9 +20,16 @@ _COMPLEX_BLOCK = 4096  # voxels per complex fit block
 # ---------------------------------------------------------------------------------------------
 # Complex fit
 
-def _complex_model(t, c, w, f, r, psi, phi):
-    """S = (W + F c) exp(-R t) exp(i (2 pi psi t + phi)); t in ms, R 1/ms, psi kHz."""
-    b = np.exp(-t * r + 1j * (2 * np.pi * t * psi + phi))
+def _complex_model(t, c, w, f, r, psi, phi, theta=None, even=None):
+    """S = (W + F c) exp(-R t) exp(i (2 pi psi t + phi + theta e)); t in ms, R 1/ms, psi kHz.
+
+    ``even`` [E, 1] is 1 on the echoes read with the second gradient polarity of a bipolar
+    readout (2nd, 4th, ...), 0 elsewhere; ``theta`` their extra phase (rad), or None.
+    """
+    angle = 2 * np.pi * t * psi + phi
+    if theta is not None:
+        angle = angle + even * theta
+    b = np.exp(-t * r + 1j * angle)
     return b, (w + c * f) * b
 
 
@@ -38,12 +45,13 @@ def _complex_start(z, t, c, w, f, r):
     return psi, phi
 
 
-def _lm_complex(z, t, c, p, max_iter):
-    """Projected Levenberg-Marquardt for (W, F, R, psi, phi) [5, n] on complex z [E, n].
+def _lm_complex(z, t, c, p, max_iter, even=None, water_only=False):
+    """Projected Levenberg-Marquardt for (W, F, R, psi, phi[, theta]) [5 or 6, n] on z [E, n].
 
-    t [E, 1] ms, c [E, 1] fat phasor. W, F >= 0 and 0 <= R <= R2STAR_MAX: a parameter on its
-    bound whose descent direction points outside is frozen for the step. Finished voxels are
-    dropped from the working set. Returns (p [5, n], cost [n] = 0.5 * residual energy,
+    t [E, 1] ms, c [E, 1] fat phasor; ``even`` [E, 1] (see ``_complex_model``) adds the odd/even
+    echo phase theta as a sixth parameter; ``water_only`` holds F at its start (0). W, F >= 0 and 0 <= R <= R2STAR_MAX: a parameter on
+    its bound whose descent direction points outside is frozen for the step. Finished voxels
+    are dropped from the working set. Returns (p, cost [n] = 0.5 * residual energy,
     converged [n] bool).
     """
     n = z.shape[1]
@@ -53,10 +61,11 @@ def _lm_complex(z, t, c, p, max_iter):
     idx = np.arange(n)
     lam = np.full(n, _LAMBDA0)
     r_max = R2STAR_MAX * 1e-3
-    eye = np.eye(5)
+    n_par = p.shape[0]
+    eye = np.eye(n_par)
 
     def evaluate(pp, zz):
-        b, m = _complex_model(t, c, *pp)
+        b, m = _complex_model(t, c, *pp, even=even)
         res = zz - m
         return b, m, res, 0.5 * (res.real ** 2 + res.imag ** 2).sum(0)
 
@@ -64,12 +73,15 @@ def _lm_complex(z, t, c, p, max_iter):
     b, m, res, cost = evaluate(pa, za)
     done = np.zeros(n, dtype=bool)
     for _ in range(max_iter):
-        j = np.stack([b, c * b, -t * m, 2j * np.pi * t * m, 1j * m])  # [5, E, n]
+        columns = [b, c * b, -t * m, 2j * np.pi * t * m, 1j * m]
+        if even is not None:
+            columns.append(1j * even * m)
+        j = np.stack(columns)  # [n_par, E, n]
         h = np.einsum("aen,ben->nab", j.real, j.real) + np.einsum("aen,ben->nab", j.imag, j.imag)
         g = np.einsum("aen,en->na", j.real, res.real) + np.einsum("aen,en->na", j.imag, res.imag)
         frozen = np.zeros(g.shape, dtype=bool)
         frozen[:, 0] = (pa[0] <= 0.0) & (g[:, 0] <= 0.0)
-        frozen[:, 1] = (pa[1] <= 0.0) & (g[:, 1] <= 0.0)
+        frozen[:, 1] = ((pa[1] <= 0.0) & (g[:, 1] <= 0.0)) | water_only
         frozen[:, 2] = ((pa[2] <= 0.0) & (g[:, 2] <= 0.0)) | ((pa[2] >= r_max) & (g[:, 2] >= 0.0))
         free = ~frozen
         h = h * (free[:, :, None] & free[:, None, :]) + frozen[:, :, None] * eye
@@ -116,8 +128,35 @@ def _lm_complex(z, t, c, p, max_iter):
     return p, cost_out, conv_out
 
 
+def _phase_start(z, t, c, w, f, r, psi):
+    """Initial phase phi given W, F, R and the field map psi (kHz)."""
+    _, m = _complex_model(t, c, w, f, r, psi, 0.0)
+    return np.angle((z * np.conj(m)).sum(0))
+
+
+def echo_period_hz(te_s):
+    """1/dTE (Hz) for uniformly spaced echoes (the field map is known modulo it), else None."""
+    dt = np.diff(np.asarray(te_s, dtype=float))
+    if dt.size and np.allclose(dt, dt[0], rtol=1e-3):
+        return 1.0 / float(dt[0])
+    return None
+
+
+def field_distance_hz(a, b, period_hz):
+    """|a - b| in Hz, modulo ``period_hz`` when it is not None."""
+    d = np.asarray(a) - np.asarray(b)
+    if period_hz is not None:
+        d = (d + 0.5 * period_hz) % period_hz - 0.5 * period_hz
+    return np.abs(d)
+
+
+_OUT_KEYS = ("pdff", "r2star", "water", "fat", "s0", "fieldmap_hz", "phase", "rss", "start",
+             "odd_even_phase")
+
+
 def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwise=True,
-                               spectrum=None, max_iter=60):
+                               spectrum=None, max_iter=60, fieldmap_hz=None,
+                               odd_even_phase=False):
     """Complex fat-water fit (W, F, R2*, field map, phase) of a chunk of voxels.
 
     Parameters
@@ -127,17 +166,25 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
     field_strength_t : float, tesla
     precession_clockwise : bool
         Toolbox convention; False conjugates the fat phasor (see fatmodel.fat_phasor).
+    fieldmap_hz : array [n_voxels], optional
+        A field map to start from (Hz), e.g. the spatially consistent one of
+        ``fieldmap.spatial_fieldmap``. Both magnitude starts are then started at it and the
+        solution that stays within a quarter of the main fat frequency of it is kept (the
+        lower residual if both do): the voxel cannot swap to its mirror solution.
+    odd_even_phase : bool
+        Also fit the extra phase theta (rad) of the even echoes (2nd, 4th, ...) of a bipolar
+        readout, per voxel (see ``bipolar.estimate_odd_even_phase``).
 
-    The magnitude fit (Gaussian) of |z| from both starts gives two starting points (W, F, R2*);
-    field map and phase start from the phase of the data against that model. The better of the
-    two complex fits (lower residual) is kept.
+    Without ``fieldmap_hz`` the magnitude fit (Gaussian) of |z| from both starts gives two
+    starting points (W, F, R2*); field map and phase start from the phase of the data against
+    that model. The better of the two complex fits (lower residual) is kept.
 
     Returns
     -------
     dict of [n_voxels] arrays: ``pdff`` (percent), ``r2star`` (1/s), ``water``, ``fat``, ``s0``,
     ``fieldmap_hz`` (Hz; modulo 1/dTE for uniform echoes), ``phase`` (rad), ``rss``,
     ``converged`` (bool), ``start`` (0 started from the water-dominant, 1 from the
-    fat-dominant magnitude solution).
+    fat-dominant magnitude solution), ``odd_even_phase`` (rad; NaN unless fitted).
     """
     b0 = _require_field_strength(field_strength_t)
     z = np.asarray(z)
@@ -146,21 +193,28 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
     t_s = _check_echo_times_s(te_s, z.shape[0])
     c = fat_phasor(t_s * 1e3, b0, precession_clockwise, spectrum)[:, None]
     t = (t_s * 1e3)[:, None]
+    even = (np.arange(z.shape[0]) % 2 == 1).astype(np.float64)[:, None] if odd_even_phase else None
     n = z.shape[1]
-    out = {k: np.full(n, np.nan) for k in ("pdff", "r2star", "water", "fat", "s0",
-                                             "fieldmap_hz", "phase", "rss", "start")}
+    if fieldmap_hz is not None:
+        fieldmap_hz = np.broadcast_to(np.asarray(fieldmap_hz, dtype=np.float64), (n,))
+    period = echo_period_hz(t_s)
+    main_fat_hz = abs(get_spectrum(spectrum).frequencies_hz(b0)[
+        int(np.argmax(get_spectrum(spectrum).relative_amplitudes))])
+    out = {k: np.full(n, np.nan) for k in _OUT_KEYS}
     out["converged"] = np.zeros(n, dtype=bool)
+    model = _MagnitudeModel(t[:, 0], c[:, 0])
     for s0_ in range(0, n, _COMPLEX_BLOCK):
         sl = slice(s0_, min(s0_ + _COMPLEX_BLOCK, n))
         zb = z[:, sl].astype(np.complex128)
         valid = np.isfinite(zb).all(0) & (np.abs(zb).max(0) > 0)
+        if fieldmap_hz is not None:
+            valid &= np.isfinite(fieldmap_hz[sl])
         if not valid.any():
             continue
         zv = zb[:, valid]
         scale = np.abs(zv).max(0)
         zn = zv / scale
         mag = np.abs(zn)
-        model = _MagnitudeModel(t[:, 0], c[:, 0])
         r0, s0 = _loglinear_start(mag, t[:, 0])
         mcount = zn.shape[1]
         starts = []
@@ -174,12 +228,24 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
         w = np.concatenate([starts[0][0], starts[1][0]])
         f = np.concatenate([starts[0][1], starts[1][1]])
         r = np.concatenate([starts[0][2], starts[1][2]])
-        psi, phi = _complex_start(z2, t, c, w, f, r)
-        p = np.stack([w, f, r, psi, phi])
-        p, cost, conv = _lm_complex(z2, t, c, p, max_iter)
+        if fieldmap_hz is None:
+            psi, phi = _complex_start(z2, t, c, w, f, r)
+        else:
+            guide = fieldmap_hz[sl][valid]
+            psi = np.concatenate([guide, guide]) * 1e-3
+            phi = _phase_start(z2, t, c, w, f, r, psi)
+        rows = [w, f, r, psi, phi] + ([np.zeros(2 * mcount)] if odd_even_phase else [])
+        p, cost, conv = _lm_complex(z2, t, c, np.stack(rows), max_iter, even)
         second = cost[mcount:] < cost[:mcount]
+        if fieldmap_hz is not None:
+            near = field_distance_hz(p[3] * 1e3, np.concatenate([guide, guide]),
+                                     period) <= 0.25 * main_fat_hz
+            near_w, near_f = near[:mcount], near[mcount:]
+            second = np.where(near_w & near_f, second, near_f & ~near_w)
+            neither = ~near_w & ~near_f
+            second[neither] = (cost[mcount:] < cost[:mcount])[neither]
         pick = np.arange(mcount) + mcount * second
-        w, f, r, psi, phi = p[:, pick]
+        w, f, r, psi, phi = p[:5, pick]
         total = w + f
         idx = np.arange(sl.start, sl.stop)[valid]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -193,5 +259,6 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
         out["rss"][idx] = 2.0 * cost[pick] * scale * scale
         out["converged"][idx] = conv[pick]
         out["start"][idx] = second.astype(np.float64)
+        if odd_even_phase:
+            out["odd_even_phase"][idx] = np.angle(np.exp(1j * p[5, pick]))
     return out
-

@@ -252,8 +252,25 @@ _OUTPUT_KEYS = ("r2star", "s0", "water", "fat", "pdff", "start", "converged", "r
                 "uncertainty")
 
 
+AMBIGUOUS_PDFF_POINTS = 5.0
+"""Two magnitude solutions whose PDFF differ by more than this (percentage points) are
+different answers; 5 % is the PDFF threshold of hepatic steatosis (Tang A et al., Radiology
+2013;267:422-431), so a smaller difference does not change a reading."""
+
+
+def ambiguous_solutions(llr, pdff, alt_pdff, evidence=FAT_DOMINANT_EVIDENCE):
+    """1.0 where neither solution is favoured by a likelihood ratio above exp(evidence) and their
+    PDFF differ by more than ``AMBIGUOUS_PDFF_POINTS``; 0.0 elsewhere; NaN where not fitted."""
+    with np.errstate(invalid="ignore"):
+        flag = ((np.abs(llr) < evidence)
+                & (np.abs(pdff - alt_pdff) > AMBIGUOUS_PDFF_POINTS)).astype(np.float64)
+    flag[~np.isfinite(pdff)] = np.nan
+    return flag
+
+
 def _empty_result(n, keep_both=False):
     out = {k: np.full(n, np.nan) for k in _OUTPUT_KEYS}
+    out["fat_water_ambiguous"] = np.full(n, np.nan)
     out["start"] = np.zeros(n)
     out["converged"] = np.zeros(n, dtype=bool)
     if keep_both:
@@ -360,6 +377,16 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
             refine(flipped + m * fat_wins[flipped], full_iter)
             decide(flipped)
     idx = np.arange(sl.start, sl.stop)[valid]
+    if sn is not None:
+        llr = evidence / (sn * sn)
+    elif yn.shape[0] <= 3:
+        llr = np.zeros(m)  # 3 echoes, 3 unknowns: both solutions fit exactly
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pdff_both = 100.0 * f / (w + f)
+    pick_w, pick_f = np.arange(m), np.arange(m) + m
+    out["fat_water_ambiguous"][idx] = ambiguous_solutions(
+        llr, pdff_both[np.where(fat_wins, pick_f, pick_w)],
+        pdff_both[np.where(fat_wins, pick_w, pick_f)])
     choices = [("", np.arange(m) + m * fat_wins, fat_wins)]
     if keep_both:
         choices.append(("alt_", np.arange(m) + m * ~fat_wins, ~fat_wins))

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InputError
 from .checks import FAT_DOMINANT_EVIDENCE
-from .magnitude import _OUTPUT_KEYS
+from .magnitude import _OUTPUT_KEYS, ambiguous_solutions
 
 def choose_starts_by_neighbourhood(result, mask, noise_sigma, size=3,
                                    fat_evidence=FAT_DOMINANT_EVIDENCE):
@@ -16,7 +16,8 @@ def choose_starts_by_neighbourhood(result, mask, noise_sigma, size=3,
     R2* and modest SNR; neighbouring voxels of one tissue share the answer, so the evidence
     (log-likelihood ratio) is summed over a ``size``-wide box (within the mask); the
     fat-dominant solution is chosen where the sum exceeds ``fat_evidence`` (nats). Voxels whose
-    choice changes get the other start's solution.
+    choice changes get the other start's solution. ``fat_water_ambiguous`` is then 1 where
+    even the summed evidence does not separate two solutions of different PDFF.
 
     Parameters
     ----------
@@ -45,5 +46,7 @@ def choose_starts_by_neighbourhood(result, mask, noise_sigma, size=3,
         a_flip = a[flip].copy()
         a[flip] = b[flip]
         b[flip] = a_flip
+    # The flag now says whether the pooled evidence separates the two solutions.
+    result["fat_water_ambiguous"] = ambiguous_solutions(summed, result["pdff"], result["alt_pdff"])
     return result
 
