@@ -45,7 +45,7 @@ _XTOL = 1e-4           # relative step size at convergence
 _FTOL = 1e-8           # cost change at convergence, relative to the data energy
 _DECISIVE = 12.0       # nats from the decision threshold beyond which the loser is not refined
 _MAX_ITER_NCCHI = 30
-_LOSER_ITER = 2        # noncentral-chi steps for the start that least squares did not choose
+_FIRST_ITER = 10       # least-squares steps after which a decisively losing start stops
 _GAUSSIAN_ENOUGH = 10.0  # all model amplitudes >= this many sigma: least squares is the ML fit
 _COMPACT = 0.25        # drop finished voxels from the block when this fraction is done
 
@@ -338,11 +338,25 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
     # rejected it decisively (log-likelihood ratio above _DECISIVE).
     # The fat-dominant solution is reported only when its log-likelihood ratio over the
     # water-dominant one exceeds fat_evidence (nats); see fit_fatwater_chunk.
-    cost, conv = _lm_blocked(y2, model, w, f, r, _Gaussian(), max_iter)
     sn = None
     if sigma is not None:
         sn = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n,))[valid] / scale
+    first_iter = min(max_iter, _FIRST_ITER) if not keep_both else max_iter
+    cost, conv = _lm_blocked(y2, model, w, f, r, _Gaussian(), first_iter)
     llr = _log_likelihood_ratio(cost[:m], cost[m:], sn, yn.shape[0])
+    if first_iter < max_iter:
+        # Where one start already loses decisively its fit is not finished (its cost only
+        # bounds its likelihood from above); everything else runs to convergence.
+        fat_ahead = llr > fat_evidence
+        decisive = np.abs(llr - fat_evidence) > _DECISIVE
+        go = np.concatenate([~decisive | ~fat_ahead, ~decisive | fat_ahead]) & ~conv
+        go = np.flatnonzero(go)
+        if go.size:
+            wg, fg, rg = w[go], f[go], r[go]
+            cost[go], conv[go] = _lm_blocked(y2[:, go], model, wg, fg, rg, _Gaussian(),
+                                             max_iter - first_iter)
+            w[go], f[go], r[go] = wg, fg, rg
+        llr = _log_likelihood_ratio(cost[:m], cost[m:], sn, yn.shape[0])
     fat_wins = llr > fat_evidence
     evidence = cost[:m] - cost[m:]
     if sn is not None:
@@ -365,20 +379,24 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
             fat_wins[sel] = (evidence[sel] / sn[sel] ** 2) > fat_evidence
 
         undecided = np.flatnonzero(floor & (np.abs(llr - fat_evidence) <= _DECISIVE))
-        refine(np.flatnonzero(floor) + m * fat_wins[floor], full_iter)
-        # The loser only needs a likelihood to compare: a couple of steps from the
-        # least-squares optimum (an upper bound on its cost) unless both are returned. A
-        # voxel whose choice changes gets its new winner fully refined and is decided again.
-        refine(undecided + m * ~fat_wins[undecided], full_iter if keep_both else _LOSER_ITER)
-        before = fat_wins[undecided].copy()
-        decide(undecided)
-        flipped = undecided[fat_wins[undecided] != before]
-        if flipped.size:
-            refine(flipped + m * fat_wins[flipped], full_iter)
-            decide(flipped)
+        if keep_both:
+            # Both solutions are returned: refine both, decide on the refined likelihoods.
+            refine(np.flatnonzero(floor), full_iter)
+            refine(np.flatnonzero(floor) + m, full_iter)
+            decide(undecided)
+        else:
+            # Decide on the noncentral-chi likelihood of both least-squares optima (the same
+            # footing for both), then refine only the chosen one.
+            both = np.concatenate([undecided, undecided + m])
+            e_, a_, q_, amp_ = model.evaluate(w[both], f[both], r[both])
+            sn_both = sn[both % m]
+            cost[both] = _NoncentralChi((sn_both ** 2)[None, :], coils).terms(y2[:, both],
+                                                                              amp_)[0]
+            decide(undecided)
+            refine(np.flatnonzero(floor) + m * fat_wins[floor], full_iter)
     idx = np.arange(sl.start, sl.stop)[valid]
     if sn is not None:
-        llr = evidence / (sn * sn)
+        llr = np.where(np.isnan(evidence), llr, evidence / (sn * sn))
     elif yn.shape[0] <= 3:
         llr = np.zeros(m)  # 3 echoes, 3 unknowns: both solutions fit exactly
     with np.errstate(invalid="ignore", divide="ignore"):

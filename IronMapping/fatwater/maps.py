@@ -339,7 +339,9 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
 
     # The voxel's own answer (before pooling) guides the complex field map where it is clear.
     voxel_pdff = np.where(out["fat_water_ambiguous"] == 0, out["pdff"], np.nan)
-    if start_selection == "neighbourhood" and n:
+    # Unknown noise and 3 echoes: the fits are exact, their costs carry no evidence to pool.
+    pool = start_selection == "neighbourhood" and not (noise_sigma is None and len(t_s) <= 3)
+    if pool and n:
         sigma_sel = noise_sigma
         if sigma_sel is None:
             dof = max(len(t_s) - 3, 1)
