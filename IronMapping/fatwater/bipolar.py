@@ -30,6 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..fatmodel import fat_phasor
+from .complex_fit import (_complex_model, _complex_start, _lm_complex, _phase_start,
+                          echo_period_hz, fit_fatwater_complex_chunk)
+from .likelihood import _Gaussian
+from .magnitude import _MagnitudeModel, _lm_magnitude, _loglinear_start
 
 READOUTS = ("auto", "bipolar", "monopolar")
 
@@ -148,9 +153,8 @@ def _sample_grid(mask, target):
 
 
 def _theta_variance(zn, t, c, even, p):
-    """Variance of the fitted theta per voxel from the Gauss-Newton covariance."""
-    from .complex_fit import _complex_model
-
+    """Variance of the fitted theta per voxel from the Gauss-Newton covariance (all six
+    parameters free, so also where fat was held at 0: a conservative weight)."""
     b, m = _complex_model(t, c, *p, even=even)
     j = np.stack([b, c * b, -t * m, 2j * np.pi * t * m, 1j * m, 1j * even * m])
     h = np.einsum("aen,ben->nab", j.real, j.real) + np.einsum("aen,ben->nab", j.imag, j.imag)
@@ -212,10 +216,6 @@ def _fit_theta(zn, t, cc, even, water_only):
     """Per-voxel complex fit with the even-echo phase theta; returns theta (rad), variance.
 
     ``water_only``: fat held at 0 (voxels known to hold little fat), one start."""
-    from .complex_fit import _complex_model, _complex_start, _lm_complex, _phase_start
-    from .likelihood import _Gaussian
-    from .magnitude import _MagnitudeModel, _lm_magnitude, _loglinear_start
-
     mag = np.abs(zn)
     model = _MagnitudeModel(t[:, 0], cc[:, 0])
     r0, s0 = _loglinear_start(mag, t[:, 0])
@@ -253,8 +253,6 @@ def _subsample(z, select, max_voxels):
 
 def _fit_after(z, select, te_s, fat, estimate, extra, max_voxels):
     """Voxel-wise complex fit of a subsample of ``select`` after removing theta(x) + extra."""
-    from .complex_fit import fit_fatwater_complex_chunk
-
     trial = OddEvenPhase(estimate.offset_rad + extra, estimate.slopes_rad_per_voxel,
                          estimate.centre, 0.0, 0.0, 0)
     zn, _, _ = _subsample(remove_odd_even_phase(z, trial), select, max_voxels)
@@ -269,8 +267,6 @@ def _resolve_half_turn(z, bright, te_s, fat, estimate, max_voxels):
     map lies nearer 0 Hz is kept (the scanner sets its frequency on the water resonance).
     Otherwise the lower residual of the complex fit decides.
     """
-    from .complex_fit import echo_period_hz
-
     period = echo_period_hz(te_s)
     none = OddEvenPhase(0.0, (0.0,) * len(estimate.slopes_rad_per_voxel), estimate.centre, 0.0,
                         0.0, 0)
@@ -305,8 +301,6 @@ def estimate_odd_even_phase(z, mask, te_s, field_strength_t, precession_clockwis
     -------
     OddEvenPhase, or None when there are fewer than 4 echoes or too few voxels (< 50).
     """
-    from ..fatmodel import fat_phasor
-
     mask = np.asarray(mask, dtype=bool)
     if z.shape[0] < 4 or not mask.any():
         return None
