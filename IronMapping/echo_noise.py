@@ -175,8 +175,8 @@ def separate_misfit(variance, dofs, amplitude2, groups=None):
     """
     log_var = np.log(variance)
     overall = float(np.exp(pooled_log_mode(log_var, dofs)))
-    if variance.size < AMPLITUDE_STRATA * 300:
-        return overall, 0.0
+    if variance.size < AMPLITUDE_STRATA * 300 or np.median(dofs) < 3:
+        return overall, 0.0  # strata of one- or two-dof variances are too noisy to compare
     if groups is not None:
         n_groups = int(groups.max()) + 1
         log_a = np.log(amplitude2)
@@ -189,12 +189,12 @@ def separate_misfit(variance, dofs, amplitude2, groups=None):
         return overall, 0.0
     # The quietest (lowest-amplitude) strata lie well below the pooled value: misfit that grows
     # with the signal dominates the bright voxels. Extrapolate the line through the strata to
-    # A = 0, but never below half of the quietest stratum (a line through noisy strata can
+    # A = 0, but never below a fifth of the quietest stratum (a line through noisy strata can
     # overshoot), nor above it.
     weight = 1.0 / (v * v)
     design = np.stack([np.ones_like(a), a], axis=1)
     s2, c2 = np.linalg.lstsq(design * np.sqrt(weight)[:, None], v * np.sqrt(weight), rcond=None)[0]
-    s2 = float(np.clip(s2, 0.5 * v.min(), v.min()))
+    s2 = float(np.clip(s2, 0.2 * v.min(), v.min()))
     c2 = float(max(c2, 0.0))
     return s2, c2
 
@@ -446,7 +446,16 @@ def coils_from_decay(y, t, sigma, max_voxels: int = 4000):
     Var(S^2) = 4 sigma^2 (A^2 + L sigma^2) over those voxels. None when fewer than 300 such voxels.
     """
     sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
-    use = (y[0] > 20.0 * sigma) & (y[-1] < 10.0 * sigma) & (y[-1] > 0)
+    if y.shape[0] < 6:
+        return None
+    # choose the voxels on a fit of the first half of the echoes only: choosing on the late
+    # echoes' own values would keep those whose noise happened to be low, faking a low floor
+    half = y.shape[0] // 2
+    bright = (y[0] > 20.0 * sigma) & np.all(y[:half] > 0, axis=0)
+    r2, ln_s0 = estimators.weighted_loglinear(y[:half], t[:half], np.where(bright, y[:half] ** 2, 0.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        predicted_last = np.exp(ln_s0 - r2 * t[-1])
+    use = bright & np.isfinite(predicted_last) & (predicted_last < 10.0 * sigma)
     idx = np.flatnonzero(use)
     if idx.size < 300:
         return None
@@ -538,7 +547,9 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
     if signal2d.shape[0] < MIN_ECHOES_FOR_RESIDUALS:
         return None
     spatial = tuple(spatial) if spatial is not None else (signal2d.shape[1],)
-    guide, index, partner = neighbour_triples(np.asarray(candidates, bool), spatial)
+    # few echoes leave few residual degrees of freedom per voxel: pool more voxels
+    limit = MAX_SAMPLED_VOXELS * (3 if signal2d.shape[0] <= 5 else 1)
+    guide, index, partner = neighbour_triples(np.asarray(candidates, bool), spatial, limit)
     if index.size < 200:
         return None
     yc = signal2d[:, guide].astype(np.float64)

@@ -166,7 +166,8 @@ class IronMappingLogic(_LogicBase):
                 fit = relaxometry.fit(
                     image.signal, image.echo_times_ms, method=method, mask=mask,
                     noise_sigma=noiseSigma, coils=coils, progress=progress, cancel=cancel,
-                    quantity=image.quantity, field_strength_t=image.field_strength_t)
+                    quantity=image.quantity, field_strength_t=image.field_strength_t,
+                    include_mask=None if regions is None else regions.labels > 0)
                 summary, labels, names = self._summarize(fit, image, regions, calibration, convertField)
                 summary["field_strength_source"] = field_strength_source(
                     fieldStrengthT, image, desc.field_strength_t)

@@ -114,6 +114,16 @@ def background_purity(samples, tiles=None) -> dict:
     return result
 
 
+def air_level_plausible(air, air_coils, echo) -> bool:
+    """Pure noise of the tissue's sigma with the air's coil count has E[M^2] = 2 L sigma^2; air
+    may be quieter (parallel imaging, filtering) but not much louder than that."""
+    x = np.asarray(air, dtype=np.float64)
+    x = x[np.isfinite(x) & (x > 0)]
+    x = x[x <= 5.0 * np.median(x)]
+    sigma = echo.sigma if echo.sigma_map is None else float(np.percentile(echo.sigma_map, 95))
+    return float(np.mean(x * x)) <= 1.5 * 2.0 * air_coils * sigma * sigma
+
+
 def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_times_s=None,
                   candidates=None):
     """The noise a fit uses, and notes for the user: (NoiseEstimate or None, list of str).
@@ -139,6 +149,12 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
     if echo_times_s is not None:
         usable = candidates & (signal2d[0] > 0) if mask_flat is None else candidates & mask_flat
         echo = estimate_noise_echo_train(signal2d, echo_times_s, usable, spatial, coils_known)
+        if purity["pure"] and echo is not None and not air_level_plausible(air, purity["coils"], echo):
+            # faint non-decaying tissue has the shape of many-coil noise but a higher level
+            purity.update(pure=False, why="the background is brighter than pure noise of the tissue's "
+                                          "noise level (it holds faint tissue or artefact)")
+            coils_known = coils
+            echo = estimate_noise_echo_train(signal2d, echo_times_s, usable, spatial, coils)
     background = None
     if purity["pure"]:
         try:
@@ -162,6 +178,7 @@ def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_ti
     agree = (background is not None and echo.sigma_map is None
              and 1.0 / AGREEMENT <= background.sigma / echo.sigma <= AGREEMENT)
     if agree:
+        details["coils_source"] = "shape of the background noise" if coils is None else "given"
         return _with(background, details), notes
     if background is not None:
         notes.append(

@@ -286,7 +286,8 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
         _warnings.simplefilter("always")
         fit = fit_maps(image.signal, image.echo_times_ms, method=method, noise_sigma=noise_sigma,
                        coils=coils, progress=lambda f: say("fit", f), cancel=cancel,
-                       quantity=image.quantity, field_strength_t=image.field_strength_t)
+                       quantity=image.quantity, field_strength_t=image.field_strength_t,
+                       include_mask=None if label_map is None else label_map.labels > 0)
     # The engine's notes are UserWarnings; numpy's RuntimeWarnings inside masked-out math are not.
     notes += _unique([str(w.message) for w in caught if issubclass(w.category, UserWarning)
                       and not issubclass(w.category, RuntimeWarning)]

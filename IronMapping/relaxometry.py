@@ -451,6 +451,9 @@ def _noise_and_mask(y2d, te_ms, method, mask_flat, include_flat, noise_sigma, co
     that a bad value never passes for background.
     """
     invalid = invalid_voxels(y2d)
+    if mask_flat is not None and not mask_flat.any() and (include_flat is None or not include_flat.any()):
+        raise InputError("The mask selects no voxel: there is nothing to fit. Give a mask with the "
+                         "tissue set to True, or mask=None for the automatic mask.")
     noise, notes = resolve_noise(y2d, mask_flat, noise_sigma, coils, spatial, te_ms / 1000.0, ~invalid)
     auto = mask_flat is None
     if auto:
@@ -493,7 +496,7 @@ def _kernel_for(method, field_strength_t, options):
             res = fit_fatwater_chunk(y, t, field_strength_t=field_strength_t, sigma=sigma,
                                      coils=coils, precession_clockwise=options.get("precession_clockwise", True),
                                      **extra_options)
-            extra = {k: res[k] for k in ("pdff", "water", "fat") if k in res}
+            extra = {k: res[k] for k in ("pdff", "water", "fat", "fat_water_ambiguous") if k in res}
             if "start" in res:
                 extra["fat_water_start"] = res["start"]
             extra["_rss"] = res.get("rss")

