@@ -59,7 +59,7 @@ PHANTOM_EXCESS_CV_RANGE = (0.0, 0.03)
 _MAD_TO_SD = 1.4826
 _MEDIAN_SE = float(np.sqrt(np.pi / 2))       # SE of a median / SE of a mean, normal sample
 _STATUS_FITTED, _STATUS_MASKED, _STATUS_OUT_OF_RANGE = 1, 0, 4
-_CONNECTIVITY = ndimage.generate_binary_structure(3, 2)   # 18-connected
+_CONNECTIVITY = ndimage.generate_binary_structure(3, 3)   # 26-connected: any touching voxel
 _IN_PLANE = np.zeros((3, 3, 3), bool)
 _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)     # erode within the slice only
 
@@ -68,8 +68,8 @@ _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)     # erode within the sl
 class FocalOptions:
     """Settings of the focal analysis (all user-settable).
 
-    min_volume_ml : smallest area reported (mL), default 1.0 (the smallest focus the phantom
-        benchmark is asked to find; raise it for fewer, larger findings).
+    min_volume_ml : smallest area reported (mL), default 0.75: a focus of 1 mL measured up to
+        25 % small is still reported; raise it (e.g. 3) for fewer, larger findings.
     min_voxels : smallest area in voxels, whatever the voxel size (and when it is unknown);
         the minimum in small organs with coarse voxels.
     seed_z, grow_z : hysteresis thresholds on the smoothed z (standard deviations).
@@ -81,7 +81,7 @@ class FocalOptions:
     organs : organs analysed.
     """
 
-    min_volume_ml: float = 1.0
+    min_volume_ml: float = 0.75
     min_voxels: int = 10
     seed_z: float = 4.0
     grow_z: float = 2.0
@@ -554,3 +554,55 @@ def match_lesions(findings: list, lesion_masks: dict, shape) -> dict:
                      "overlap_fraction_of_lesion": overlap / n_lesion if n_lesion else None,
                      "overlap_fraction_of_finding": overlap / n_f}
     return out
+
+
+# --------------------------------------------------------------------------- table / CSV
+
+FOCAL_TABLE_COLUMNS = (
+    ("Finding", "id"), ("Region", "region"), ("Kind", "kind"), ("Volume (mL)", "volume_ml"),
+    ("Voxels (n)", "n_voxels"), ("R2* median (1/s)", "r2star_median"),
+    ("Background R2* median (1/s)", "background_r2star_median"),
+    ("Difference (1/s)", "difference_r2star"), ("Ratio to background", "ratio_r2star"),
+    ("Slice (k)", "slice_k"),
+)
+
+
+def findings_table(findings: list) -> list[dict]:
+    """One row per finding, units in the column names (CSV, Slicer table, report)."""
+    rows = []
+    for f in findings or []:
+        row = {header: f.get(key) for header, key in FOCAL_TABLE_COLUMNS}
+        ras = f.get("centroid_ras")
+        for n, axis in enumerate(("R", "A", "S")):
+            row[f"Centroid {axis} (mm)"] = None if ras is None else float(ras[n])
+        shift = f.get("field_shift") or {}
+        row["Field shift"] = shift.get("sign") or (shift.get("reason") if shift else None)
+        row["Confidence"] = f.get("confidence")
+        row["Matched lesion"] = f.get("matched_lesion")
+        row["Reading"] = f.get("reading")
+        rows.append(row)
+    return rows
+
+
+def findings_columns() -> list[str]:
+    return ([h for h, _ in FOCAL_TABLE_COLUMNS] + [f"Centroid {a} (mm)" for a in "RAS"]
+            + ["Field shift", "Confidence", "Matched lesion", "Reading"])
+
+
+def write_focal_csv(summary: dict, path):
+    """focal_findings.csv from summary["focal_findings"] (header only when none). Returns the path."""
+    import csv
+    import io
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=findings_columns(), lineterminator="\n")
+    writer.writeheader()
+    for row in findings_table(summary.get("focal_findings") or []):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    os.replace(tmp, path)
+    return path

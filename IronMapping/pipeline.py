@@ -33,6 +33,7 @@ from .maps_io import FORMATS, LabelMap, output_path, read_labels, resample_label
 RUN_RECORD = "run.json"
 REGIONS_CSV = "regions.csv"
 SUMMARY_JSON = "summary.json"
+FOCAL_CSV = "focal_findings.csv"
 REPORT_HTML = "report.html"
 BASE_MAPS = ("r2star", "t2star", "s0", "quality", "status", "r2star_sd")
 
@@ -114,7 +115,7 @@ def planned_outputs(fmt: str, maps: Sequence[str] = BASE_MAPS + ("lic", "pdff"),
     for m in maps:
         p = output_path(".", m, fmt)
         names += [p.name, p.name.replace(FORMATS[fmt], ".json")]
-    names += [REGIONS_CSV, SUMMARY_JSON, RUN_RECORD]
+    names += [REGIONS_CSV, SUMMARY_JSON, RUN_RECORD, FOCAL_CSV]
     if report:
         names.append(REPORT_HTML)
     return names
@@ -234,6 +235,8 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
                        quantity=image.quantity, extra=extra)
     files["regions_csv"] = write_regions(out / REGIONS_CSV, summary)
     files["summary_json"] = Path(write_summary_json(summary, out / SUMMARY_JSON))
+    from .focal import write_focal_csv
+    files["focal_findings_csv"] = Path(write_focal_csv(summary, out / FOCAL_CSV))
     timings["write"] = time.perf_counter() - t0
 
     if report:
@@ -284,7 +287,8 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
         fit, labels, names, image.field_strength_t, calibration=calibration,
         signal=image.signal, echo_times_ms=image.echo_times_ms,
         voxel_volume_ml=image.voxel_volume_ml, terminology=terminology,
-        convert_field=convert_field)
+        convert_field=convert_field,
+        ijk_to_ras=image.ijk_to_ras, complex_signal=image.metadata.get("complex_components"))
     summary = dict(summary)
     if label_map is None:
         summary.setdefault("warnings", [])
