@@ -151,6 +151,37 @@ def findings_label_map(findings, shape) -> np.ndarray:
 
 # --------------------------------------------------------------------------- one organ
 
+def bounding_box(mask: np.ndarray, margin: int = 0):
+    """Slices (k, j, i) of the smallest box holding ``mask`` plus ``margin`` voxels (clipped);
+    None for an empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=other))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(0, int(hit[0]) - margin), min(mask.shape[axis], int(hit[-1]) + margin + 1)))
+    return tuple(box)
+
+
+def _erode_in_plane(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """Erosion by the in-plane 4-neighbour cross (outside the array counts as outside)."""
+    out = mask.copy()
+    for _ in range(iterations):
+        m = out.copy()
+        m[:, 1:, :] &= out[:, :-1, :]
+        m[:, :-1, :] &= out[:, 1:, :]
+        m[:, :, 1:] &= out[:, :, :-1]
+        m[:, :, :-1] &= out[:, :, 1:]
+        m[:, [0, -1], :] = False
+        m[:, :, [0, -1]] = False
+        out = m
+    return out
+
+
+def _grow_box(box, shape, margin=1):
+    return tuple(slice(max(0, b.start - margin), min(n, b.stop + margin)) for b, n in zip(box, shape))
+
 def _robust(values: np.ndarray):
     med = float(np.median(values))
     return med, _MAD_TO_SD * float(np.median(np.abs(values - med)))
@@ -200,39 +231,47 @@ def _detect(r2, u2, core, dark, bg, tau, se_bg, options, min_size):
         if not seeds.any():
             continue
         comp, _ = ndimage.label(grow, _CONNECTIVITY)
+        objects = ndimage.find_objects(comp)
+        sizes = np.bincount(comp.ravel())
         seeded = np.unique(comp[seeds])
-        for c in seeded[seeded > 0]:
-            area = comp == c
-            area_seeds = area & seeds
-            core_voxels = area_seeds & ~dark & (sign * z_voxel >= options.grow_z)
-            n_dark = int(np.count_nonzero(area_seeds & dark))
+        for c in seeded[(seeded > 0)]:
+            if sizes[c] < min_size:
+                continue
+            sl = objects[c - 1]
+            area = comp[sl] == c
+            area_seeds = area & seeds[sl]
+            r2s, zv, dk = r2[sl], z_voxel[sl], dark[sl]
+            core_voxels = area_seeds & ~dk & (sign * zv >= options.grow_z)
+            n_dark = int(np.count_nonzero(area_seeds & dk))
             if n_dark > np.count_nonzero(core_voxels):
                 level = np.inf
             elif core_voxels.any():
-                level = float(np.median(r2[core_voxels]))
+                level = float(np.median(r2s[core_voxels]))
             else:
                 continue
             # 50 % partial-volume rule on each voxel's own R2*
             if np.isfinite(level):
                 half = bg + 0.5 * (level - bg)
-                member = area & ~dark & (sign * (r2 - half) >= 0)
+                member = area & ~dk & (sign * (r2s - half) >= 0)
             else:
-                member = area & ~dark & (sign * z_voxel >= options.grow_z)
+                member = area & ~dk & (sign * zv >= options.grow_z)
             if kind == DENSE:
-                member |= area & dark
+                member |= area & dk
             parts, m = ndimage.label(member, _CONNECTIVITY)
             if m == 0:
                 continue
-            sizes = np.bincount(parts.ravel(), minlength=m + 1)
+            part_sizes = np.bincount(parts.ravel(), minlength=m + 1)
             with_seed = np.unique(parts[area_seeds & member])
             for p in with_seed[with_seed > 0]:
-                if sizes[p] >= min_size:
-                    found.append((kind, parts == p, level))
+                if part_sizes[p] >= min_size:
+                    found.append((kind, sl, parts == p, level))
     return found
 
 
-def _finding_statistics(kind, mask, r2, u2, dark, bg, tau, se_bg, u_bg, options):
-    """Numbers of one area, or None when it does not pass the cluster tests."""
+def _finding_statistics(kind, sl, mask, r2, u2, dark, bg, tau, se_bg, u_bg, options):
+    """Numbers of one area (``mask`` within the box ``sl``), or None when it does not pass
+    the cluster tests."""
+    r2, u2, dark = r2[sl], u2[sl], dark[sl]
     n = int(np.count_nonzero(mask))
     n_dark = int(np.count_nonzero(mask & dark))
     finite = mask & ~dark
@@ -300,15 +339,13 @@ def analyse_organ(r2, uncertainty, status, domain, voxel_volume_ml=None, options
         organ["notes"].append("empty region: no focal analysis")
         return [], organ
     # Work in the organ's bounding box (plus a margin for the filters).
-    idx = np.nonzero(domain)
-    box = tuple(slice(max(0, int(a.min()) - 2), int(a.max()) + 3) for a in idx)
+    box = bounding_box(domain, 2)
     dom = domain[box]
-    r2b = np.asarray(r2, np.float64)[box]
-    ub = np.asarray(uncertainty, np.float64)[box]
+    r2b = np.asarray(r2)[box].astype(np.float64)
+    ub = np.asarray(uncertainty)[box].astype(np.float64)
     st = np.asarray(status)[box]
     fitted = (st == _STATUS_FITTED) & np.isfinite(r2b) & np.isfinite(ub)
-    core = ndimage.binary_erosion(dom, _IN_PLANE, iterations=options.erode_voxels) \
-        if options.erode_voxels else dom.copy()
+    core = _erode_in_plane(dom, options.erode_voxels) if options.erode_voxels else dom.copy()
     if core.sum() < max(3 * organ["min_size_voxels"], 30):
         core = dom.copy()
         organ["notes"].append("organ too thin to erode its edge: edge voxels kept (partial volume "
@@ -324,19 +361,28 @@ def analyse_organ(r2, uncertainty, status, domain, voxel_volume_ml=None, options
     min_size = organ["min_size_voxels"]
     background = core
     areas = []
+    previous = None
     for _ in range(2):  # second pass: background without the areas found
         bg, sd, tau, u_bg, n_bg = _background(r2b, u2, background)
-        se_bg = _MEDIAN_SE * float(np.hypot(sd, 0.0)) / np.sqrt(n_bg)
+        if previous is not None and abs(bg - previous[0]) < 0.05 * sd and abs(tau - previous[1]) < 0.05 * sd:
+            break  # the areas hardly moved the background: the first pass stands
+        previous = (bg, tau)
+        se_bg = _MEDIAN_SE * sd / np.sqrt(n_bg)
         found = _detect(np.nan_to_num(r2b), np.nan_to_num(u2, nan=1.0), core, dark, bg, tau,
                         se_bg, options, min_size)
         areas = []
-        for kind, mask, level in found:
-            stats = _finding_statistics(kind, mask, r2b, u2, dark, bg, tau, se_bg, u_bg, options)
+        for kind, sl, mask, level in found:
+            stats = _finding_statistics(kind, sl, mask, r2b, u2, dark, bg, tau, se_bg, u_bg, options)
             if stats is not None:
-                areas.append({"kind": kind, "mask": mask, **stats})
+                areas.append({"kind": kind, "box": sl, "mask": mask, **stats})
         if not areas:
             break
-        taken = ndimage.binary_dilation(np.logical_or.reduce([a["mask"] for a in areas]), _CONNECTIVITY)
+        taken = np.zeros(core.shape, bool)
+        for a in areas:
+            grown = _grow_box(a["box"], core.shape)
+            local = np.zeros(tuple(g.stop - g.start for g in grown), bool)
+            local[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(a["box"], grown))] = a["mask"]
+            taken[grown] |= ndimage.binary_dilation(local, _CONNECTIVITY)
         new_background = core & ~taken
         if new_background.sum() < max(30, min_size):
             break
@@ -353,9 +399,12 @@ def analyse_organ(r2, uncertainty, status, domain, voxel_volume_ml=None, options
     full = []
     for area in areas:
         mask = np.zeros(domain.shape, bool)
-        mask[box] = area["mask"]
+        inner = area.pop("box")
+        mask[tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner))] = area["mask"]
         area["mask"] = mask
         area["background_r2star_median"] = bg
+        if area["r2star_median"] is not None:  # against the final background
+            area["difference_r2star"] = area["r2star_median"] - bg
         area["background_uncertainty_median"] = u_bg
         full.append(area)
     return full, organ
@@ -431,22 +480,25 @@ def organ_domains(regions, shape):
     organs = [r for r in regions if r[2] not in (None, "lesion")]
     lesions = [r for r in regions if r[2] == "lesion"]
     attached = {r[0]: [] for r in organs}
-    domains = {r[0]: r[3].copy() for r in organs}
+    domains = {r[0]: r[3] for r in organs}
     for value, name, _, mask in lesions:
         if not mask.any():
             continue
-        grown = ndimage.binary_dilation(mask, _CONNECTIVITY)
-        touch = [(int(np.count_nonzero(grown & o[3])), o[0]) for o in organs]
+        box = bounding_box(mask, 1)
+        grown = ndimage.binary_dilation(mask[box], _CONNECTIVITY)
+        touch = [(int(np.count_nonzero(grown & o[3][box])), o[0]) for o in organs]
         touch = [t for t in touch if t[0] > 0]
         if touch:
             host = max(touch)[1]
-            domains[host] |= mask
+            domains[host] = domains[host] | mask
             attached[host].append(name)
     return [(v, n, o, domains[v], attached[v]) for v, n, o, _ in organs]
 
 
 def _centroid(mask, ijk_to_ras):
-    k, j, i = np.nonzero(mask)
+    box = bounding_box(mask)
+    k, j, i = np.nonzero(mask[box])
+    k, j, i = k + box[0].start, j + box[1].start, i + box[2].start
     centre_kji = np.array([k.mean(), j.mean(), i.mean()])
     ras = None
     if ijk_to_ras is not None:

@@ -45,6 +45,19 @@ def convention_text(precession_clockwise: bool) -> str:
             "(ISMRM Fat-Water Toolbox PrecessionIsClockwise = 0)")
 
 
+class _Components:
+    """Complex echoes built box by box from real and imaginary images (no full copy)."""
+
+    def __init__(self, real, imaginary):
+        self.real, self.imaginary = real, imaginary
+        self.shape = np.shape(real)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index):
+        return (np.asarray(self.real[index], np.float32)
+                + 1j * np.asarray(self.imaginary[index], np.float32))
+
+
 def complex_echoes(complex_signal, magnitude=None):
     """(complex [echo, k, j, i] or None, note). Accepts a complex array or the loaders'
     ``metadata["complex_components"]`` dict ("real" + "imaginary", or "phase" with the
@@ -54,8 +67,9 @@ def complex_echoes(complex_signal, magnitude=None):
     if isinstance(complex_signal, dict):
         comps = complex_signal
         if "real" in comps and "imaginary" in comps:
-            return (np.asarray(comps["real"], np.float32)
-                    + 1j * np.asarray(comps["imaginary"], np.float32)), "real and imaginary images"
+            if np.shape(comps["real"]) != np.shape(comps["imaginary"]):
+                return None, "real and imaginary images differ in shape"
+            return _Components(comps["real"], comps["imaginary"]), "real and imaginary images"
         if "phase" in comps and magnitude is not None:
             p = np.asarray(comps["phase"], np.float64)
             lo, hi = float(np.nanmin(p)), float(np.nanmax(p))
@@ -141,15 +155,22 @@ def dipole_field(mask: np.ndarray, spacing_kji, b0_kji, pad: int | None = None) 
     pad : zero padding on each side in voxels; None pads each axis by its own length (no
     wrap-around of the dipole tails within the box).
     """
-    pads = [(n + 8, n + 8) if pad is None else (pad, pad) for n in mask.shape]
+    from scipy import fft
+
+    pads = []
+    for n in mask.shape:
+        before = n // 2 + 4 if pad is None else pad
+        total = fft.next_fast_len(n + 2 * before, real=True)
+        pads.append((before, total - n - before))
     padded = np.pad(mask.astype(np.float64), pads)
-    freqs = [np.fft.fftfreq(n, d=d) for n, d in zip(padded.shape, spacing_kji)]
-    kk, kj, ki = np.meshgrid(*freqs, indexing="ij")
+    freqs = [np.fft.fftfreq(n, d=d) for n, d in zip(padded.shape[:-1], spacing_kji[:-1])]
+    freqs.append(np.fft.rfftfreq(padded.shape[-1], d=spacing_kji[-1]))
+    kk, kj, ki = np.meshgrid(*freqs, indexing="ij", sparse=True)
     k2 = kk * kk + kj * kj + ki * ki
     kb = kk * b0_kji[0] + kj * b0_kji[1] + ki * b0_kji[2]
     with np.errstate(invalid="ignore", divide="ignore"):
         d = np.where(k2 > 0, 1.0 / 3.0 - kb * kb / k2, 0.0)
-    field = np.real(np.fft.ifftn(np.fft.fftn(padded) * d))
+    field = fft.irfftn(fft.rfftn(padded) * d, s=padded.shape)
     cut = tuple(slice(p[0], p[0] + n) for p, n in zip(pads, mask.shape))
     return field[cut]
 
@@ -164,11 +185,13 @@ def field_shift(state: dict, mask: np.ndarray, domain: np.ndarray) -> dict:
     if not state.get("available"):
         out["reason"] = f"not determined: {state.get('reason') or 'no phase data'}"
         return out
-    idx = np.nonzero(mask)
-    ext = [int(a.max() - a.min() + 1) for a in idx]
-    margin = [max(2, e) if n == 0 else max(4, 2 * e) for n, e in enumerate(ext)]
-    box = tuple(slice(max(0, int(a.min()) - g), int(a.max()) + g + 1)
-                for a, g in zip(idx, margin))
+    from .focal import bounding_box
+
+    tight = bounding_box(mask)
+    ext = [b.stop - b.start for b in tight]
+    margin = [max(2, e) if n == 0 else max(4, int(1.5 * e)) for n, e in enumerate(ext)]
+    box = tuple(slice(max(0, b.start - g), min(n, b.stop + g))
+                for b, g, n in zip(tight, margin, mask.shape))
     m = mask[box]
     data = state["data"][(slice(None),) + box]
     f, w = field_map_hz(data, state["te_s"], state["precession_clockwise"])
