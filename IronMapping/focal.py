@@ -78,6 +78,8 @@ class FocalOptions:
     coverage_factor : and by more than this x the combined per-voxel uncertainty (the rule of
         the lesion comparison, IronMapping.regions.compare_lesion).
     erode_voxels : in-plane erosion of the organ edge (partial volume).
+    max_dark_fraction : voxels too dark or too fast-decaying to fit join dense foci only while
+        they are at most this share of the organ (scattered, they are noise).
     organs : organs analysed.
     """
 
@@ -88,6 +90,7 @@ class FocalOptions:
     cluster_z: float = 5.0
     coverage_factor: float = 2.0
     erode_voxels: int = 1
+    max_dark_fraction: float = 0.02
     organs: tuple = FOCAL_ORGANS
 
     def __post_init__(self):
@@ -351,6 +354,16 @@ def analyse_organ(r2, uncertainty, status, domain, voxel_volume_ml=None, options
         organ["notes"].append("organ too thin to erode its edge: edge voxels kept (partial volume "
                               "at the edge may cause findings there)")
     dark = core & ((st == _STATUS_OUT_OF_RANGE) | (st == _STATUS_MASKED)) & ~np.isfinite(r2b)
+    dark_fraction = float(dark.sum()) / max(int(core.sum()), 1)
+    organ["dark_fraction"] = dark_fraction
+    if dark_fraction > options.max_dark_fraction:
+        # Scattered through the organ, unfittable voxels are noise, not a focus: with this
+        # many, chance clusters of them reach any minimum size.
+        organ["notes"].append(
+            f"{100 * dark_fraction:.1f} % of the organ's voxels decay faster than the echoes sample "
+            "or give no signal: such voxels are not used as evidence of dense foci (a shorter "
+            "first echo or higher SNR would measure them)")
+        dark = np.zeros_like(dark)
     core &= fitted
     organ["n_core_voxels"] = int(core.sum())
     if organ["n_core_voxels"] < 2 * organ["min_size_voxels"]:

@@ -302,3 +302,24 @@ def test_focal_phantom_keeps_the_plain_phantom_and_paints_exact_volumes():
         assert np.allclose(ph.r2star[ph.focal_map == t["label_value"]], spec.r2star)
     with pytest.raises(InputError, match="unknown phantom region"):
         make_focal_phantom("normal", [FocalLesion("x", "brain", (0.5, 0.5, 0.5), 1.0, 100.0)])
+
+
+def test_scattered_dark_voxels_are_noise_not_a_dense_focus():
+    """A loaded liver at low SNR: many voxels too dark to fit, scattered; chance clusters of
+    them must not become findings (they did before the dark-fraction rule)."""
+    rng = np.random.default_rng(3)
+    shape = (8, 50, 50)
+    organ = np.zeros(shape, bool)
+    organ[1:7, 5:45, 5:45] = True
+    r2 = 600.0 + 60.0 * rng.standard_normal(shape)
+    status = np.ones(shape, np.uint8)
+    dark = rng.random(shape) < 0.15
+    status[dark] = 0
+    r2[dark] = np.nan
+    areas, info = analyse_organ(r2, np.full(shape, 60.0), status, organ, 0.05)
+    assert areas == []
+    assert info["dark_fraction"] > 0.1
+    assert any("not used as evidence of dense foci" in n for n in info["notes"])
+    chance = analyse_organ(r2, np.full(shape, 60.0), status, organ, 0.05,
+                           FocalOptions(max_dark_fraction=1.0))[0]
+    assert chance and all(a["kind"] == DENSE for a in chance)

@@ -7,7 +7,8 @@ Prints
 1. detection sensitivity, volume error and field-shift sign against focus size and SNR, for
    iron-sparing foci in a loaded liver (R2* 60 in 450 1/s), iron-dense foci in a normal liver
    (200 in 30 1/s, paramagnetic), calcium-like foci (200 in 30 1/s, diamagnetic) and small
-   dense foci in the spleen (150 in 25 1/s);
+   dense foci in the spleen (150 in 25 1/s); and two low-contrast cases (300 in 450 1/s,
+   45 in 30 1/s) that show the limits;
 2. false findings per organ in homogeneous organs (all presets, SNR 10-100, 1 and 8 coils)
    and the excess heterogeneity (tau / background) there: the phantom's normal range;
 3. the time the focal analysis adds to summarize() on a 256 x 256 x 40 study.
@@ -43,7 +44,13 @@ CASES = {
     "calcium-like, liver": ("normal",
                             lambda v: [FocalLesion(f"c{n}", "liver", p, v, 200.0, -1.0) for n, p in enumerate(POSITIONS)]),
     "dense, spleen": ("normal", lambda v: [FocalLesion("sp", "spleen", SPLEEN, v, 150.0, 0.8)]),
+    # low contrast: where the limits show
+    "sparing 300 in 450 1/s": ("neonatal-haemochromatosis",
+                               lambda v: [FocalLesion(f"l{n}", "liver", p, v, 300.0) for n, p in enumerate(POSITIONS)]),
+    "dense 45 in 30 1/s": ("normal",
+                           lambda v: [FocalLesion(f"m{n}", "liver", p, v, 45.0, 0.3) for n, p in enumerate(POSITIONS)]),
 }
+LOW_CONTRAST = ("sparing 300 in 450 1/s", "dense 45 in 30 1/s")
 
 
 def regions_of(ph):
@@ -108,7 +115,7 @@ def detection(sizes, snrs, seeds):
                         if sign is not None:
                             signs += 1
                             signs_ok += sign
-                        if snr >= 20 and truth["volume_ml"] >= 1.0 and (
+                        if snr >= 20 and truth["volume_ml"] >= 1.0 and case not in LOW_CONTRAST and (
                                 not ok or abs(err) > 25 or sign is False):
                             misses.append((case, snr, size, seed, ok, err, sign))
                 med = f"{np.median(errs):+.0f}/{max(errs, key=abs):+.0f}%" if errs else "-"
@@ -117,7 +124,7 @@ def detection(sizes, snrs, seeds):
                 cells.append(f"{found}/{total} {med}{sg}{fl}")
             print(f"{case:24s} {snr:4g} " + " ".join(f"{c:>22s}" for c in cells))
     print("(F n: findings not at a truth focus)")
-    print("target misses (SNR >= 20, >= 1 mL):", misses if misses else "none")
+    print("target misses (SNR >= 20, >= 1 mL, the four target cases):", misses if misses else "none")
 
 
 def false_findings(snrs, seeds):
@@ -135,18 +142,17 @@ def false_findings(snrs, seeds):
                         counts.setdefault(key, [0, 0])
                         counts[key][1] += 1
                         counts[key][0] += sum(1 for f in false if f["region"] == o["region"])
-                        cvs.append(o["heterogeneity_excess_cv"])
+                        cvs.append((snr, o["heterogeneity_excess_cv"]))
                         robust.append((snr, o["heterogeneity_robust_cv"]))
     print(f"{'organ':10s} " + " ".join(f"SNR {s:>4g}" for s in snrs))
     for organ in ("liver", "spleen", "pancreas", "kidney"):
         print(f"{organ:10s} " + " ".join(f"{counts[(organ, s)][0]:>3d}/{counts[(organ, s)][1]:<4d}"
                                          for s in snrs))
-    cvs = np.array(cvs)
-    print(f"excess CV: median {np.median(cvs):.3f}, 99th percentile {np.percentile(cvs, 99):.3f}, "
-          f"max {cvs.max():.3f} over {cvs.size} organs")
     for snr in snrs:
         r = [v for s, v in robust if s == snr]
-        print(f"robust CV at SNR {snr:g}: {min(r):.3f}-{max(r):.3f}")
+        e = np.array([v for s, v in cvs if s == snr])
+        print(f"SNR {snr:>4g}: robust CV {min(r):.3f}-{max(r):.3f}; excess CV median {np.median(e):.3f}, "
+              f"99th percentile {np.percentile(e, 99):.3f}, max {e.max():.3f} ({e.size} organs)")
 
 
 def timing(repeats):
@@ -170,8 +176,18 @@ def timing(repeats):
         if label != "without focal":
             print(f"  {label}: {len(s['focal_findings'])} findings")
     for label in ("magnitude", "with phase"):
-        print(f"  focal analysis ({label}) adds {times[label] - times['without focal']:.2f} s "
-              f"(summarize {times['without focal']:.2f} s without it)")
+        print(f"  summarize with focal analysis ({label}) {times[label]:.2f} s, without "
+              f"{times['without focal']:.2f} s: adds {times[label] - times['without focal']:.2f} s")
+    regions = [(v, n, recognise_organ(n).organ, ph.labels == v) for v, n in ph.label_names.items()]
+    for label, comps in (("magnitude", None), ("with phase", ph.image.metadata["complex_components"])):
+        best = np.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            find_focal_findings(result, regions, ph.image.voxel_volume_ml, ph.image.ijk_to_ras,
+                                complex_signal=comps, echo_times_ms=ph.image.echo_times_ms,
+                                field_strength_t=1.5)
+            best = min(best, time.perf_counter() - t0)
+        print(f"  find_focal_findings alone ({label}): {best:.2f} s")
 
 
 def main(argv=None):
