@@ -50,18 +50,19 @@ KINDS = (SPARING, DENSE)
 BELAY_2018 = ("Belay et al., J Med Case Rep 2018;12:39, doi:10.1186/s13256-017-1531-9")
 IDILMAN_2016 = "Idilman et al., Diagn Interv Radiol 2016;22:22"
 
-# Heterogeneity beyond the per-voxel uncertainty (tau / background) measured on homogeneous
-# organs of the IronMapping phantom, SNR 20-100, 1 and 8 coils, liver R2* 30-650 1/s
-# (Testing/benchmarks/benchmark_focal.py). Noise alone stays inside this range; a real organ
-# above it has texture (vessels, fibrosis, patchy iron) the fit uncertainty does not explain.
-PHANTOM_EXCESS_CV_RANGE = (0.0, 0.03)
+# Heterogeneity beyond the per-voxel uncertainty (tau / background) on homogeneous organs of
+# the IronMapping phantom, all presets (R2* 21-650 1/s), 1 and 8 coils, SNR 20-100
+# (Testing/benchmarks/benchmark_focal.py): median 0, maximum 0.073 at SNR 20, 0.031 at SNR 50,
+# 0.015 at SNR 100 (the fit's SD slightly understates the spread of its estimates); small
+# organs (a few hundred voxels) scatter more (0.086 seen in a pancreas at SNR 20), hence 0.10.
+# An organ above it has texture (vessels, fibrosis, patchy iron) that the fit uncertainty
+# does not explain.
+PHANTOM_EXCESS_CV_RANGE = (0.0, 0.10)
 
 _MAD_TO_SD = 1.4826
 _MEDIAN_SE = float(np.sqrt(np.pi / 2))       # SE of a median / SE of a mean, normal sample
 _STATUS_FITTED, _STATUS_MASKED, _STATUS_OUT_OF_RANGE = 1, 0, 4
 _CONNECTIVITY = ndimage.generate_binary_structure(3, 3)   # 26-connected: any touching voxel
-_IN_PLANE = np.zeros((3, 3, 3), bool)
-_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)     # erode within the slice only
 
 
 @dataclass

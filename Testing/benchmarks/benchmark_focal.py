@@ -83,7 +83,9 @@ def score(ph, out):
         err = 100.0 * (hit["volume_ml"] - truth["volume_ml"]) / truth["volume_ml"]
         sign = None
         if truth["field_shift_sign"]:
-            sign = (hit["field_shift"] or {}).get("sign") == truth["field_shift_sign"]
+            said = (hit["field_shift"] or {}).get("sign")
+            sign = None if said is None else said == truth["field_shift_sign"]
+            sign = "not determined" if sign is None else sign
         rows.append((truth, True, err, sign))
     lesion = ph.labels == 8
     false = [f for f, m in masks if f["id"] not in used and not (m & lesion).any()]
@@ -99,7 +101,7 @@ def detection(sizes, snrs, seeds):
         for snr in snrs:
             cells = []
             for size in sizes:
-                found = total = signs = signs_ok = 0
+                found = total = signs = signs_ok = wrong = 0
                 errs, false_n = [], 0
                 for seed in seeds:
                     ph = make_focal_phantom(preset, foci(size), with_phase=True, snr=snr, coils=1,
@@ -114,16 +116,18 @@ def detection(sizes, snrs, seeds):
                             errs.append(err)
                         if sign is not None:
                             signs += 1
-                            signs_ok += sign
+                            signs_ok += sign is True
+                            wrong += sign is False
                         if snr >= 20 and truth["volume_ml"] >= 1.0 and case not in LOW_CONTRAST and (
-                                not ok or abs(err) > 25 or sign is False):
+                                not ok or abs(err) > 25 or sign not in (None, True)):
                             misses.append((case, snr, size, seed, ok, err, sign))
                 med = f"{np.median(errs):+.0f}/{max(errs, key=abs):+.0f}%" if errs else "-"
-                sg = f" s{signs_ok}/{signs}" if signs else ""
+                sg = (f" s{signs_ok}/{signs}" + (f"w{wrong}" if wrong else "")) if signs else ""
                 fl = f" F{false_n}" if false_n else ""
                 cells.append(f"{found}/{total} {med}{sg}{fl}")
             print(f"{case:24s} {snr:4g} " + " ".join(f"{c:>22s}" for c in cells))
-    print("(F n: findings not at a truth focus)")
+    print("(s a/b: field-shift sign right for a of b foci with phase, the rest 'not determined'; "
+          "w n: n wrong signs; F n: findings not at a truth focus)")
     print("target misses (SNR >= 20, >= 1 mL, the four target cases):", misses if misses else "none")
 
 
