@@ -204,6 +204,7 @@ def field_shift(state: dict, mask: np.ndarray, domain: np.ndarray) -> dict:
         return out
     coords = np.stack(np.nonzero(keep), axis=1).astype(float) * state["spacing_kji"]
     coords -= coords.mean(axis=0)
+    coords = coords[:, np.ptp(coords, axis=0) > 0]   # a single slice has no through-slice term
     x = np.column_stack([np.ones(n), coords, pattern[keep]])
     sw = np.sqrt(w[keep] / np.median(w[keep]))
     y = f[keep]

@@ -323,3 +323,15 @@ def test_scattered_dark_voxels_are_noise_not_a_dense_focus():
     chance = analyse_organ(r2, np.full(shape, 60.0), status, organ, 0.05,
                            FocalOptions(max_dark_fraction=1.0))[0]
     assert chance and all(a["kind"] == DENSE for a in chance)
+
+
+def test_field_shift_sign_on_a_single_slice():
+    """One slice: no through-slice background term can be fitted (the fit used to fail)."""
+    foci = [FocalLesion("iron", "liver", (0.40, 0.60, 0.5), 0.6, 200.0, 1.0),
+            FocalLesion("calcium", "liver", (0.22, 0.60, 0.5), 0.6, 200.0, -1.0)]
+    ph = make_focal_phantom("normal", foci, shape=(1, 96, 128), snr=30, seed=1)
+    _, out = _run(ph, options={"min_volume_ml": 0.3})
+    assert len(out["findings"]) == 2
+    for f in out["findings"]:
+        truth = ph.focal_truth[_match(f, ph)]
+        assert f["field_shift"]["sign"] == truth["field_shift_sign"], f["field_shift"]
