@@ -335,3 +335,19 @@ def test_field_shift_sign_on_a_single_slice():
     for f in out["findings"]:
         truth = ph.focal_truth[_match(f, ph)]
         assert f["field_shift"]["sign"] == truth["field_shift_sign"], f["field_shift"]
+
+
+def test_pipeline_writes_focal_findings_csv_and_summary(tmp_path):
+    """The CLI/pipeline outputs: the demo phantom's drawn lesion (60 in a liver of 450 1/s) is
+    a focal finding in summary.json and focal_findings.csv, with its RAS centroid."""
+    from IronMapping import pipeline
+
+    result = pipeline.run_demo(tmp_path / "demo", report=False)
+    path = result.files["focal_findings_csv"]
+    assert path.name == "focal_findings.csv" and path.exists()
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert len(rows) == 1 and rows[0]["Kind"] == SPARING and rows[0]["Matched lesion"] == "liver lesion"
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text(encoding="utf-8"))
+    finding = summary["focal_findings"][0]
+    assert finding["region"] == "liver" and len(finding["centroid_ras"]) == 3
+    assert "focal_findings.csv" in pipeline.planned_outputs("nrrd")
