@@ -4,8 +4,9 @@ Iron is paramagnetic and calcium diamagnetic: a focus of either darkens gradient
 images, but the field it adds around itself has opposite signs (the basis of
 susceptibility-weighted imaging and QSM). The field is read from the echo-to-echo phase
 evolution, f = angle(S_{n+1} conj(S_n)) / (2 pi dTE), combined over echo pairs with
-inverse-variance weights (phase variance ~ 1/|S|^2). Around each focus, in a box of about
-two focus diameters inside the organ, the field is fitted as
+inverse-variance weights (phase variance ~ 1/|S|^2). Around each focus, in a box reaching about
+1.5 focus diameters beyond it on each side (in-plane; one diameter, at least two slices,
+through-plane), inside the organ, the field is fitted as
 
     f(r) = a0 + a . r + gamma B0 chi (d * m)(r)
 
