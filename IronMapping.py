@@ -12,7 +12,11 @@ import os
 _MODULE_DOC = __doc__
 _LIBRARY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "IronMapping")
 
-# ---- make this module package-like (see DESIGN.md, "the name clash") ------------------------
+# ---- make this module package-like ----------------------------------------------------------
+# Slicer 5.10 loads this file with importlib (spec_from_file_location, module_from_spec,
+# sys.modules[name] = module, exec_module); Slicer 5.8 with PyImport_AddModule + imp.load_source,
+# which executes it into an existing module object (Base/QTCore/qSlicerScriptedUtils.cxx,
+# Base/QTGUI/qSlicerScriptedLoadableModule.cxx). Either way the module is sys.modules["IronMapping"].
 __path__ = [_LIBRARY_DIR]
 __package__ = __name__
 if globals().get("__spec__") is not None:
@@ -118,8 +122,10 @@ class IronMapping(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("Iron Mapping")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
-        self.parent.dependencies = []
-        self.parent.contributors = ["IronMapping contributors"]
+        # Sequences and Segmentations hold the inputs; SegmentStatistics and SampleData get
+        # our plugin and phantom (all are Slicer core modules)
+        self.parent.dependencies = ["Sequences", "Segmentations", "SegmentStatistics", "SampleData"]
+        self.parent.contributors = ["IronMapping contributors (SlicerIronMapping project)"]
         self.parent.helpText = _help_text()
         self.parent.acknowledgementText = _(
             "Built on 3D Slicer, numpy, scipy, SimpleITK and pydicom. Signal models and "
@@ -131,7 +137,8 @@ class IronMapping(ScriptedLoadableModule):
 
 
 def _registerWithOtherModules():
-    """Phantom in Sample Data and R2*/T2*/LIC in Segment Statistics (when those modules exist)."""
+    """Phantom in Sample Data and R2*/T2*/LIC in Segment Statistics (when those modules exist).
+    Called at start-up and again after Reload (it then replaces the plugin by the new code's)."""
     from IronMapping import sample_data, segment_statistics
 
     try:
@@ -142,6 +149,80 @@ def _registerWithOtherModules():
         segment_statistics.register()
     except Exception as exc:
         log.warning("IronMapping: Segment Statistics plugin not registered: %s", exc)
+
+
+def libraryModuleNames() -> list:
+    """Names of the loaded modules of the library package (IronMapping.*), deepest first."""
+    import sys
+
+    return sorted((name for name in sys.modules if name.startswith(__name__ + ".")), reverse=True)
+
+
+def forgetLibraryModules() -> list:
+    """Remove the library's modules from ``sys.modules`` so the next import reads the files again.
+
+    Slicer's Reload re-executes only this file; without this the ``from IronMapping.x import``
+    lines above would get the cached modules and a developer would keep running old code.
+    Returns the names removed.
+    """
+    import sys
+
+    names = libraryModuleNames()
+    for name in names:
+        del sys.modules[name]
+    return names
+
+
+#
+# IronMappingFileReader (phantom recipes: Sample Data and Add Data)
+#
+
+
+class IronMappingFileReader:
+    """Slicer IO reader of phantom recipes (``*.ironphantom``, Resources/SampleData).
+
+    Slicer registers it because of its name (<module>FileReader, qSlicerScriptedFileReader).
+    Sample Data copies the recipe into its cache and opens it with this file type; ``load``
+    generates the phantom (volume sequence and organ segmentation) from the recipe.
+    """
+
+    def __init__(self, parent):
+        self.parent = parent
+
+    def description(self):
+        return _("Iron Mapping phantom")
+
+    def fileType(self):
+        from IronMapping.sample_data import FILE_TYPE
+
+        return FILE_TYPE
+
+    def extensions(self):
+        from IronMapping.sample_data import RECIPE_EXTENSION
+
+        return [_("Iron Mapping phantom recipe") + f" (*{RECIPE_EXTENSION})"]
+
+    def canLoadFileConfidence(self, filePath):
+        from IronMapping.sample_data import RECIPE_EXTENSION
+
+        return 0.6 if str(filePath).lower().endswith(RECIPE_EXTENSION) else 0.0
+
+    def load(self, properties):
+        from IronMapping import sample_data
+
+        try:
+            sequence, segmentation, _phantom = sample_data.load_recipe(properties["fileName"],
+                                                                       name=properties.get("name"))
+        except Exception as exc:
+            log.error("IronMapping: phantom not generated: %s", exc)
+            messages = getattr(self.parent, "userMessages", None)
+            if messages is not None:
+                import vtk as _vtk
+
+                messages().AddMessage(_vtk.vtkCommand.ErrorEvent, str(exc))
+            return False
+        self.parent.loadedNodes = [sequence.GetID(), segmentation.GetID()]
+        return True
 
 
 #
@@ -237,6 +318,15 @@ class IronMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.removeObservers()
+
+    def onReload(self) -> None:
+        """Reload this file and the library (Slicer's own Reload re-runs this file only), then
+        register the new Segment Statistics plugin and sample data."""
+        import sys
+
+        forgetLibraryModules()
+        ScriptedLoadableModuleWidget.onReload(self)
+        sys.modules[__name__]._registerWithOtherModules()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -372,10 +462,12 @@ class IronMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showResult(self, result) -> None:
         """R2* over the first echo with its colour legend; table and plot in the layout."""
-        lines = [result.pattern_text] if result.pattern_text else []
-        lines += [f"- {w}" for w in result.warnings[:6]]
-        lines.append(_("Method {method}; {seconds:.1f} s.").format(method=result.fit.method, seconds=result.seconds))
-        self._parameterNode.patternText = "\n".join(lines)
+        from IronMapping.headline import headline_html
+
+        self.ui.patternLabel.textFormat = qt.Qt.RichText
+        footer = _("Method {method}; {seconds:.1f} s.").format(method=result.fit.method, seconds=result.seconds)
+        self._parameterNode.patternText = headline_html(result.summary, flavour="qt",
+                                                        warnings=result.warnings[:6], footer=footer)
         inputs = self._inputs()
         background = self.logic.inspectInput(inputs)["displayNode"]
         if background is None and not isinstance(inputs, list):
@@ -402,35 +494,85 @@ class IronMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class IronMappingTest(ScriptedLoadableModuleTest):
-    """Runs the panel's click path on the phantom and checks the numbers against its truth."""
+    """The panel's click path in Slicer, on the phantom from Sample Data, checked against its truth.
+
+    Sample Data -> the widget's selectors -> Apply button -> maps, table, pattern text; Segment
+    Statistics with the Iron Mapping plugin; the echo-volume path; cancelling through the progress
+    dialog; bad input. Written against Slicer 5.8/5.10 (SampleData.downloadSample,
+    SegmentStatisticsLogic, slicer.util.createProgressDialog). The parts that need no Qt are also
+    in the pytest suite (Testing/test_sample_data.py, test_segment_statistics_plugin.py).
+    """
+
+    SAMPLE = "IronPhantomNeonatalHaemochromatosis"
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_IronMapping_phantom_click_path()
-        self.setUp()
-        self.test_IronMapping_bad_input_leaves_scene()
+        for test in (self.test_IronMapping_sample_data_click_path, self.test_IronMapping_echo_volumes_click_path,
+                     self.test_IronMapping_cancel_through_progress_dialog, self.test_IronMapping_bad_input_leaves_scene):
+            self.setUp()
+            test()
 
-    def _phantom(self):
-        from IronMapping import sample_data
+    # ---- helpers ---------------------------------------------------------------------------
 
-        return sample_data.load_phantom(shape=(8, 48, 64), snr=50.0, coils=4, seed=3)
+    def _loadSample(self):
+        """The phantom through Sample Data, as a tutorial or script loads it; with its truth."""
+        import SampleData
 
-    def test_IronMapping_phantom_click_path(self):
-        self.delayDisplay("Loading the phantom")
-        sequence, segmentation, phantom = self._phantom()
+        from IronMapping.phantom import make_phantom
+        from IronMapping.sample_data import read_recipe, recipe_path
 
+        _registerWithOtherModules()  # done at start-up; again is harmless
+        sequence = SampleData.downloadSample(self.SAMPLE)
+        self.assertIsNotNone(sequence, "SampleData.downloadSample returned nothing")
+        self.assertTrue(sequence.IsA("vtkMRMLSequenceNode"))
+        self.assertEqual(sequence.GetName(), self.SAMPLE)
+        segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        self.assertIsNotNone(segmentation, "the phantom's organ segmentation was not loaded")
+        recipe = read_recipe(recipe_path(self.SAMPLE))
+        return sequence, segmentation, make_phantom(recipe["preset"], **recipe["options"])
+
+    def _widget(self):
         slicer.util.selectModule("IronMapping")
         widget = slicer.modules.IronMappingWidget
+        widget.lastResult = None
+        return widget
+
+    def _select(self, widget, inputNode, segmentation):
+        """Choose the series and the segmentation in the panel's selectors."""
+        widget.ui.inputSelector.setCurrentNode(inputNode)
+        widget.ui.segmentationSelector.setCurrentNode(segmentation)
+        slicer.app.processEvents()
         parameters = widget._parameterNode
-        parameters.inputNode = sequence
-        parameters.segmentationNode = segmentation
-        parameters.echoVolumes = []
-        widget.onInputChanged(sequence)
-        self.assertEqual(parseEchoTimes(parameters.echoTimesText), [float(t) for t in phantom.image.echo_times_ms])
-        self.assertAlmostEqual(parameters.fieldStrength, phantom.image.field_strength_t)
+        if inputNode is not None:
+            self.assertEqual(parameters.inputNode.GetID(), inputNode.GetID())
+        self.assertEqual(parameters.segmentationNode.GetID(), segmentation.GetID())
+
+    def _checkOrgans(self, summary, truth, tolerance=0.1):
+        regions = {r["name"]: r for r in summary["regions"]}
+        self.assertEqual(set(regions), set(truth.region_r2star))
+        for name, r2star in truth.region_r2star.items():
+            median = regions[name]["r2star_median"]
+            self.assertLess(abs(median - r2star) / r2star, tolerance,
+                            f"{name}: R2* {median:.1f} 1/s, truth {r2star:.1f} 1/s")
+        return regions
+
+    # ---- tests -----------------------------------------------------------------------------
+
+    def test_IronMapping_sample_data_click_path(self):
+        from IronMapping import segment_statistics
+        from IronMapping.scene import table_rows
+
+        self.delayDisplay("Loading the phantom from Sample Data")
+        sequence, segmentation, truth = self._loadSample()
+        widget = self._widget()
+
+        self.delayDisplay("Selecting the series and the segmentation")
+        self._select(widget, sequence, segmentation)
+        self.assertEqual(parseEchoTimes(widget.ui.echoTimesLineEdit.text), [float(t) for t in truth.image.echo_times_ms])
+        self.assertAlmostEqual(widget._parameterNode.fieldStrength, truth.image.field_strength_t)
+        self.assertTrue(widget.ui.applyButton.enabled)
 
         self.delayDisplay("Apply")
         widget.ui.applyButton.click()
@@ -439,30 +581,108 @@ class IronMappingTest(ScriptedLoadableModuleTest):
         for key in ("r2star", "t2star", "s0", "quality", "status", "table", "plot"):
             self.assertIn(key, result)
         self.assertEqual(result["r2star"].GetAttribute("IronMapping.Unit"), "1/s")
+        self.assertEqual(result["t2star"].GetAttribute("IronMapping.Unit"), "ms")
+        r2star = slicer.util.arrayFromVolume(result["r2star"])
+        self.assertEqual(r2star.shape, truth.r2star.shape)
+        regions = self._checkOrgans(result.summary, truth)
 
-        from IronMapping.scene import table_rows
-
+        # the table shown in the layout: one row per segment, the summary's numbers
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        self.assertEqual(selection.GetActiveTableID(), result["table"].GetID())
         rows = {row["Region"]: row for row in table_rows(result["table"])}
-        regions = {r["name"]: r for r in result.summary["regions"]}
-        for name, truth in phantom.region_r2star.items():
-            if name not in regions:
-                continue
-            median = regions[name]["r2star_median"]
-            self.assertLess(abs(median - truth) / truth, 0.1, f"{name}: R2* {median:.1f} vs truth {truth:.1f} 1/s")
-        self.assertEqual(set(rows), set(regions), "the table must have one row per segment")
-        self.assertAlmostEqual(rows["liver"]["R2* median (1/s)"], regions["liver"]["r2star_median"], places=3)
-        self.assertTrue(widget._parameterNode.patternText)
+        self.assertEqual(set(rows), set(regions))
+        self.assertEqual(rows["liver"]["R2* median (1/s)"], round(regions["liver"]["r2star_median"], 1))
+        self.assertIsNotNone(regions["liver"]["lic_mg_per_g"])
+
+        # the pattern sentence in the panel: extrahepatic siderosis with the spleen spared
+        self.assertEqual(result.summary["pattern"]["kind"], "parenchymal")
+        self.assertIn(result.pattern_text, widget.ui.patternLabel.text)
+        self.assertIn("spleen", widget.ui.patternLabel.text.lower())
+
+        self.delayDisplay("Segment Statistics with the Iron Mapping plugin")
+        import SegmentStatistics
+
+        self.assertIn(segment_statistics.plugin_class(), SegmentStatistics.SegmentStatisticsLogic.registeredPlugins)
+        statisticsLogic = SegmentStatistics.SegmentStatisticsLogic()  # every plugin's measurement info is built here
+        values = segment_statistics.run_segment_statistics(statisticsLogic, segmentation, result["r2star"])
+        self.assertEqual(set(values), set(regions))
+        for name, organ in values.items():
+            self.assertAlmostEqual(organ["r2star_median"], regions[name]["r2star_median"], delta=0.01 * regions[name]["r2star_median"])
+        self.assertAlmostEqual(values["liver"]["lic"], regions["liver"]["lic_mg_per_g"], delta=0.05 * regions["liver"]["lic_mg_per_g"])
+        exported = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "Iron Mapping segment statistics")
+        statisticsLogic.exportToTable(exported)
+        self.assertEqual(exported.GetNumberOfRows(), len(values))
+        self.assertGreaterEqual(exported.GetColumnIndex(segment_statistics.PLUGIN_CLASS_NAME + ".r2star_median"), 0)
 
         self.delayDisplay("Apply again: outputs are updated, not duplicated")
         count = slicer.mrmlScene.GetNumberOfNodes()
         widget.ui.applyButton.click()
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
-        self.delayDisplay("Test passed")
+        self.delayDisplay("Click path passed")
+
+    def test_IronMapping_echo_volumes_click_path(self):
+        from IronMapping.sample_data import echo_volumes
+
+        self.delayDisplay("Echo volumes loaded one by one")
+        sequence, segmentation, truth = self._loadSample()
+        volumes = echo_volumes(sequence)
+        widget = self._widget()
+        self._select(widget, None, segmentation)
+        for volume in volumes:
+            widget.ui.echoVolumesSelector.setCheckState(volume, qt.Qt.Checked)
+        slicer.app.processEvents()
+        self.assertEqual([v.GetID() for v in widget._parameterNode.echoVolumes], [v.GetID() for v in volumes])
+        widget.ui.echoTimesLineEdit.text = ", ".join(f"{t:g}" for t in truth.image.echo_times_ms)
+        widget.ui.fieldStrengthSpinBox.value = truth.image.field_strength_t
+        slicer.app.processEvents()
+        self.assertEqual(parseEchoTimes(widget._parameterNode.echoTimesText), [float(t) for t in truth.image.echo_times_ms])
+
+        widget.ui.applyButton.click()
+        result = widget.lastResult
+        self.assertIsNotNone(result, "Apply on echo volumes did not produce a result")
+        self._checkOrgans(result.summary, truth)
+        for volume in volumes:  # uncheck, so later runs use the series again
+            widget.ui.echoVolumesSelector.setCheckState(volume, qt.Qt.Unchecked)
+        self.delayDisplay("Echo-volume path passed")
+
+    def test_IronMapping_cancel_through_progress_dialog(self):
+        self.delayDisplay("Cancel in the progress dialog")
+        sequence, segmentation, _truth = self._loadSample()
+        widget = self._widget()
+        self._select(widget, sequence, segmentation)
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        dialogs = []
+        createProgressDialog = slicer.util.createProgressDialog
+
+        def pressCancel(dialog):
+            buttons = slicer.util.findChildren(dialog, className="QPushButton")
+            if buttons:
+                buttons[0].click()  # the dialog's Cancel button
+            else:
+                dialog.cancel()
+
+        def createDialogAndPressCancel(*args, **kwargs):
+            dialog = createProgressDialog(*args, **kwargs)
+            dialogs.append(dialog)
+            qt.QTimer.singleShot(0, lambda: pressCancel(dialog))  # on the first progress update
+            return dialog
+
+        slicer.util.createProgressDialog = createDialogAndPressCancel
+        try:
+            widget.ui.applyButton.click()
+        finally:
+            slicer.util.createProgressDialog = createProgressDialog
+        self.assertEqual(len(dialogs), 1, "Apply did not open a progress dialog")
+        self.assertTrue(dialogs[0].wasCanceled)
+        self.assertIsNone(widget.lastResult, "a cancelled run must not produce a result")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count, "a cancelled run must leave the scene unchanged")
+        self.delayDisplay("Cancel passed")
 
     def test_IronMapping_bad_input_leaves_scene(self):
+        from IronMapping import sample_data
         from IronMapping.errors import EchoTimeError
 
-        sequence, segmentation, phantom = self._phantom()
+        sequence, segmentation, _phantom = sample_data.load_phantom(shape=(8, 48, 64), snr=50.0, coils=4, seed=3)
         sequence.RemoveAttribute("MultiVolume.FrameLabels")
         count = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(EchoTimeError):

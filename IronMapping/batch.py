@@ -139,12 +139,38 @@ def fingerprint(study: Study, options: Mapping[str, Any]) -> dict:
             "options": {k: options.get(k, default) for k, default in FINGERPRINT_OPTIONS.items()}}
 
 
-def is_done(study: Study, out_root, options: Mapping[str, Any]) -> bool:
-    """True when the study's done marker exists and matches this study and these options."""
-    marker = Path(out_root) / study.study_id / DONE_MARKER
+#: Files every finished study must have, whatever its done.json lists.
+REQUIRED_OUTPUTS = ("regions.csv", "summary.json", "run.json")
+
+
+def _done_record(folder: Path) -> dict | None:
     try:
-        record = json.loads(marker.read_text(encoding="utf-8"))
+        record = json.loads((folder / DONE_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def missing_outputs(folder) -> list[str]:
+    """Output files of a finished study that are missing (or not files); [] when complete.
+
+    The list is what done.json records plus :data:`REQUIRED_OUTPUTS`; without a done.json
+    the study is not finished and ``["done.json"]`` is returned.
+    """
+    folder = Path(folder)
+    record = _done_record(folder)
+    if record is None:
+        return [DONE_MARKER]
+    names = list(dict.fromkeys(list(REQUIRED_OUTPUTS) + list((record.get("files") or {}).values())))
+    return [n for n in names if not (folder / n).is_file()]
+
+
+def is_done(study: Study, out_root, options: Mapping[str, Any]) -> bool:
+    """True when the study's done marker matches this study and these options and every
+    output it lists is still there (a study whose outputs are incomplete runs again)."""
+    folder = Path(out_root) / study.study_id
+    record = _done_record(folder)
+    if record is None or missing_outputs(folder):
         return False
     return record.get("fingerprint") == json.loads(json.dumps(fingerprint(study, options)))
 
@@ -223,7 +249,12 @@ def run_batch(study_list, out_dir, *, workers: int | None = None, scheduler: str
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder.")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from .maps_io import output_failure
+
+        raise output_failure(exc, out / COHORT_CSV) from None
     options = dict(options or {})
     options.pop("progress", None)
 
@@ -255,6 +286,15 @@ def run_batch(study_list, out_dir, *, workers: int | None = None, scheduler: str
             else:
                 _run_local(pending, out, options, workers, record)
     finally:
+        for study_id, outcome in list(outcomes.items()):
+            if outcome.status in ("done", "skipped"):
+                missing = missing_outputs(out / study_id)
+                if missing:  # a study without its outputs is a failed study, not a done one
+                    outcomes[study_id] = StudyOutcome(
+                        study_id, "failed", outcome.seconds,
+                        f"outputs incomplete: {', '.join(missing)} missing in "
+                        f"{out / study_id}; run the batch again to redo the study",
+                        outcome.out_dir)
         ordered = [outcomes[s.study_id] for s in studies if s.study_id in outcomes]
         cohort = write_cohort(out, studies, outcomes)
         status = write_status(out, ordered)
@@ -367,9 +407,14 @@ def write_status(out_dir, outcomes) -> Path:
 
 def _write_csv(path: Path, columns, rows) -> Path:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except OSError as exc:
+        from .maps_io import output_failure
+
+        raise output_failure(exc, path) from None
     return path

@@ -112,7 +112,7 @@ CALIBRATIONS: dict[str, Calibration] = {c.name: c for c in (
         reference_standard="liver biopsy",
         valid_lic_range_mg_per_g=None,
         notes="Negative below R2* = 16 1/s (intercept); such values are reported as computed.",
-        verification="equation from SCIENCE.md; DOI and LIC range not confirmed from the full paper [verify]"),
+        verification="equation as quoted in later reviews; not yet checked against the full paper, nor the DOI and LIC range [verify]"),
     Calibration(
         name="garbowski2014", label="Garbowski 2014",
         citation=("Garbowski MW, Carpenter JP, Smith G, et al. Biopsy-based calibration of T2* "
@@ -233,8 +233,10 @@ def liver_iron_concentration(r2star_per_s, field_strength_t, calibration=None,
             raise CalibrationError(
                 f"Calibration {cal.label} was made at {cal.field_strength_t} T but the data were "
                 f"acquired at {field_strength_t} T. Applying it would misstate the LIC (R2* scales "
-                f"with field strength). Choose a calibration made at {field_strength_t} T, or pass "
-                "convert_field=True to convert R2* first (a warning is then added to the output).")
+                f"with field strength). Choose a calibration made at {field_strength_t} T, or allow "
+                "the published field-strength conversion of R2* first (--convert-field on the "
+                "command line, convert_field in Python, 'convert field' in Slicer; a warning is "
+                "then added to the output).")
         r2, conv = convert_r2star_field(r2, field_strength_t, cal.field_strength_t)
         info["conversion"] = {k: v for k, v in conv.items() if k not in ("slope", "intercept_ms")}
         info["warnings"].append(
@@ -250,6 +252,26 @@ def liver_iron_concentration(r2star_per_s, field_strength_t, calibration=None,
             info["warnings"].append(
                 f"LIC outside the range {cal.label} was calibrated on ({lo_hi[0]}-{lo_hi[1]} mg/g "
                 "dry weight): the value is an extrapolation.")
+    return lic, info
+
+
+def liver_iron_lower_bound(r2star_lower_bound, field_strength_t, calibration=None,
+                           convert_field: bool = False):
+    """Lower bound on LIC (mg Fe/g dry weight) from a lower bound on liver R2* (1/s).
+
+    For a liver whose R2* is only known to exceed a value (decay faster than the echoes can
+    measure). Every calibration here, and the 3 T to 1.5 T conversion, increases with R2*, so
+    the LIC at the R2* bound is a lower bound on the LIC; this is checked, not assumed.
+    Returns (lic_lower_bound, info) as `liver_iron_concentration`, which raises the same errors.
+    """
+    lic, info = liver_iron_concentration(r2star_lower_bound, field_strength_t, calibration,
+                                         convert_field)
+    higher, _ = liver_iron_concentration(2.0 * np.asarray(r2star_lower_bound, dtype=np.float64),
+                                         field_strength_t, calibration, convert_field)
+    if not np.all(np.asarray(higher) > np.asarray(lic)):
+        raise CalibrationError(
+            f"{info['label']} does not increase with R2* at {r2star_lower_bound} 1/s, so a lower "
+            "bound on R2* gives no bound on LIC.")
     return lic, info
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 import time
 import traceback
@@ -46,8 +47,8 @@ examples:
   ironmapping fit e1.nii.gz e2.nii.gz e3.nii.gz --te-ms 1.2 2.4 3.6 --field-strength 1.5 --out s1
   ironmapping batch studies.csv --out cohort --workers 2
 
-outputs (per study): r2star, t2star, s0, quality, status, r2star_sd maps (+ lic where a liver is
-labelled, + pdff for the fat-water method) as NRRD or NIfTI with the input's geometry and a JSON
+outputs (per study): r2star, t2star, s0, quality, status, r2star_sd maps (r2, t2, r2_sd for
+spin echo; + lic where a liver is labelled, + pdff for the fat-water method) as NRRD or NIfTI with the input's geometry and a JSON
 sidecar each; regions.csv; summary.json; report.html; run.json.
 
 exit codes:
@@ -136,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="echo times in ms, one per echo (spaces or commas), for files that "
                           "do not record them; where they do, the two must agree")
     fit.add_argument("--field-strength", type=_positive_float, default=None, metavar="T",
-                     help="main field in tesla; replaces the value in the files (needed for LIC)")
+                     help="main field in tesla, for files that do not record it (needed for "
+                          "LIC and grades); a value contradicting the files is refused unless "
+                          "--confirm-field-strength")
+    fit.add_argument("--confirm-field-strength", action="store_true",
+                     help="use --field-strength even though the files record another value")
     fit.add_argument("--series", default=None, metavar="UID",
                      help="DICOM SeriesInstanceUID when the folder holds several series")
 
@@ -274,6 +279,7 @@ def _cmd_fit(args, progress: Progress, out: TextIO) -> int:
     te = None if args.te_ms is None else [t for chunk in args.te_ms for t in chunk]
     result = run_files(args.inputs, args.out, labels=args.labels, label_names=args.label_names,
                        echo_times_ms=te, field_strength_t=args.field_strength,
+                       confirm_field_strength=args.confirm_field_strength,
                        series=args.series, progress=progress, **_run_options(args))
     progress.close()
     _print_result(result, out, progress)
@@ -306,18 +312,39 @@ def _print_result(result, out: TextIO, progress: Progress) -> None:
     out.write(f"outputs in {result.out_dir}\n")
     regions = summary.get("regions") or []
     if regions:
-        out.write(f"  {'region':<20s} {'R2* median (1/s)':>17s} {'T2* median (ms)':>16s} "
+        star = "" if summary.get("quantity") == "T2" else "*"
+        out.write(f"  {'region':<20s} {f'R2{star} median (1/s)':>17s} {f'T2{star} median (ms)':>16s} "
                   f"{'LIC (mg/g dw)':>14s}  grade\n")
         for r in regions:
             out.write(f"  {str(r.get('name'))[:20]:<20s} {_num(r.get('r2star_median'), 17, 1)} "
                       f"{_num(r.get('t2star_median'), 16, 2)} {_num(r.get('lic_mg_per_g'), 14, 2)}"
                       f"  {r.get('grade') or '-'}\n")
+    whole = summary.get("whole_image") or {}
+    if not regions and whole:
+        out.write(_whole_image_line(whole) + "\n")
+        maps = [p for k, p in result.files.items() if str(p).endswith((".nrrd", ".nii.gz"))]
+        if maps:
+            out.write(f"maps: {', '.join(p.name for p in maps)} in {result.out_dir}\n")
+        out.write("no organ statistics, grades or pattern: pass --labels LABELMAP to get them\n")
     text = (summary.get("pattern") or {}).get("text")
-    if text:
+    if text and regions:
         out.write(f"pattern: {text}\n")
     if "report" in result.files:
         out.write(f"report: {result.files['report']}\n")
     out.write(f"{RESEARCH_USE_STATEMENT}\n")
+
+
+def _whole_image_line(whole: dict) -> str:
+    """'fitted: 41.2 % of the voxels (...); median R2* of fitted tissue 45.3 1/s (T2* ...)'."""
+    star = "" if whole.get("quantity") == "T2" else "*"
+    line = (f"fitted: {100.0 * whole.get('fitted_fraction', 0.0):.1f} % of the voxels "
+            f"({whole.get('fitted_voxels', 0):,} of {whole.get('voxels', 0):,}; the rest is "
+            "background or failed, see the status map)")
+    if whole.get("r2star_median") is not None:
+        line += f"; median R2{star} of fitted tissue {whole['r2star_median']:.1f} 1/s"
+        if whole.get("t2star_median") is not None:
+            line += f" (T2{star} {whole['t2star_median']:.2f} ms)"
+    return line
 
 
 def _num(value, width: int, digits: int) -> str:
@@ -331,6 +358,10 @@ def _num(value, width: int, digits: int) -> str:
 
 class _UsageError(Exception):
     pass
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS,
+                       errno.EACCES, errno.EPERM}
 
 
 _COMMANDS = {"demo": _cmd_demo, "fit": _cmd_fit, "batch": _cmd_batch}
@@ -359,6 +390,17 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
         progress.close()
         _error(stderr, exc, args.verbose)
         return EXIT_USAGE
+    except OSError as exc:
+        progress.close()
+        if getattr(exc, "errno", None) in _ENVIRONMENT_ERRNOS:
+            # the user's environment (disk full, read-only, no permission), not a bug
+            from .maps_io import output_failure
+
+            _error(stderr, output_failure(exc, exc.filename or getattr(args, "out", None) or "."),
+                   args.verbose)
+            return EXIT_USAGE
+        _error(stderr, exc, args.verbose, unexpected=True)
+        return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one clear line
         progress.close()
         _error(stderr, exc, args.verbose, unexpected=True)

@@ -27,3 +27,7 @@ class CalibrationError(IronMappingError, ValueError):
 
 class FitCancelled(IronMappingError):
     """The user cancelled a running fit; no partial result is returned."""
+
+
+class OutputError(IronMappingError, OSError):
+    """The outputs cannot be written (read-only or protected folder, disk full, ...)."""

@@ -79,6 +79,11 @@ class GradingScheme:
     source: str
     reference: str
     notes: str = ""
+    #: What a grade means, shown only with that grade (so a note never contradicts the grade).
+    band_notes: tuple = ()
+
+    def note_for(self, label: str | None) -> str | None:
+        return dict(self.band_notes).get(label)
 
     def grade(self, value) -> Band | None:
         if value is None or not np.isfinite(value):
@@ -92,6 +97,7 @@ class GradingScheme:
         return {"organ": self.organ, "field_strength_t": self.field_strength_t,
                 "quantity": self.quantity, "unit": self.unit, "source": self.source,
                 "reference": self.reference, "notes": self.notes,
+                "band_notes": dict(self.band_notes),
                 "bands": [{"grade": b.label, "range": b.describe(self.quantity, self.unit)}
                           for b in self.bands]}
 
@@ -110,26 +116,30 @@ def _heart_bands(severe_below, normal_above):
 GRADING_SCHEMES: tuple[GradingScheme, ...] = (
     GradingScheme("liver", 1.5, "R2*", "1/s", _r2_bands(65.0, 224.0, 475.0),
                   BRAZIL_TABLE7, BRAZIL_TABLE7_URL,
-                  "R2* bands equivalent to LIC <= 2, 2-7, 7-15, > 15 mg/g dry weight."),
+                  "R2* bands equivalent to LIC <= 2, 2-7, 7-15, > 15 mg/g dry weight"),
     GradingScheme("liver", 3.0, "R2*", "1/s", _r2_bands(119.0, 435.0, 952.0),
                   BRAZIL_TABLE7, BRAZIL_TABLE7_URL,
-                  "R2* bands equivalent to LIC <= 2, 2-7, 7-15, > 15 mg/g dry weight."),
+                  "R2* bands equivalent to LIC <= 2, 2-7, 7-15, > 15 mg/g dry weight"),
     GradingScheme("liver", None, "LIC", "mg/g dry weight", _r2_bands(2.0, 7.0, 15.0),
                   BRAZIL_TABLE7, BRAZIL_TABLE7_URL,
-                  "Applied to the LIC from the chosen calibration."),
+                  "applied to the LIC from the chosen calibration"),
     GradingScheme("heart", 1.5, "T2*", "ms", _heart_bands(10.0, 20.0),
-                  BRAZIL_TABLE7, BRAZIL_TABLE7_URL,
-                  "Myocardial (septal) T2*; T2* < 10 ms carries a high risk of heart failure."),
+                  BRAZIL_TABLE7, BRAZIL_TABLE7_URL, "myocardial (septal) T2*",
+                  (("severe", "T2* below 10 ms carries a high risk of heart failure"),)),
     GradingScheme("heart", 3.0, "T2*", "ms", _heart_bands(5.8, 12.6),
-                  BRAZIL_TABLE7, BRAZIL_TABLE7_URL, "Myocardial (septal) T2* at 3 T."),
+                  BRAZIL_TABLE7, BRAZIL_TABLE7_URL, "myocardial (septal) T2* at 3 T"),
     GradingScheme("pancreas", 1.5, "T2*", "ms",
                   (Band("iron overload", 0.0, 26.0, True, False), Band("normal", 26.0, INF, True, False)),
-                  RESTAINO_2011, "doi:" + RESTAINO_2011_DOI,
-                  "T2* below the lower limit of normal of healthy adults."),
+                  RESTAINO_2011, "doi:" + RESTAINO_2011_DOI, "",
+                  (("iron overload", "T2* below the lower limit of normal of healthy adults (26 ms)"),
+                   ("normal", "T2* within the range of healthy adults (lower limit of normal 26 ms)"))),
     GradingScheme("kidney", 1.5, "T2*", "ms",
                   (Band("iron overload", 0.0, 31.0, True, False), Band("normal", 31.0, INF, True, False)),
-                  KIDNEY_2015, "doi:" + KIDNEY_2015_DOI,
-                  "T2* below the lower limit of normal of healthy adults (mean of both kidneys)."),
+                  KIDNEY_2015, "doi:" + KIDNEY_2015_DOI, "",
+                  (("iron overload", "T2* below the lower limit of normal of healthy adults "
+                                     "(31 ms, mean of both kidneys)"),
+                   ("normal", "T2* within the range of healthy adults (lower limit of normal "
+                              "31 ms, mean of both kidneys)"))),
 )
 
 DESCRIPTIVE_ONLY = {
@@ -172,15 +182,15 @@ def grade_region(organ: str | None, field_strength_t, r2star_per_s=None, t2star_
     out = {"grade": None, "iron_loaded": None, "quantity": None, "value": None, "unit": None,
            "criterion": None, "source": None, "reference": None, "basis": basis, "notes": []}
     if organ is None:
-        out["notes"].append("organ not recognised: statistics only, no grade")
+        # the statistics say the organ was not recognised; a second note would repeat it
         return out
     if organ in DESCRIPTIVE_ONLY:
-        out["notes"].append(f"{organ}: {DESCRIPTIVE_ONLY[organ]}")
+        out["notes"].append(DESCRIPTIVE_ONLY[organ])
         return out
     if field_strength_t is None:
         out["notes"].append(
             "field strength unknown: no grade (cut-offs differ between 1.5 T and 3 T); give "
-            "field_strength_t to grade")
+            "the field strength to grade")
         return out
     quantity = "R2*" if organ == "liver" else "T2*"
     scheme = find_scheme(organ, field_strength_t, quantity)
@@ -202,6 +212,9 @@ def grade_region(organ: str | None, field_strength_t, r2star_per_s=None, t2star_
         out["criterion"] = band.describe(quantity, scheme.unit)
     if scheme.notes:
         out["notes"].append(scheme.notes)
+    band_note = scheme.note_for(out["grade"])
+    if band_note:
+        out["notes"].append(band_note)
     if organ == "liver" and lic_mg_per_g is not None and np.isfinite(lic_mg_per_g):
         lic_scheme = find_scheme("liver", None, "LIC")
         lic_band = lic_scheme.grade(lic_mg_per_g)

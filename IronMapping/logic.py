@@ -138,11 +138,17 @@ class IronMappingLogic(_LogicBase):
         from . import relaxometry
 
         started = time.perf_counter()
+        check_segmentation_node(segmentationNode)
         scene = mrml.mrml_scene(scene)
         notes: list[str] = []
         with mrml.SceneTransaction(scene):
             image, desc = mrml.read_multiecho(inputNode, echoTimesMs, fieldStrengthT, scene)
             notes.extend(image.metadata.get("warnings") or [])
+            recorded = desc.field_strength_t
+            if fieldStrengthT and recorded and abs(float(fieldStrengthT) - recorded) > 0.1:
+                notes.append(f"Field strength {float(fieldStrengthT):g} T given replaces the "
+                             f"{recorded:g} T of the DICOM metadata: grades and LIC use "
+                             f"{float(fieldStrengthT):g} T.")
             regions = None
             if segmentationNode is not None:
                 regions = mrml.region_labels(segmentationNode, segmentIds, image, scene, desc.primary)
@@ -162,6 +168,8 @@ class IronMappingLogic(_LogicBase):
                     noise_sigma=noiseSigma, coils=coils, progress=progress, cancel=cancel,
                     quantity=image.quantity, field_strength_t=image.field_strength_t)
                 summary, labels, names = self._summarize(fit, image, regions, calibration, convertField)
+                summary["field_strength_source"] = field_strength_source(
+                    fieldStrengthT, image, desc.field_strength_t)
                 curves, fit_times = self._decay_curves(image, fit, labels, names, summary)
             messages = [str(w.message) for w in caught if not issubclass(w.category, RuntimeWarning)]
             # RuntimeWarnings are numpy arithmetic chatter, not advice for the user.
@@ -224,6 +232,7 @@ class IronMappingLogic(_LogicBase):
             "MethodReference": fit.provenance().get("method_reference", ""),
             "EchoTimesMs": [float(t) for t in fit.echo_times_ms],
             "FieldStrengthT": "" if image.field_strength_t is None else f"{image.field_strength_t:g}",
+            "FieldStrengthSource": summary.get("field_strength_source") or "",
             "Calibration": calibration, "Pattern": pattern.get("text", "") if isinstance(pattern, dict) else str(pattern),
             "Units": "R2* 1/s; T2* ms; LIC mg Fe/g dry weight; volume mL",
             "Warnings": notes, "Software": f"IronMapping {__version__}", "Version": __version__,
@@ -238,16 +247,11 @@ class IronMappingLogic(_LogicBase):
         values = [v for v in sorted(names) if np.any(labels == v)]
         if not values:
             return [], None
+        from .regions import mean_decay
+
         te = image.echo_times_ms
-        flat = labels.ravel().astype(np.int64)
-        counts = np.bincount(flat, minlength=max(values) + 1).astype(float)
-        means = np.empty((image.n_echoes, len(values)))
-        rms = np.empty_like(means)
-        for e in range(image.n_echoes):
-            echo = np.nan_to_num(image.signal[e]).ravel().astype(np.float64)
-            means[e] = np.bincount(flat, weights=echo, minlength=max(values) + 1)[values] / counts[values]
-            rms[e] = np.sqrt(np.bincount(flat, weights=echo * echo, minlength=max(values) + 1)[values]
-                             / counts[values])
+        means = mean_decay(image.signal, labels, values).T
+        rms = mean_decay(image.signal, labels, values, "rms").T
         roi_fits = {r.get("label_value"): (r.get("roi_fit") or {}) for r in summary.get("regions") or []}
         fit_times = np.linspace(0.0, float(te[-1]) * 1.05, 120)
         curves = []
@@ -262,6 +266,37 @@ class IronMappingLogic(_LogicBase):
             curves.append({"name": names[value], "mean": points, "fit": curve,
                            "r2star": roi.get("r2star"), "method": roi.get("method")})
         return curves, fit_times
+
+
+def field_strength_source(typed, image, recorded=None) -> str:
+    """Where the field strength used came from, in words (for the summary and the table)."""
+    if typed:
+        text = "given by the user (fieldStrengthT, the panel's field strength)"
+        if recorded and abs(float(typed) - recorded) > 0.1:
+            text += f", replacing the {recorded:g} T of the DICOM metadata"
+        return text
+    if image.field_strength_t is not None:
+        return "from the input's DICOM metadata (MagneticFieldStrength 0018,0087)"
+    return "unknown (not in the input's metadata and not given)"
+
+
+def check_segmentation_node(node) -> None:
+    """Refuse anything but a segmentation node (or None) as ``segmentationNode``, saying what
+    to do; a label map volume is the usual mix-up."""
+    if node is None or hasattr(node, "GetSegmentation"):
+        return
+    class_name = node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
+    name = node.GetName() if hasattr(node, "GetName") else str(node)
+    if "LabelMap" in class_name:
+        raise InputError(
+            f"'{name}' is a label map volume, not a segmentation. Use a segmentation node as "
+            "segmentationNode, or convert the label map first (Data module: right-click it, "
+            "'Convert labelmap to segmentation node'; in Python: "
+            "slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, "
+            "segmentation)).")
+    raise InputError(
+        f"'{name}' ({class_name}) is not a segmentation. Give a segmentation node (Segment "
+        "Editor) as segmentationNode, or None to summarise all fitted voxels.")
 
 
 def model_curve(t_ms, s0, r2star, method=None, noise_sigma=None, coils=None):

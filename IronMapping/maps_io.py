@@ -17,9 +17,11 @@ ITK's NIfTI reader (so also Slicer) shows NaN as 0: read the ``status`` map to t
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +30,7 @@ import numpy as np
 
 from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
-from .errors import GeometryError, InputError
+from .errors import GeometryError, InputError, OutputError
 
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -46,6 +48,14 @@ MAP_SPECS: dict[str, tuple[str, str, str, str]] = {
 }
 
 FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
+#: File names of the rate/time maps of spin-echo data: the file says what it holds (R2, T2),
+#: while the keys stay "r2star"/"t2star" for scripts.
+SPIN_ECHO_FILE_STEMS = {"r2star": "r2", "t2star": "t2", "r2star_sd": "r2_sd"}
+
+
+def map_file_stem(name: str, quantity: str = "T2*") -> str:
+    """File name (without extension) of map ``name``: ``r2``/``t2``/``r2_sd`` for spin echo."""
+    return SPIN_ECHO_FILE_STEMS.get(name, name) if quantity == "T2" else name
 
 
 # --------------------------------------------------------------------------- geometry
@@ -137,6 +147,10 @@ def read_volume(path) -> Volume:
 
     path = Path(path)
     _check_readable(path, "Volume")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        from .io.nifti import check_nifti_file
+
+        check_nifti_file(path)  # ITK reads a truncated NIfTI as zeros without a word
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -161,6 +175,91 @@ def _volume_from_image(image, path) -> Volume:
 def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM}
+
+
+def _folder_of(path) -> Path:
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"
+
+
+def output_failure(exc: BaseException, path, needed_bytes: int | None = None) -> OutputError:
+    """An :class:`OutputError` naming the real cause of a failed write and the folder.
+
+    ``exc`` is the OSError of a Python write, or the RuntimeError of an ITK writer (which
+    carries no errno: the folder is then examined for the usual causes).
+    """
+    path = Path(path)
+    folder = _folder_of(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    code = getattr(exc, "errno", None)
+    if code is None:
+        code = _diagnose(folder, needed_bytes)
+    where = f"the output folder {str(_folder_of(path))!r}"
+    if code in _NO_SPACE:
+        try:
+            free = f" ({_bytes(shutil.disk_usage(folder).free)} free)"
+        except OSError:
+            free = ""
+        text = (f"Cannot write {path.name} in {where}: no space left on the device{free}. Free "
+                "some space or choose another --out folder on a disk with room.")
+    elif code == errno.EROFS:
+        text = (f"Cannot write in {where}: it is on a read-only file system. Choose a writable "
+                "--out folder.")
+    elif code in _NO_PERMISSION:
+        text = (f"Cannot write in {where}: permission denied. Choose a folder you may write in "
+                "(--out), or ask for write permission.")
+    elif code == errno.ENOENT:
+        text = f"Cannot write {path.name}: {where} does not exist and could not be created."
+    else:
+        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        text = (f"Cannot write {path.name} in {where} ({reason}). Check that the folder is "
+                "writable and the disk has room.")
+    error = OutputError(text)
+    error.errno = code
+    return error
+
+
+def _diagnose(folder: Path, needed_bytes: int | None) -> int | None:
+    """Best guess of the errno behind a write that failed without one (ITK writers)."""
+    if not folder.exists():
+        return errno.ENOENT
+    try:
+        if os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+            return errno.EROFS
+    except (OSError, AttributeError):
+        pass
+    if not os.access(folder, os.W_OK):
+        return errno.EACCES
+    try:
+        if shutil.disk_usage(folder).free < max(int(needed_bytes or 0), 1 << 16):
+            return errno.ENOSPC
+    except OSError:
+        pass
+    probe = folder / ".ironmapping-write-test"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * min(max(int(needed_bytes or 0), 1 << 16), 1 << 24))
+    except OSError as exc:
+        return exc.errno
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    return None
 
 
 def output_path(out_dir, name: str, fmt: str = "nrrd") -> Path:
@@ -219,8 +318,7 @@ def write_volume(path, array, ijk_to_ras, metadata: Mapping[str, Any] | None = N
     try:
         writer.Execute(image)
     except RuntimeError as exc:
-        raise InputError(f"Cannot write {str(path)!r} ({_first_line(exc)}). Check the folder "
-                         "exists and is writable.") from None
+        raise output_failure(exc, path, np.asarray(array).nbytes) from None
     if sidecar:
         _write_json(sidecar_path(path), metadata)
     return path
@@ -228,9 +326,14 @@ def write_volume(path, array, ijk_to_ras, metadata: Mapping[str, Any] | None = N
 
 def _write_json(path: Path, payload) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=False) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=False)
+                       + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise output_failure(exc, path) from None
 
 
 def _status_codes() -> dict[str, str]:
@@ -282,7 +385,9 @@ def write_maps(out_dir, maps: Mapping[str, np.ndarray], ijk_to_ras, fmt: str = "
                extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
     """Write each map of ``maps`` (name -> array [k, j, i]) to ``out_dir``; returns name -> path.
 
-    Names must be keys of :data:`MAP_SPECS`. ``provenance`` (the fit's) goes into every sidecar;
+    Names must be keys of :data:`MAP_SPECS`; for spin echo (``quantity="T2"``) the R2/T2 maps
+    are written as ``r2``, ``t2`` and ``r2_sd`` (the returned keys stay the same).
+    ``provenance`` (the fit's) goes into every sidecar;
     ``extra`` adds per-map sidecar entries (e.g. the LIC calibration and its source).
     """
     out_dir = Path(out_dir)
@@ -292,7 +397,7 @@ def write_maps(out_dir, maps: Mapping[str, np.ndarray], ijk_to_ras, fmt: str = "
             raise InputError(f"Unknown map name {name!r}; known maps: {sorted(MAP_SPECS)}.")
         dtype = MAP_SPECS[name][2]
         meta = map_metadata(name, provenance, quantity, (extra or {}).get(name))
-        path = output_path(out_dir, name, fmt)
+        path = output_path(out_dir, map_file_stem(name, quantity), fmt)
         write_volume(path, np.asarray(array, dtype=dtype), ijk_to_ras, meta)
         written[name] = path
     return written

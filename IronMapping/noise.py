@@ -9,7 +9,7 @@ an *effective* coil count, so L is a real number >= 1 here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import special
@@ -19,20 +19,36 @@ from .errors import InputError
 
 @dataclass(frozen=True)
 class NoiseEstimate:
-    """Noise SD per real channel, effective coil count and where they came from."""
+    """Noise SD per real channel, effective coil count and where they came from.
+
+    sigma : noise SD per real channel (signal units); with a noise map, its median in tissue.
+    coils : effective coil count L (the floor's second moment is 2 L sigma^2).
+    source : "given", "background", "echo train", "echo train (noise map)" or "image differences".
+    sigma_map : (n_voxels,) float32 noise SD per voxel where the noise varies in space, else None.
+    details : every estimate that was made (JSON-able), for provenance.
+    """
 
     sigma: float
     coils: float
-    source: str  # "given", "background", "image differences"
+    source: str
     n_samples: int = 0
+    sigma_map: np.ndarray | None = field(default=None, compare=False, repr=False)
+    details: dict = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
         where = {
             "given": "given by the user",
             "background": f"estimated from {self.n_samples} background samples",
+            "echo train": f"estimated from the decay residuals of {self.n_samples} tissue voxels",
+            "echo train (noise map)": (f"a noise map from the decay residuals of {self.n_samples} "
+                                       "tissue voxels"),
             "image differences": f"estimated from neighbour differences in {self.n_samples} tissue samples",
         }.get(self.source, self.source)
-        return f"noise sigma {self.sigma:.4g} (signal units), coils {self.coils:.3g}, {where}"
+        text = f"noise sigma {self.sigma:.4g} (signal units), coils {self.coils:.3g}, {where}"
+        if self.sigma_map is not None:
+            lo, hi = np.percentile(self.sigma_map, [5, 95])
+            text += f"; noise varies in space from {lo:.4g} to {hi:.4g} (5th-95th percentile)"
+        return text
 
 
 def noise_floor_mean(sigma, coils=1.0):

@@ -10,7 +10,7 @@ t2star_median, iron_loaded, n_included). An organ counts as iron-loaded by its p
 cut-off; it counts as spared when its R2* is within the upper limit of NORMAL LIVER R2* at the
 same field (65 1/s at 1.5 T, 119 1/s at 3 T; PMC8528353 Table 7) - a proxy, said so in the output.
 
-Rules (SCIENCE.md; Chavhan 2022, Pediatr Radiol 52:334):
+Rules (after Chavhan 2022, Pediatr Radiol 52:334):
 - reticuloendothelial: spleen loaded, pancreas and heart not;
 - parenchymal: pancreas or heart loaded with the spleen spared, or the liver loaded with the
   spleen spared;
@@ -51,8 +51,14 @@ def spleen_normal_limit(field_strength_t) -> float | None:
     return None if scheme is None else float(scheme.bands[0].high)
 
 
-def _valid(row) -> bool:
+def _r2star(row):
+    """Median R2*, or its lower bound when the median is beyond what the echoes can measure."""
     v = row.get("r2star_median")
+    return row.get("r2star_lower_bound") if v is None else v
+
+
+def _valid(row) -> bool:
+    v = _r2star(row)
     return v is not None and np.isfinite(v) and (row.get("n_included") or 0) > 0
 
 
@@ -87,8 +93,9 @@ def organ_states(regions, field_strength_t) -> dict:
             if limit is None:
                 state["reason"] = f"spleen: no reference limit at {field_strength_t} T"
             else:
-                state["loaded"] = bool(main["r2star_median"] > limit)
-                state["reason"] = (f"spleen R2* {main['r2star_median']:.1f} 1/s "
+                above = "above " if main["r2star_median"] is None else ""
+                state["loaded"] = bool(_r2star(main) > limit)
+                state["reason"] = (f"spleen R2* {above}{_r2star(main):.1f} 1/s "
                                    f"{'>' if state['loaded'] else '<='} {limit:g} 1/s (upper limit "
                                    "of normal liver R2* used as proxy; no spleen cut-off is published)")
         else:
@@ -208,7 +215,7 @@ def classify_pattern(regions, field_strength_t, unassessable: str | None = None)
            "text": text,
            "rules": ("Organs graded by published cut-offs (IronMapping.grading); spleen spared when "
                      "its R2* is within the normal liver range at the same field (proxy). "
-                     f"Pattern definitions after {CHAVHAN_2022} and SCIENCE.md.")}
+                     f"Pattern definitions after {CHAVHAN_2022}.")}
     out["nh_support"] = nh_support(regions, field_strength_t, out)
     return out
 

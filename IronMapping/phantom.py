@@ -8,7 +8,8 @@
 Organs are ellipsoids (the myocardium a ring) inside a body ellipse; air around it. The
 magnitude is noncentral-chi with `coils` receive channels (Rician for one coil), so the noise
 floor behaves as on a scanner. The R2* values of the presets are chosen to be typical of
-the conditions they name (SCIENCE.md) and are truth for tests, not reference ranges.
+the conditions they name (normal liver after Obrzut 2020) and are truth for tests, not reference
+ranges.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ S0 = {"liver": 1000.0, "spleen": 1100.0, "pancreas": 950.0, "myocardium": 900.0,
       "thyroid": 1000.0, "kidney": 1150.0, "skeletal muscle": 800.0, "liver lesion": 1050.0,
       "soft tissue": 700.0}
 
-# R2* at 1.5 T in 1/s. Normal values after SCIENCE.md (liver ~29, kidney ~21 1/s).
+# R2* at 1.5 T in 1/s. Normal liver ~29 1/s (Obrzut et al. 2020, 100 volunteers); kidney ~21 1/s.
 PRESETS = {
     "normal": {
         "description": "No iron overload.",
@@ -56,7 +57,7 @@ PRESETS = {
 }
 
 # Approximate ratio R2*(3 T)/R2*(1.5 T): ~2 in liver and other organs (Ina 2018, Acta Radiol),
-# ~1.7 in myocardium (SCIENCE.md); used only to make 3 T phantoms.
+# ~1.6-1.75 in myocardium (approximate); used only to make 3 T phantoms.
 FIELD_SCALING_3T = {"myocardium": 1.7}
 FIELD_SCALING_3T_DEFAULT = 2.0
 

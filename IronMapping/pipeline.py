@@ -26,15 +26,17 @@ import numpy as np
 
 from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
-from .errors import CalibrationError, InputError
+from .errors import CalibrationError, InputError, OutputError
 from .image import MultiEchoImage
-from .maps_io import FORMATS, LabelMap, output_path, read_labels, resample_labels, write_maps
+from .maps_io import (FORMATS, LabelMap, output_failure, output_path, read_labels,
+                      resample_labels, write_maps)
 
 RUN_RECORD = "run.json"
 REGIONS_CSV = "regions.csv"
 SUMMARY_JSON = "summary.json"
 FOCAL_CSV = "focal_findings.csv"
 REPORT_HTML = "report.html"
+REPORT_PDF = "report.pdf"  # beside the HTML when matplotlib is installed
 BASE_MAPS = ("r2star", "t2star", "s0", "quality", "status", "r2star_sd")
 
 #: progress(stage, fraction): stage is "load", "fit", "statistics", "write" or "report";
@@ -68,11 +70,13 @@ class PipelineResult:
 
 # --------------------------------------------------------------------------- inputs
 
-def load_image(inputs, echo_times_ms=None, field_strength_t=None, series=None) -> MultiEchoImage:
+def load_image(inputs, echo_times_ms=None, field_strength_t=None, series=None,
+               confirm_field_strength: bool = False) -> MultiEchoImage:
     """Read a multi-echo series (DICOM folder, NIfTI echoes with sidecars, .seq.nrrd).
 
     ``echo_times_ms`` supplies echo times where the files have none (where they have them, the
-    reader checks that the two agree); ``field_strength_t`` replaces the field in the files.
+    reader checks that the two agree); ``field_strength_t`` supplies the field where the files
+    have none (see :func:`override_field_strength` when they have one).
     """
     from .io import load_multiecho
 
@@ -85,19 +89,53 @@ def load_image(inputs, echo_times_ms=None, field_strength_t=None, series=None) -
     source = paths[0] if len(paths) == 1 else [str(p) for p in paths]
     te = None if echo_times_ms is None else [float(t) for t in echo_times_ms]
     image = load_multiecho(source, series=series, echo_times_ms=te)
-    return override_field_strength(image, field_strength_t)
+    return override_field_strength(image, field_strength_t, confirm_field_strength)
 
 
-def override_field_strength(image: MultiEchoImage, field_strength_t=None) -> MultiEchoImage:
-    """A copy of ``image`` with the field strength (T) replaced; the file's value is kept in
-    ``metadata["field_strength_t_from_files"]`` when it differs."""
-    if field_strength_t is None:
-        return image
+#: Field strengths closer than this (T) are the same magnet (headers write 1.5 or 1.494).
+FIELD_STRENGTH_TOLERANCE_T = 0.1
+
+
+def override_field_strength(image: MultiEchoImage, field_strength_t=None,
+                            confirm: bool = False) -> MultiEchoImage:
+    """A copy of ``image`` with the field strength (T) given by the user, and where it came from.
+
+    A value that contradicts the one recorded in the files is refused (cut-offs and LIC
+    calibrations differ between 1.5 T and 3 T) unless ``confirm`` (``--confirm-field-strength``);
+    then the files' value is kept in ``metadata["field_strength_t_from_files"]``.
+    ``metadata["field_strength_source"]`` says where the value used came from.
+    """
     metadata = dict(image.metadata)
-    if image.field_strength_t is not None and abs(image.field_strength_t - field_strength_t) > 1e-6:
-        metadata["field_strength_t_from_files"] = image.field_strength_t
+    recorded = image.field_strength_t
+    if field_strength_t is None:
+        metadata.setdefault("field_strength_source", None)
+        if recorded is None:
+            metadata["field_strength_source"] = "unknown (not recorded in the input)"
+        return MultiEchoImage(image.signal, image.echo_times_ms, image.ijk_to_ras,
+                              image.quantity, recorded, metadata)
+    given = float(field_strength_t)
+    origin = metadata.get("field_strength_source") or "from the input files"
+    if recorded is not None and abs(recorded - given) > FIELD_STRENGTH_TOLERANCE_T:
+        if not confirm:
+            raise InputError(
+                f"--field-strength {given:g} T contradicts the {recorded:g} T recorded in the "
+                f"input ({origin.replace('from ', '', 1)}). Grades and LIC calibrations differ "
+                "between 1.5 T and 3 T, so the wrong value grades every organ wrongly. Leave "
+                f"--field-strength out to use {recorded:g} T, or add --confirm-field-strength to "
+                f"use {given:g} T anyway (Python: confirm_field_strength=True).")
+        metadata["field_strength_t_from_files"] = recorded
+        metadata["field_strength_source"] = (
+            f"given on the command line (--field-strength), confirmed over the {recorded:g} T "
+            f"{origin}")
+        metadata["warnings"] = list(metadata.get("warnings", [])) + [
+            f"Field strength {given:g} T given on the command line replaces the {recorded:g} T "
+            f"{origin} (confirmed with --confirm-field-strength)."]
+    elif recorded is not None:
+        metadata["field_strength_source"] = f"{origin}; the same value was given on the command line"
+    else:
+        metadata["field_strength_source"] = "given on the command line (--field-strength)"
     return MultiEchoImage(image.signal, image.echo_times_ms, image.ijk_to_ras, image.quantity,
-                          float(field_strength_t), metadata)
+                          given, metadata)
 
 
 def load_labels(path, image: MultiEchoImage, names_path=None) -> LabelMap:
@@ -110,47 +148,81 @@ def load_labels(path, image: MultiEchoImage, names_path=None) -> LabelMap:
 
 def planned_outputs(fmt: str, maps: Sequence[str] = BASE_MAPS + ("lic", "pdff"),
                     report: bool = True) -> list[str]:
-    """File names a run may write into its output folder."""
+    """File names a run may write into its output folder (gradient- and spin-echo names)."""
+    from .maps_io import map_file_stem
+
     names = []
     for m in maps:
-        p = output_path(".", m, fmt)
-        names += [p.name, p.name.replace(FORMATS[fmt], ".json")]
+        for quantity in ("T2*", "T2"):
+            p = output_path(".", map_file_stem(m, quantity), fmt)
+            names += [p.name, p.name.replace(FORMATS[fmt], ".json")]
     names += [REGIONS_CSV, SUMMARY_JSON, RUN_RECORD, FOCAL_CSV]
     if report:
-        names.append(REPORT_HTML)
-    return names
+        names += [REPORT_HTML, REPORT_PDF]
+    return list(dict.fromkeys(names))
+
+
+#: Files that operating systems drop into any folder; they do not make a folder someone's.
+_OS_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
+#: Records of a cohort run (IronMapping.batch) inside a study folder.
+_BATCH_RECORDS = {"done.json", "error.json"}
+
+
+def _is_ours(out: Path) -> bool:
+    """True when ``out`` holds the run record of an earlier IronMapping run."""
+    try:
+        record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and str(record.get("software", "")).startswith("IronMapping")
 
 
 def check_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=()) -> Path:
     """Raise InputError unless a run may write into ``out_dir`` (nothing is written).
 
-    Files of an earlier IronMapping run (the folder has ``run.json``) may be replaced. Other
-    files with our names only with ``overwrite``. An input is never overwritten.
+    An empty or new folder, or one an earlier IronMapping run wrote (it has IronMapping's
+    ``run.json``), may be written. A folder holding anything IronMapping did not write is
+    refused unless ``overwrite``; even then only IronMapping's own file names are replaced,
+    other files are left alone. An input is never overwritten.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the outputs.")
-    names = planned_outputs(fmt)
+    names = set()
+    for f in FORMATS:
+        names.update(planned_outputs(f))
     resolved_inputs = {Path(p).resolve() for p in inputs if p}
-    clash_inputs = [n for n in names if (out / n).resolve() in resolved_inputs]
+    clash_inputs = sorted(n for n in names if (out / n).resolve() in resolved_inputs)
     if clash_inputs:
         raise InputError(
             f"The output folder {str(out)!r} would overwrite the input {clash_inputs[0]!r}. "
             "Choose another --out folder.")
-    existing = [n for n in names if (out / n).exists()]
-    ours = (out / RUN_RECORD).is_file()
-    if existing and not ours and not overwrite:
+    if not out.is_dir() or overwrite or _is_ours(out):
+        return out
+    try:
+        entries = sorted(e.name for e in out.iterdir()
+                         if e.name not in _OS_LITTER and e.name not in _BATCH_RECORDS)
+    except OSError as exc:
+        raise output_failure(exc, out / RUN_RECORD) from None
+    if entries:
+        # the names a run would replace first: those matter most to the owner
+        shown = sorted(entries, key=lambda n: (n not in names, n))[:3]
+        more = len(entries) - len(shown)
         raise InputError(
-            f"{str(out)!r} already holds {', '.join(existing[:3])}"
-            f"{' ...' if len(existing) > 3 else ''}, not written by IronMapping. Choose an empty "
-            "folder, or pass --overwrite to replace them.")
+            f"{str(out)!r} already holds {', '.join(shown)}{f' and {more} more' if more else ''}, "
+            "not written by IronMapping. Choose an empty or new folder, or pass --overwrite to "
+            "write into it anyway (IronMapping's own file names are replaced, other files are "
+            "left alone).")
     return out
 
 
 def prepare_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=()) -> Path:
     """:func:`check_output_folder`, then create the folder and mark it as IronMapping's."""
     out = check_output_folder(out_dir, fmt, overwrite, inputs)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_failure(exc, out / RUN_RECORD) from None
     # Mark the folder as ours and as incomplete until the final record replaces this one.
     _write_json(out / RUN_RECORD, {"software": f"IronMapping {__version__}", "complete": False})
     return out
@@ -158,8 +230,16 @@ def prepare_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=())
 
 def _write_json(path: Path, payload) -> Path:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n",
+                       encoding="utf-8")
+        os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise output_failure(exc, path) from None
     return path
 
 
@@ -244,12 +324,19 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
 
         t0 = time.perf_counter()
         say("report", None)
-        files["report"] = write_report(
-            out / REPORT_HTML, summary, fit=fit, image=image,
-            labels=None if label_map is None else label_map.labels,
-            label_names=None if label_map is None else label_map.names,
-            inputs=dict(inputs or {}), figures=figures, warnings=notes, timings=timings,
-            truth=truth, title=title)
+        try:
+            files["report"] = write_report(
+                out / REPORT_HTML, summary, fit=fit, image=image,
+                labels=None if label_map is None else label_map.labels,
+                label_names=None if label_map is None else label_map.names,
+                inputs=dict(inputs or {}), figures=figures, warnings=notes, timings=timings,
+                truth=truth, title=title)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise output_failure(exc, out / REPORT_HTML) from None
+        if (out / REPORT_PDF).is_file():
+            files["report_pdf"] = out / REPORT_PDF
         timings["report"] = time.perf_counter() - t0
 
     record = {
@@ -290,11 +377,36 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
         convert_field=convert_field,
         ijk_to_ras=image.ijk_to_ras, complex_signal=image.metadata.get("complex_components"))
     summary = dict(summary)
+    summary["field_strength_source"] = image.metadata.get("field_strength_source")
+    summary["echo_time_source"] = image.metadata.get("echo_time_source")
+    summary["whole_image"] = whole_image_figures(fit)
     if label_map is None:
         summary.setdefault("warnings", [])
         summary["warnings"] = list(summary["warnings"]) + [
             "No label map was given: maps only, no organ statistics. Pass --labels to get them."]
     return summary
+
+
+def whole_image_figures(fit) -> dict:
+    """How much of the image was fitted and the median R2*/T2* of the fitted tissue.
+
+    Returns a JSON-able dict: ``voxels``, ``fitted_voxels``, ``fitted_fraction`` (0-1),
+    ``r2star_median`` (1/s) and ``t2star_median`` (ms) over fitted voxels (None when none),
+    ``quantity`` ("T2*" or "T2").
+    """
+    from .relaxometry import Status
+
+    fitted = np.asarray(fit.status) == Status.FITTED
+    n_fitted = int(np.count_nonzero(fitted))
+    r2 = np.asarray(fit.r2star)[fitted]
+    t2 = np.asarray(fit.t2star)[fitted]
+    r2 = r2[np.isfinite(r2)]
+    t2 = t2[np.isfinite(t2)]
+    return {"voxels": int(fitted.size), "fitted_voxels": n_fitted,
+            "fitted_fraction": n_fitted / fitted.size if fitted.size else 0.0,
+            "r2star_median": float(np.median(r2)) if r2.size else None,
+            "t2star_median": float(np.median(t2)) if t2.size else None,
+            "quantity": getattr(fit, "quantity", "T2*")}
 
 
 def write_regions(path: Path, summary: Mapping[str, Any]) -> Path:
@@ -345,7 +457,8 @@ def _unique(items):
 # --------------------------------------------------------------------------- entry points
 
 def run_files(inputs, out_dir, labels=None, label_names=None, *, echo_times_ms=None,
-              field_strength_t=None, series=None, progress: Progress | None = None,
+              field_strength_t=None, series=None, confirm_field_strength: bool = False,
+              progress: Progress | None = None,
               record: Mapping[str, Any] | None = None, **options) -> PipelineResult:
     """Read files and :func:`run`. ``labels``: label map / .seg.nrrd path; ``label_names``:
     CSV or Slicer colour table; ``record``: extra entries for run.json and the report (e.g. a
@@ -356,13 +469,16 @@ def run_files(inputs, out_dir, labels=None, label_names=None, *, echo_times_ms=N
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     check_output_folder(out_dir, options.get("fmt", "nrrd"), options.get("overwrite", False),
                         [*paths, labels, label_names])  # fail before the slow part
-    image = load_image(paths, echo_times_ms, field_strength_t, series)
+    image = load_image(paths, echo_times_ms, field_strength_t, series, confirm_field_strength)
     label_map = load_labels(labels, image, label_names) if labels is not None else None
     load_s = time.perf_counter() - t0
     inputs_record = {"input": [str(p) for p in paths], "labels": None if labels is None else str(labels),
               "label_names": None if label_names is None else str(label_names),
               "echo_times_ms": [float(t) for t in image.echo_times_ms],
-              "field_strength_t": image.field_strength_t, "quantity": image.quantity,
+              "field_strength_t": image.field_strength_t,
+              "field_strength_source": image.metadata.get("field_strength_source"),
+              "echo_time_source": image.metadata.get("echo_time_source"),
+              "quantity": image.quantity,
               "method_requested": options.get("method", "auto"),
               "calibration_requested": options.get("calibration")}
     if "field_strength_t_from_files" in image.metadata:
@@ -384,10 +500,12 @@ def run_demo(out_dir, preset: str = "neonatal-haemochromatosis", *, shape=(16, 9
 
     ph = make_phantom(preset, shape=tuple(shape), field_strength_t=field_strength_t, snr=snr,
                       coils=phantom_coils, seed=seed)
+    ph.image.metadata["field_strength_source"] = "phantom setting (--field-strength of the demo)"
     label_map = LabelMap(np.asarray(ph.labels, dtype=np.int32), ph.image.ijk_to_ras,
                          {int(k): v for k, v in ph.label_names.items()}, "phantom")
     inputs = {"input": f"built-in phantom, preset {preset!r}", "shape (k, j, i)": list(shape),
               "snr": snr, "coils": phantom_coils, "seed": seed, "field_strength_t": field_strength_t,
+              "field_strength_source": "phantom setting (--field-strength of the demo)",
               "echo_times_ms": [float(t) for t in ph.image.echo_times_ms],
               "method_requested": options.get("method", "auto")}
     options.setdefault("title", f"IronMapping demo: phantom '{preset}'")

@@ -38,11 +38,12 @@ import numpy as np
 
 from . import RESEARCH_USE_STATEMENT, __version__
 from .calibration import (MG_PER_G_TO_UMOL_PER_G, get_calibration, liver_iron_concentration,
-                          nominal_field)
+                          liver_iron_lower_bound, nominal_field)
 from .errors import CalibrationError, GeometryError, InputError
 from .grading import DESCRIPTIVE_ONLY, GRADING_SCHEMES, grade_region
 from .organs import recognise_organ
 from .patterns import classify_pattern
+from .quantities import REGION_QUANTITIES, display_value, label_for
 from .regions import (DEFAULT_MIN_QUALITY, DEFAULT_ROI_METHOD, LESION_COVERAGE_FACTOR,
                       compare_lesion, label_masks, region_statistics, roi_fit,
                       signal_intensity_ratio)
@@ -53,13 +54,15 @@ UNITS = {
     "volume_ml": "mL", "n_voxels": "voxels", "n_included": "voxels", "excluded_fraction": "fraction 0-1",
     "r2star_*": "1/s", "t2star_*": "ms", "r2star_roi_fit": "1/s", "t2star_roi_fit": "ms",
     "lic_mg_per_g": "mg Fe/g dry weight", "lic_umol_per_g": "umol Fe/g dry weight",
+    "lic_lower_bound": "mg Fe/g dry weight", "r2star_censored_fraction": "fraction 0-1",
     "field_strength_t": "T", "echo_times_ms": "ms", "reference_ratio_r2star": "ratio",
     "sir_to_reference": "ratio per echo", "quality_median": "R^2 (0-1)",
 }
 
 _ROW_FIRST = ("name", "label_value", "organ", "organ_source", "n_voxels", "volume_ml",
-              "r2star_median", "r2star_mean", "r2star_sd", "t2star_median", "r2star_roi_fit",
-              "lic_mg_per_g", "grade")
+              "r2star_median", "r2star_lower_bound", "r2star_censored_fraction", "r2star_mean",
+              "r2star_sd", "t2star_median", "r2star_roi_fit", "lic_mg_per_g", "lic_lower_bound",
+              "grade")
 
 
 def _clean(value):
@@ -119,6 +122,26 @@ def _signal_inputs(signal, echo_times_ms, fit_result, spatial):
     return signal, te, voxel_volume, image_field, notes
 
 
+def _roi_s0(roi: dict | None) -> float | None:
+    """The tissue amplitude S0 of a region's ROI-averaged fit, when that fit stood."""
+    if not roi or roi.get("r2star") is None or roi.get("method") == "nlls":
+        return None
+    return roi.get("s0")
+
+
+def _grade_from_bound(grade: dict, organ: str, field_strength_t) -> None:
+    """Grade from a lower bound on R2* (upper bound on T2*): the band of the bound is certain
+    only when it is the top band; otherwise the region is at least that grade."""
+    top = grade_region(organ, field_strength_t, 1e9, 1e-6, 1e9)
+    if grade.get("lic_grade") not in (None, top.get("lic_grade")):
+        grade["lic_grade"] = None
+    if grade["grade"] == top["grade"]:
+        return
+    grade["notes"].append(f"at least {grade['grade']}: the median is beyond what the echoes can measure")
+    grade["grade"] = None
+    grade["criterion"] = None
+
+
 def summarize(fit_result, labels, label_names, field_strength_t, calibration=None, signal=None,
               echo_times_ms=None, *, voxel_volume_ml: float | None = None, organs=None,
               terminology=None, convert_field: bool = False,
@@ -142,7 +165,8 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
     terminology : {label value or name: Slicer TerminologyEntry tag or SNOMED CT code}.
     convert_field : allow converting R2* to the calibration's field strength (adds a warning).
     min_quality : voxels with fit R^2 below this are excluded (default 0: failed fits only).
-    roi_method : "truncation" (default, cardiac standard) or "noise-corrected".
+    roi_method : "noise-corrected" (default: mean squared signal with the noise floor, unbiased
+        at high iron; the heart is graded on it) or "truncation" (CMRtools practice).
     reference_organ : reference region for ratios and signal intensity ratios.
     lesion_coverage_factor : k in |lesion - liver| > k x combined uncertainty.
     ijk_to_ras, complex_signal, focal : for summary["focal_findings"] (IronMapping.focal):
@@ -208,34 +232,51 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
     for value, name, mask in regions_in:
         override = _lookup(organs, value, name)
         match = recognise_organ(name, _lookup(terminology, value, name), override)
-        stats = region_statistics(fit_result, mask, voxel_volume_ml, min_quality)
+        rf = None
+        if signal_arr is not None and mask.any():
+            rf = roi_fit(signal_arr, mask, te, method=roi_method, noise_sigma=noise_sigma,
+                         coils=coils, quantity=quantity)
+        # The ROI-averaged fit gives the region's tissue amplitude, which sets the R2* the
+        # echoes can measure (voxels beyond it are censored, see regions.region_statistics).
+        stats = region_statistics(fit_result, mask, voxel_volume_ml, min_quality,
+                                  signal=signal_arr, reference_s0=_roi_s0(rf))
         row = {"name": name, "label_value": int(value), "organ": match.organ,
                "organ_source": match.source, "organ_matched": match.matched}
         row.update(stats)
         row["notes"] = list(stats["notes"])
         if match.organ is None:
-            row["notes"].append("organ not recognised from the name: statistics only (set it with organs=)")
+            row["notes"].append("organ not recognised from the region name: statistics only, no "
+                                "grade (name the region after its organ, e.g. 'liver')")
         row["r2star_roi_fit"] = None
         row["t2star_roi_fit"] = None
         row["roi_fit"] = None
-        if signal_arr is not None and stats["n_voxels"] > 0:
-            rf = roi_fit(signal_arr, mask, te, method=roi_method, noise_sigma=noise_sigma,
-                         coils=coils, quantity=quantity)
+        if rf is not None:
             row["roi_fit"] = rf
             row["r2star_roi_fit"] = rf["r2star"]
             row["t2star_roi_fit"] = rf["t2star"]
             row["notes"].extend(rf["notes"])
+            bound = stats["r2star_lower_bound"]
+            if rf["r2star"] is not None and bound is not None and rf["r2star"] < bound:
+                row["notes"].append(
+                    f"the ROI-averaged fit ({rf['r2star']:.0f} 1/s) is below the voxels' lower bound "
+                    f"({bound:.0f} 1/s): the mean signal is dominated by the slower voxels, or its "
+                    "decay was over before the first echo; read the lower bound")
+        # A median beyond what the echoes can measure is replaced by its lower bound.
+        r2_value, bounded = stats["r2star_median"], False
+        if r2_value is None and stats["r2star_lower_bound"] is not None:
+            r2_value, bounded = stats["r2star_lower_bound"], True
         # LIC: liver only (liver calibrations must not be applied to spleen or other organs).
         row["lic_mg_per_g"] = None
         row["lic_umol_per_g"] = None
+        row["lic_lower_bound"] = None
         row["lic_note"] = None
-        if match.organ == "liver" and stats["r2star_median"] is not None and not gradable:
+        if match.organ == "liver" and r2_value is not None and not gradable:
             row["lic_note"] = f"LIC not computed: {not_gradable_reason}"
             cal_block["note"] = row["lic_note"]
-        elif match.organ == "liver" and stats["r2star_median"] is not None:
+        elif match.organ == "liver" and r2_value is not None:
             try:
-                lic, info = liver_iron_concentration(stats["r2star_median"], field_strength_t, cal,
-                                                     convert_field=convert_field)
+                estimate = liver_iron_lower_bound if bounded else liver_iron_concentration
+                lic, info = estimate(r2_value, field_strength_t, cal, convert_field=convert_field)
             except CalibrationError as exc:
                 mismatch = field_known and nominal_field(field_strength_t) != nominal_field(cal.field_strength_t)
                 if explicit_calibration and mismatch:
@@ -243,10 +284,16 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
                 row["lic_note"] = f"LIC not computed: {exc}"
                 cal_block["note"] = row["lic_note"]
             else:
-                row["lic_mg_per_g"] = float(lic) if np.isfinite(lic) else None
-                row["lic_umol_per_g"] = (float(lic) * MG_PER_G_TO_UMOL_PER_G
-                                         if np.isfinite(lic) else None)
-                row["lic_note"] = f"{cal.label}: {cal.equation}"
+                lic = float(lic) if np.isfinite(lic) else None
+                if bounded:
+                    row["lic_lower_bound"] = lic
+                    row["lic_note"] = (f"LIC above {lic:.1f} mg Fe/g dry weight (from R2* above "
+                                       f"{r2_value:.0f} 1/s; {cal.label}: {cal.equation})"
+                                       if lic is not None else None)
+                else:
+                    row["lic_mg_per_g"] = lic
+                    row["lic_umol_per_g"] = lic * MG_PER_G_TO_UMOL_PER_G if lic is not None else None
+                    row["lic_note"] = f"{cal.label}: {cal.equation}"
                 cal_block["applied"] = True
                 cal_block["conversion"] = info["conversion"] or cal_block["conversion"]
                 for w in info["warnings"]:
@@ -254,12 +301,17 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
                         cal_block["warnings"].append(w)
         # Grade: the heart on its ROI-averaged T2* (cardiac standard), others on the median.
         t2_for_grade, basis = stats["t2star_median"], "median voxel T2*"
+        if bounded:
+            t2_for_grade, basis = stats["t2star_upper_bound"], "upper bound of the median voxel T2*"
         if match.organ == "heart" and row["t2star_roi_fit"] is not None:
             t2_for_grade, basis = row["t2star_roi_fit"], f"ROI-averaged fit T2* ({row['roi_fit']['method']})"
-        if match.organ == "liver":
-            basis = "median voxel R2*"
+        elif match.organ == "liver":
+            basis = "lower bound of the median voxel R2*" if bounded else "median voxel R2*"
         g = grade_region(match.organ, field_strength_t if gradable else None,
-                         stats["r2star_median"], t2_for_grade, row["lic_mg_per_g"], basis=basis)
+                         r2_value, t2_for_grade,
+                         row["lic_lower_bound"] if bounded else row["lic_mg_per_g"], basis=basis)
+        if bounded and g["grade"] is not None and "bound" in basis:
+            _grade_from_bound(g, match.organ, field_strength_t)
         if not gradable and match.organ is not None:
             g["notes"] = [not_gradable_reason]
         row["grade"] = g["grade"]
@@ -415,38 +467,39 @@ def _focal_block(fit_result, summary, masks, signal, signal_arr, te, voxel_volum
 
 # ------------------------------------------------------------------------------- outputs
 
-TABLE_COLUMNS = (
-    ("Region", "name"), ("Label", "label_value"), ("Organ", "organ"),
-    ("Voxels (n)", "n_voxels"), ("Volume (mL)", "volume_ml"),
-    ("R2* median (1/s)", "r2star_median"), ("R2* mean (1/s)", "r2star_mean"),
-    ("R2* SD (1/s)", "r2star_sd"), ("R2* IQR (1/s)", "r2star_iqr"),
-    ("R2* P5 (1/s)", "r2star_p5"), ("R2* P95 (1/s)", "r2star_p95"),
-    ("T2* median (ms)", "t2star_median"), ("T2* mean (ms)", "t2star_mean"),
-    ("T2* SD (ms)", "t2star_sd"), ("T2* IQR (ms)", "t2star_iqr"),
-    ("T2* P5 (ms)", "t2star_p5"), ("T2* P95 (ms)", "t2star_p95"),
-    ("Excluded voxels (%)", "excluded_fraction"),
-    ("R2* ROI fit (1/s)", "r2star_roi_fit"), ("T2* ROI fit (ms)", "t2star_roi_fit"),
-    ("LIC (mg Fe/g dw)", "lic_mg_per_g"), ("LIC (umol Fe/g dw)", "lic_umol_per_g"),
-    ("Grade", "grade"), ("Grade criterion", "grade_criterion"), ("Grade source", "grade_source"),
-    ("R2* / reference ratio", "reference_ratio_r2star"),
-)
+#: (column label, summary key) of the region table, from :mod:`IronMapping.quantities`.
+TABLE_COLUMNS = tuple((q.label, q.key) for q in REGION_QUANTITIES)
+#: Text columns after the quantities.
+EXTRA_COLUMNS = ("ROI fit method", "LIC calibration", "Lesion reading", "Notes")
+
+
+def _sentence_join(notes) -> str:
+    """Notes joined with "; " without doubled punctuation ("adults.; ...")."""
+    parts = [str(n).strip().rstrip(".;").strip() for n in notes if n and str(n).strip()]
+    return "; ".join(dict.fromkeys(p for p in parts if p))
+
+
+def table_headers(summary: dict) -> list[str]:
+    """Column labels of :func:`regions_table` (R2/T2 wording for spin-echo summaries)."""
+    relaxation = summary.get("quantity") or "T2*"
+    return [label_for(q, relaxation) for q in REGION_QUANTITIES] + list(EXTRA_COLUMNS)
 
 
 def regions_table(summary: dict) -> list[dict]:
     """One row per region with units in the column names (for CSV, Slicer tables, reports).
 
-    Adds "ROI fit method", "LIC calibration", "Lesion reading" and "Notes" columns.
+    Numbers are rounded to their display precision (:mod:`IronMapping.quantities`: R2* 0.1
+    1/s, T2* 0.01 ms, LIC 0.01 mg/g, volume 0.1 mL; shares in %); summary.json keeps full
+    precision. Spin-echo summaries (quantity "T2") say R2/T2 in the labels. Adds
+    "ROI fit method", "LIC calibration", "Lesion reading" and "Notes" columns.
     """
     cal = summary.get("calibration") or {}
+    relaxation = summary.get("quantity") or "T2*"
     lesion_reading = {l.get("lesion"): l.get("reading") for l in summary.get("lesions") or []}
     rows = []
     for r in summary.get("regions") or []:
-        row = {}
-        for header, key in TABLE_COLUMNS:
-            value = r.get(key)
-            if key == "excluded_fraction" and value is not None:
-                value = 100.0 * value
-            row[header] = value
+        row = {label_for(q, relaxation): display_value(q.key, r.get(q.key))
+               for q in REGION_QUANTITIES}
         rf = r.get("roi_fit") or {}
         row["ROI fit method"] = rf.get("method")
         row["LIC calibration"] = (f"{cal.get('label')} (doi:{cal.get('doi')})"
@@ -456,7 +509,7 @@ def regions_table(summary: dict) -> list[dict]:
         for key in ("lic_note", "grade_note"):
             if r.get(key) and r[key] not in notes:
                 notes.append(r[key])
-        row["Notes"] = "; ".join(notes)
+        row["Notes"] = _sentence_join(notes)
         rows.append(row)
     return rows
 
@@ -466,8 +519,15 @@ def _atomic_write(path: Path, text: str) -> Path:
     if not path.parent.exists():
         raise InputError(f"Cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except OSError as exc:
+        from .maps_io import output_failure
+
+        if tmp.exists():
+            tmp.unlink()
+        raise output_failure(exc, path) from None
     return path
 
 
@@ -476,8 +536,7 @@ def write_regions_csv(summary: dict, path) -> Path:
     import io
 
     rows = regions_table(summary)
-    headers = [h for h, _ in TABLE_COLUMNS] + ["ROI fit method", "LIC calibration",
-                                                "Lesion reading", "Notes"]
+    headers = table_headers(summary)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=headers, lineterminator="\n")
     writer.writeheader()

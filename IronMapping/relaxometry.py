@@ -42,8 +42,9 @@ import numpy as np
 
 from . import __version__, estimators
 from .errors import EchoTimeError, FitCancelled, InputError
-from .noise import (NoiseEstimate, automatic_mask, estimate_noise_background,
-                    estimate_noise_differences, otsu_threshold)
+from .noise import NoiseEstimate, estimate_noise_differences
+from .noise_source import resolve_noise
+from .tissue_mask import automatic_mask, invalid_voxels, spike_voxels
 
 
 class Status(IntEnum):
@@ -55,6 +56,7 @@ class Status(IntEnum):
     NOT_CONVERGED = 3
     OUT_OF_RANGE = 4
     INVALID_SIGNAL = 5
+    OUTLIER = 6
 
     @classmethod
     def describe(cls, code) -> str:
@@ -68,6 +70,7 @@ _STATUS_TEXT = {
     Status.NOT_CONVERGED: "fit did not converge",
     Status.OUT_OF_RANGE: "fitted value outside the physical range (R2* < 0 or T2* shorter than a third of the first echo time)",
     Status.INVALID_SIGNAL: "invalid signal (not a number, infinite or negative in at least one echo)",
+    Status.OUTLIER: "isolated spike far above every other voxel (hot pixel or artefact); not fitted",
 }
 
 METHODS = ("auto", "noise-corrected-ml", "noise-corrected", "ml", "truncation", "offset", "nlls", "loglinear",
@@ -86,6 +89,9 @@ _KERNELS = {
     "loglinear": estimators.loglinear,
     "arlo": estimators.arlo,
 }
+#: Extra maps in signal units (scaled back after a fit in units of the local noise SD).
+SCALED_EXTRAS = frozenset({"water", "fat", "offset"})
+FIT_OPTIONS = frozenset({"workers", "snr_limit", "fat_evidence", "precession_clockwise"})
 BLOCK_VOXELS = 32768  # large enough that numpy, not Python, holds the time (GIL)
 
 
@@ -102,6 +108,9 @@ class RelaxometryFit:
     echoes_used : uint8, number of echoes that entered the fit (truncation varies per voxel)
     maps : extra maps, e.g. "offset" (offset model) or "pdff" (%, fat-water); NaN where
         status != FITTED
+    noise_sigma : noise SD per real channel used (signal units); with a noise map its median
+    noise_sigma_map : float32 noise SD per voxel where the noise varies in space, else None
+    noise_details : every noise estimate that was made (echo train, background), JSON-able
     """
 
     r2star: np.ndarray
@@ -121,6 +130,8 @@ class RelaxometryFit:
     field_strength_t: float | None = None
     maps: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    noise_sigma_map: np.ndarray | None = None
+    noise_details: dict = field(default_factory=dict)
 
     @property
     def fitted(self) -> np.ndarray:
@@ -129,6 +140,16 @@ class RelaxometryFit:
     def status_counts(self) -> dict:
         codes, counts = np.unique(self.status, return_counts=True)
         return {Status(int(c)).name.lower(): int(n) for c, n in zip(codes, counts)}
+
+    def noise_sigma_range(self) -> list | None:
+        """[5th, 95th] percentile of the noise SD in the fitted voxels (the map's range)."""
+        if self.noise_sigma is None:
+            return None
+        if self.noise_sigma_map is None:
+            return [float(self.noise_sigma)] * 2
+        inside = self.noise_sigma_map[self.status != Status.MASKED]
+        values = inside if inside.size else self.noise_sigma_map.ravel()
+        return [float(v) for v in np.percentile(values, [5, 95])]
 
     def provenance(self) -> dict:
         """JSON-able description of how these maps were made."""
@@ -142,6 +163,8 @@ class RelaxometryFit:
             "noise_sigma": None if self.noise_sigma is None else float(self.noise_sigma),
             "coils": None if self.coils is None else float(self.coils),
             "noise_source": self.noise_source,
+            "noise_sigma_range": self.noise_sigma_range(),
+            "noise_estimates": dict(self.noise_details),
             "field_strength_t": self.field_strength_t,
             "status_counts": self.status_counts(),
             "warnings": list(self.warnings),
@@ -186,32 +209,14 @@ def t2star_from_r2star(r2star, status, echo_times_ms) -> np.ndarray:
 
 
 def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "auto") -> np.ndarray:
-    """Validate echo times (ms) and return them as float64; raise EchoTimeError with advice."""
-    if echo_times_ms is None:
-        raise EchoTimeError(
-            "No echo times were given. Give one echo time in milliseconds per echo "
-            "(they are in the DICOM tag EchoTime (0018,0081) or the dcm2niix JSON sidecar).")
-    te = np.asarray(echo_times_ms, dtype=np.float64).ravel()
-    if n_echoes is not None and te.size != n_echoes:
-        raise EchoTimeError(
-            f"The signal has {n_echoes} echoes but {te.size} echo times were given. "
-            "Give exactly one echo time (ms) per echo, in the order of the echo axis (axis 0).")
-    if te.size < 2:
-        raise EchoTimeError(
-            f"R2*/T2* needs at least two echoes; got {te.size}. Load the whole multi-echo series.")
-    if not np.all(np.isfinite(te)) or np.any(te < 0):
-        raise EchoTimeError(f"Echo times must be finite and not negative; got {te.tolist()} ms.")
-    if np.any(np.diff(te) == 0):
-        raise EchoTimeError(
-            f"Duplicate echo times {te.tolist()} ms: each echo needs its own echo time. "
-            "Check that the series was not loaded twice.")
-    if np.any(np.diff(te) < 0):
-        raise EchoTimeError(
-            f"Echo times are not in increasing order: {te.tolist()} ms. Sort the echoes and "
-            "their echo times together (e.g. order = np.argsort(te); signal[order], te[order]).")
-    if te[-1] < 0.5:
-        raise EchoTimeError(
-            f"Echo times {te.tolist()} look like seconds, not milliseconds. Multiply by 1000.")
+    """Validate echo times (ms) and return them as float64; raise EchoTimeError with advice.
+
+    The checks shared by every input (count, units, duplicates, order) are
+    :func:`IronMapping.io.checks.check_echo_times`; the method's own needs are added here.
+    """
+    from .io.checks import check_echo_times as check_common
+
+    te = check_common(echo_times_ms, n_echoes, require_increasing=True)
     need = _MIN_ECHOES.get(method, 2)
     if te.size < need:
         raise EchoTimeError(f"Method {method!r} needs at least {need} echoes; got {te.size}.")
@@ -230,40 +235,10 @@ def resolve_method(method: str) -> str:
     return DEFAULT_METHOD if method == "auto" else method
 
 
-def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None) -> NoiseEstimate | None:
-    """Noise as given, else from background air (None when there is too little of it).
-
-    Background is what lies outside Otsu's threshold of the first echo (and outside the mask),
-    kept two voxels away from tissue so that edges and partial volume do not count as noise.
-    """
-    if noise_sigma is not None:
-        if not np.isfinite(noise_sigma) or noise_sigma <= 0:
-            raise InputError(f"noise_sigma must be a positive number; got {noise_sigma}.")
-        return NoiseEstimate(float(noise_sigma), float(coils or 1.0), "given")
-    if coils is not None and coils < 1:
-        raise InputError(f"coils must be at least 1; got {coils}.")
-    first = np.nan_to_num(signal2d[0], nan=0.0)
-    rough = first > otsu_threshold(first[first > 0]) if np.any(first > 0) else first > 0
-    if mask_flat is not None:
-        rough |= mask_flat
-    if spatial is not None and len(spatial) >= 2:
-        from scipy import ndimage
-
-        rough = ndimage.binary_dilation(rough.reshape(spatial), iterations=2).reshape(-1)
-    background = ~rough
-    samples = signal2d[:, background]
-    if np.count_nonzero(samples > 0) >= 1000:
-        try:
-            return estimate_noise_background(samples, coils)
-        except InputError:
-            pass
-    return None
-
-
 def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: float | None = None,
         coils: float | None = None, progress: Callable[[float], None] | None = None,
         cancel: Callable[[], bool] | None = None, quantity: str = "T2*",
-        field_strength_t: float | None = None, **options) -> RelaxometryFit:
+        field_strength_t: float | None = None, include_mask=None, **options) -> RelaxometryFit:
     """Fit R2* (1/s) and T2* (ms) in every voxel.
 
     Parameters
@@ -271,14 +246,45 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     signal : array (n_echoes, ...) of magnitudes, echo axis first, any spatial shape.
     echo_times_ms : (n_echoes,) strictly increasing echo times in ms.
     method : one of METHODS; "auto" is "noise-corrected-ml".
-    mask : bool array of the spatial shape; None makes one from the first echo.
+    mask : bool array of the spatial shape; None makes one: every voxel inside the body
+        outline (above the noise floor in echo 1 or 2, holes filled per slice and in 3-D).
     noise_sigma, coils : noise SD per channel (signal units) and receive coil count L; when
-        None they are estimated from background air (noncentral-chi moments).
+        None they are estimated: from the decay residuals across echoes in tissue (a noise
+        map where parallel imaging makes the noise vary in space), or from the background air
+        when it is pure noise and agrees (noise_source.resolve_noise).
+    include_mask : bool array of the spatial shape, voxels fitted whatever the automatic mask
+        says (the union of the segments, so that no organ voxel is called background).
     progress : called with the finished fraction (0..1) from the calling thread.
     cancel : polled between blocks; returning True raises FitCancelled.
     quantity : "T2*" (gradient echo) or "T2" (spin echo); only labels the result.
     field_strength_t : main field in tesla (needed by "fat-water").
+    **options : workers (threads), snr_limit ("truncation"), fat_evidence and
+        precession_clockwise ("fat-water"); anything else is refused.
+
+    Returns
+    -------
+    RelaxometryFit
+        Maps with the signal's spatial shape: ``r2star`` (float32, 1/s; R2 for spin echo),
+        ``t2star`` (float32, ms), ``s0`` (float32, signal units), ``quality`` (float32, R^2
+        0..1), ``uncertainty`` (float32, SD of R2* in 1/s), ``status`` (uint8, :class:`Status`
+        codes; NaN maps where not FITTED), ``echoes_used`` (uint8) and ``maps`` (extra maps:
+        "offset", or "pdff" in %, "water", "fat" for fat-water); plus ``method`` (the concrete
+        method), ``echo_times_ms``, ``noise_sigma``, ``coils``, ``noise_source``,
+        ``noise_sigma_map`` (noise SD per voxel where it varies in space, else None),
+        ``noise_details``, ``quantity``, ``warnings`` and ``provenance()`` (a JSON-able record).
+
+    Raises
+    ------
+    InputError, EchoTimeError
+        Bad signal, mask, options or echo times (the message says what to do).
+    FitCancelled
+        ``cancel()`` returned True; no maps are returned.
     """
+    unknown = sorted(set(options) - FIT_OPTIONS)
+    if unknown:
+        raise InputError(f"Unknown option(s) {', '.join(map(repr, unknown))} for fit(). Valid options: "
+                         "method, mask, noise_sigma, coils, progress, cancel, quantity, field_strength_t, "
+                         f"include_mask, {', '.join(sorted(FIT_OPTIONS))}.")
     requested = method
     method = resolve_method(method)
     if quantity not in ("T2*", "T2"):
@@ -300,36 +306,13 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
             "nothing to fit. Check that the magnitude images of the right series were loaded.")
     y2d = signal.reshape(signal.shape[0], n_vox)
 
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != spatial:
-            raise InputError(
-                f"mask has shape {mask.shape} but the signal's spatial shape is {spatial}. "
-                "Resample the mask onto the echo grid first.")
-        mask_flat = mask.reshape(-1).astype(bool)
-    else:
-        mask_flat = None
+    mask_flat = _spatial_mask(mask, spatial, "mask")
+    include_flat = _spatial_mask(include_mask, spatial, "include_mask")
+    noise, mask_flat, invalid_flat, notes = _noise_and_mask(y2d, te_ms, method, mask_flat, include_flat,
+                                                            noise_sigma, coils, spatial)
 
-    notes = []
-    noise = resolve_noise(y2d, mask_flat, noise_sigma, coils, spatial)
-    if mask_flat is None:
-        mask_flat = automatic_mask(y2d[0], noise)
-        if noise is None:
-            notes.append("automatic mask from Otsu's threshold on the first echo (no background to measure noise)")
-    if noise is None and method in NOISE_AWARE:
-        try:
-            noise = estimate_noise_differences(
-                signal, mask_flat.reshape(spatial), coils) if len(spatial) >= 1 else None
-        except InputError:
-            raise InputError(
-                f"Method {method!r} needs the noise level, but the image has no background air and "
-                "too little tissue to estimate it. Give noise_sigma (and coils) explicitly, or use "
-                "method='nlls'.") from None
-        notes.append("noise estimated from neighbour differences in tissue: no usable background")
-    if noise is not None and noise.source == "background" and coils is None and noise.coils > 1.5:
-        notes.append(f"effective coil count {noise.coils:.2f} estimated from the background noise distribution")
-
-    index = np.flatnonzero(mask_flat)
+    spikes = spike_voxels(y2d, invalid_flat)
+    index = np.flatnonzero(mask_flat & ~spikes)
     out_r2 = np.full(n_vox, np.nan, np.float32)
     out_s0 = np.full(n_vox, np.nan, np.float32)
     out_q = np.full(n_vox, np.nan, np.float32)
@@ -344,6 +327,10 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     kernel = _kernel_for(method, field_strength_t, options)
     sigma = noise.sigma if noise is not None else None
     n_coils = noise.coils if noise is not None else 1.0
+    # With a noise map each voxel is fitted in units of its own noise SD: R2*, its SD and R^2
+    # do not depend on the signal scale, and S0 (and water, fat, offset) are scaled back.
+    sigma_map = noise.sigma_map if noise is not None else None
+    block_sigma = 1.0 if sigma_map is not None else sigma
     stop = threading.Event()
 
     polish: list[np.ndarray] = []
@@ -355,13 +342,17 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
         invalid = ~np.isfinite(y.sum(0)) | (y.min(0) < 0)
         if invalid.any():
             y[:, invalid] = np.where(np.isfinite(y[:, invalid]), np.maximum(y[:, invalid], 0.0), 0.0)
+        scale = None if sigma_map is None else sigma_map[idx].astype(np.float64)
+        if scale is not None:
+            y /= scale
         # Non-finite intermediate values are expected (diverging voxels) and end up in status.
         with np.errstate(all="ignore"):
-            bf = kernel(y, t_s, sigma=sigma, coils=n_coils)
-            status, quality, uncert = _assess(y, t_s, bf, method, sigma, n_coils, invalid, r2_max)
+            bf = kernel(y, t_s, sigma=block_sigma, coils=n_coils)
+            status, quality, uncert = _assess(y, t_s, bf, method, block_sigma, n_coils, invalid, r2_max)
         ok = status == Status.FITTED
+        s0 = bf.s0 if scale is None else bf.s0 * scale
         out_r2[idx] = np.where(ok, bf.r2star, np.nan)
-        out_s0[idx] = np.where(ok, bf.s0, np.nan)
+        out_s0[idx] = np.where(ok, s0, np.nan)
         out_q[idx] = np.where(invalid, np.nan, quality)
         out_u[idx] = np.where(ok, uncert, np.nan)
         out_status[idx] = status
@@ -375,6 +366,8 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
             with lock:
                 if name not in extra_maps:
                     extra_maps[name] = np.full(n_vox, np.nan, np.float32)
+            if scale is not None and name in SCALED_EXTRAS:
+                values = values * scale
             # like R2*, extra maps (PDFF, offset, ...) are only reported where the fit stands
             extra_maps[name][idx] = np.where(ok, values, np.nan)
         return idx.size
@@ -412,6 +405,7 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
             run_all(flagged, kernel, 0.05, 0.95)
     else:
         run_all(index, kernel, 1.0, 0.0)
+    out_status[spikes] = Status.OUTLIER
     if progress is not None:
         progress(1.0)
 
@@ -433,7 +427,52 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
         noise_sigma=sigma, coils=n_coils if noise is not None else None,
         noise_source=noise.source if noise is not None else "none",
         quantity=quantity, field_strength_t=field_strength_t,
-        maps={k: shape(v) for k, v in extra_maps.items()}, warnings=notes)
+        maps={k: shape(v) for k, v in extra_maps.items()}, warnings=notes,
+        noise_sigma_map=None if sigma_map is None else shape(sigma_map),
+        noise_details=noise.details if noise is not None else {})
+
+
+def _spatial_mask(mask, spatial, name):
+    """A bool mask of the spatial shape as a flat array (None stays None)."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != spatial:
+        raise InputError(
+            f"{name} has shape {mask.shape} but the signal's spatial shape is {spatial}. "
+            "Resample the mask onto the echo grid first.")
+    return mask.reshape(-1).astype(bool)
+
+
+def _noise_and_mask(y2d, te_ms, method, mask_flat, include_flat, noise_sigma, coils, spatial):
+    """The noise used, the voxels to fit, the invalid voxels and notes for the user.
+
+    Voxels with NaN, inf or negative samples are always fitted (they get INVALID_SIGNAL), so
+    that a bad value never passes for background.
+    """
+    invalid = invalid_voxels(y2d)
+    noise, notes = resolve_noise(y2d, mask_flat, noise_sigma, coils, spatial, te_ms / 1000.0, ~invalid)
+    auto = mask_flat is None
+    if auto:
+        mask_flat = automatic_mask(y2d[0], noise, spatial=spatial, second_echo=y2d[1])
+        if noise is None:
+            notes.append("automatic mask from Otsu's threshold on the first echo (no noise level could be measured)")
+    if noise is None and method in NOISE_AWARE:
+        try:
+            noise = estimate_noise_differences(y2d[:1].reshape((1,) + tuple(spatial)),
+                                               mask_flat.reshape(spatial), coils)
+        except InputError:
+            raise InputError(
+                f"Method {method!r} needs the noise level, but the image has no background air, "
+                "fewer than three echoes or too little tissue to estimate it. Give noise_sigma (and "
+                "coils) explicitly, or use method='nlls'.") from None
+        notes.append("noise estimated from neighbour differences in tissue (first echo): no usable "
+                     "background and too few echoes for the decay residuals")
+    if noise is not None and noise.source == "background" and coils is None and noise.coils > 1.5:
+        notes.append(f"effective coil count {noise.coils:.2f} estimated from the background noise distribution")
+    if include_flat is not None:
+        mask_flat = mask_flat | include_flat
+    return noise, mask_flat | invalid, invalid, notes
 
 
 def _flag_for_polish(y, t, sigma, coils):

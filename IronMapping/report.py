@@ -1,7 +1,14 @@
-"""One self-contained HTML report of a run: tables, figures (base64 PNG), methods and sources.
+"""One self-contained HTML report of a run, read like a radiology quantification report.
 
     >>> from IronMapping.report import write_report
     >>> write_report("report.html", summary, fit=fit, image=image, labels=labels)
+
+The first screen answers the clinical question (`IronMapping.headline`: per-organ grade in
+words with its number and unit, the distribution pattern, neonatal haemochromatosis support,
+the research-use statement); then the key image (first echo beside the R2* map), lesions and
+focal findings in sentences, the table of every region, the map of every organ slice, decay
+plots with the noise floor, method and sources. The page is one A4/Letter-wide column with a
+print stylesheet, and ``report.pdf`` is written beside it when matplotlib is installed.
 
 Figures need matplotlib (optional extra ``ironmapping[report]``), imported only when the
 report is written; without it the report still has every table and says figures were skipped.
@@ -12,34 +19,43 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from . import RESEARCH_USE_STATEMENT, __version__
+from .headline import (DASH, fmt, fmt_ratio, headline_html, is_neonatal_question, lesion_sentences,
+                       focal_sentences, nh_sentence, organ_findings, pattern_facts, symbols, yes_no)
 from .io.metadata import json_default as _json_default
-from . import __version__, RESEARCH_USE_STATEMENT
+from .report_figures import MAX_MONTAGE_SLICES, mean_decay  # noqa: F401 (public names)
 
-MAX_MONTAGE_SLICES = 12
-
-# (summary key, column header with unit, number format)
+# (summary key, column header with unit, display quantity of headline.DISPLAY_PRECISION or a
+# format) for the table of every region.
 REGION_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("name", "Region", "{}"),
-    ("organ", "Organ", "{}"),
-    ("n_voxels", "Voxels", "{:d}"),
-    ("volume_ml", "Volume (mL)", "{:.1f}"),
-    ("r2star_median", "R2* median (1/s)", "{:.1f}"),
-    ("r2star_iqr", "R2* IQR (1/s)", "{:.1f}"),
-    ("r2star_mean", "R2* mean (1/s)", "{:.1f}"),
-    ("r2star_sd", "R2* SD (1/s)", "{:.1f}"),
-    ("r2star_roi_fit", "R2* ROI fit (1/s)", "{:.1f}"),
-    ("t2star_median", "T2* median (ms)", "{:.2f}"),
-    ("lic_mg_per_g", "LIC (mg Fe/g dw)", "{:.2f}"),
+    ("volume_ml", "Volume (mL)", "volume"),
+    ("r2star_median", "R2* median (1/s)", "r2star"),
+    ("r2star_iqr", "R2* IQR (1/s)", "r2star"),
+    ("r2star_roi_fit", "R2* ROI fit (1/s)", "r2star"),
+    ("t2star_median", "T2* median (ms)", "t2star"),
+    ("t2star_roi_fit", "T2* ROI fit (ms)", "t2star"),
+    ("lic_mg_per_g", "LIC (mg Fe/g dw)", "lic"),
     ("grade", "Grade", "{}"),
-    ("excluded_fraction", "Excluded (%)", "{:.1%}"),
+    ("excluded_fraction", "Excluded (%)", "percent"),
+)
+
+LESION_COLUMNS = (
+    ("lesion", "Lesion", "{}"), ("background", "Background", "{}"),
+    ("lesion_r2star_median", "Lesion R2* (1/s)", "r2star"),
+    ("background_r2star_median", "Background R2* (1/s)", "r2star"),
+    ("difference_r2star", "Difference (1/s)", "r2star"),
+    ("ratio_r2star", "Ratio", "ratio"),
+    ("combined_uncertainty_r2star", "Combined uncertainty (1/s)", "r2star"),
+    ("exceeds_uncertainty", "Beyond 2 x uncertainty", "yesno"),
+    ("uncertainty_basis", "Uncertainty from", "{}"),
 )
 
 
@@ -51,95 +67,191 @@ def matplotlib_available() -> bool:
     return True
 
 
+def pdf_path(html_path) -> Path:
+    """Where ``write_report`` puts the PDF: beside the HTML, same stem."""
+    return Path(html_path).with_suffix(".pdf")
+
+
 def write_report(path, summary: Mapping[str, Any] | None, *, fit=None, image=None, labels=None,
                  label_names: Mapping[int, str] | None = None,
                  inputs: Mapping[str, Any] | None = None, figures: bool = True,
                  warnings: Iterable[str] = (), timings: Mapping[str, float] | None = None,
-                 truth: Mapping[str, float] | None = None, title: str | None = None) -> Path:
-    """Write the HTML report to ``path`` and return the path.
+                 truth: Mapping[str, float] | None = None, title: str | None = None,
+                 pdf: bool = True) -> Path:
+    """Write the HTML report to ``path`` (and ``report.pdf`` beside it) and return the path.
 
     Parameters
     ----------
     summary : the statistics dict (``quantification.summarize``); None when no regions.
-    fit : ``RelaxometryFit`` (maps for the montage and histograms, method provenance).
-    image : ``MultiEchoImage`` (mean decay curves, geometry).
+    fit : ``RelaxometryFit`` (maps for the figures, noise floor, method provenance).
+    image : ``MultiEchoImage`` (first echo, mean decay curves, orientation from ijk_to_ras).
     labels : int array [k, j, i] on the map grid; ``label_names`` {value: name}.
     inputs : what went in (paths, options), shown verbatim.
     figures : False skips figures (faster); they are also skipped without matplotlib.
     truth : {region name: true R2* 1/s} for phantom runs, shown beside the measurements.
+    pdf : also write the PDF (needs matplotlib; an older PDF of this name is removed otherwise).
     """
     path = Path(path)
-    text = render_report(summary, fit=fit, image=image, labels=labels, label_names=label_names,
-                         inputs=inputs, figures=figures, warnings=warnings, timings=timings,
-                         truth=truth, title=title)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    report = build_report(summary, fit=fit, image=image, labels=labels, label_names=label_names,
+                          inputs=inputs, figures=figures, warnings=warnings, timings=timings,
+                          truth=truth, title=title)
+    _atomic_write(path, report.html)
+    target = pdf_path(path)
+    if pdf and matplotlib_available():
+        from .report_figures import write_pdf
+
+        tmp = target.with_name(target.name + ".tmp")
+        write_pdf(tmp, report.title, report.text_blocks, report.figures)
+        os.replace(tmp, target)
+    elif target.exists() and (path.parent / "run.json").exists():
+        target.unlink()  # an older run's PDF would no longer match this report
     return path
 
 
 def render_report(summary, *, fit=None, image=None, labels=None, label_names=None, inputs=None,
                   figures=True, warnings=(), timings=None, truth=None, title=None) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
+    return build_report(summary, fit=fit, image=image, labels=labels, label_names=label_names,
+                        inputs=inputs, figures=figures, warnings=warnings, timings=timings,
+                        truth=truth, title=title).html
+
+
+class Report:
+    """The built report: ``html``, ``figures`` (report_figures.Figure), ``text_blocks`` (for
+    the PDF's first page) and ``title``."""
+
+    def __init__(self, html_text, figures, text_blocks, title):
+        self.html, self.figures, self.text_blocks, self.title = html_text, figures, text_blocks, title
+
+
+def build_report(summary, *, fit=None, image=None, labels=None, label_names=None, inputs=None,
+                 figures=True, warnings=(), timings=None, truth=None, title=None) -> Report:
     summary = dict(summary or {})
+    if fit is not None and getattr(fit, "quantity", None) and "quantity" not in summary:
+        summary["quantity"] = fit.quantity
+    if summary.get("field_strength_t") is None and image is not None and "regions" not in summary:
+        summary["field_strength_t"] = image.field_strength_t
     regions = list(summary.get("regions") or [])
-    label_names = dict(label_names or {})
-    quantity = getattr(fit, "quantity", None) or summary.get("quantity") or "T2*"
-    rate = "R2*" if quantity == "T2*" else "R2"
-    parts: list[str] = []
-    title = title or "IronMapping report"
-    parts.append(f"<h1>{_e(title)}</h1>")
-    parts.append(f'<p class="research"><strong>{_e(RESEARCH_USE_STATEMENT)}</strong></p>')
+    rate, relax = symbols(summary)
+    title = title or "IronMapping iron quantification report"
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    parts.append(f"<p class=meta>IronMapping {_e(__version__)} &middot; written {_e(stamp)}</p>")
 
-    pattern = summary.get("pattern") or {}
-    if pattern.get("text"):
-        parts.append('<div class="pattern"><h2>Iron distribution</h2>'
-                     f"<p>{_e(pattern['text'])}</p>{_pattern_facts(pattern)}</div>")
+    figs, figure_note = _figures(fit, image, labels, dict(label_names or {}), regions, summary,
+                                 figures, rate)
+    by_title = {f.title: f for f in figs}
 
-    parts.append("<h2>Regions</h2>")
+    parts = [f'<header><h1>{_e(title)}</h1><p class="meta">{_e(_study_line(summary, fit, image))}'
+             f" &middot; IronMapping {_e(__version__)} &middot; {_e(stamp)}</p></header>"]
+    parts.append('<section class="first-screen" id="answer">'
+                 + headline_html(summary) + "</section>")
+
+    if "Key slice" in by_title:
+        parts.append(f'<section id="key-image">{_figure_html(by_title["Key slice"])}</section>')
+
+    lesions, focal = lesion_sentences(summary), focal_sentences(summary)
+    if lesions or "focal_findings" in summary:
+        parts.append('<section id="lesions"><h2>Lesions and focal findings</h2>')
+        parts += [f'<p class="sentence">{_e(s)}</p>' for s in lesions]
+        if "focal_findings" in summary:
+            parts += [f'<p class="sentence">{_e(s)}</p>' for s in focal] or [
+                "<p>Focal iron analysis found no iron-sparing or iron-dense focus.</p>"]
+        if summary.get("lesions"):
+            parts.append("<details><summary>Lesion statistics</summary>"
+                         + _table(summary["lesions"], LESION_COLUMNS, rate, relax)
+                         + "<p class=meta>Lesion and background: median voxel "
+                         f"{_e(rate)}; the reading follows Belay 2018 (J Med Case Reports): a lesion "
+                         "that holds iron like the liver is isointense on T2*, one that excludes it "
+                         "hyperintense.</p></details>")
+        parts.append("</section>")
+
+    parts.append('<section id="regions"><h2>All regions</h2>')
     if regions:
-        parts.append(_regions_table(regions, truth, rate, quantity))
-        parts.append(_region_notes(summary))
+        parts.append(_regions_table(regions, truth, rate, relax))
+        parts.append(_region_notes(regions))
+        if summary.get("ratios"):
+            parts.append(f"<details><summary>{_e(rate)} ratios between regions</summary>"
+                         + _ratio_table(summary["ratios"]) + "</details>")
+        if summary.get("sir"):
+            parts.append("<details><summary>Signal intensity ratios per echo</summary>"
+                         + _sir_table(summary["sir"]) + "</details>")
     else:
         parts.append("<p>No regions were given (no label map), so there are no per-organ "
                      "statistics. Pass a label map (--labels) to get them.</p>")
-    for key, heading in (("lesions", "Lesion versus background liver"),
-                         ("ratios", "R2* ratios between regions")):
-        if summary.get(key):
-            parts.append(f"<h3>{_e(heading)}</h3>{_any_table(summary[key])}")
-    if summary.get("sir"):
-        parts.append(f"<h3>Signal intensity ratios</h3>{_sir_table(summary['sir'])}")
+    parts.append("</section>")
 
-    parts.append("<h2>Figures</h2>")
-    figure_html, figure_note = _figures(fit, image, labels, label_names, regions, figures, rate,
-                                        quantity)
+    parts.append('<section id="figures"><h2>Maps and decay curves</h2>')
     if figure_note:
         parts.append(f'<p class="note">{_e(figure_note)}</p>')
-    parts.extend(figure_html)
+    parts += [_figure_html(f) for f in figs if f.title != "Key slice"]
+    parts.append("</section>")
 
-    parts.append("<h2>Method, calibration and sources</h2>")
-    parts.append(_method_section(summary, fit))
-
-    all_warnings = [w for w in warnings if w]
-    all_warnings += [w for w in (summary.get("warnings") or []) if w not in all_warnings]
+    parts.append('<section id="method"><h2>Method, calibration and sources</h2>'
+                 + _method_section(summary, fit) + "</section>")
+    all_warnings = list(dict.fromkeys([w for w in warnings if w]
+                                      + [w for w in summary.get("warnings") or [] if w]))
     if all_warnings:
         items = "".join(f"<li>{_e(w)}</li>" for w in all_warnings)
-        parts.append(f'<h2>Warnings</h2><ul class="warnings">{items}</ul>')
+        parts.append(f'<section id="warnings"><h2>Warnings</h2><ul class="warnings">{items}</ul></section>')
     if summary.get("notes"):
-        items = "".join(f"<li>{_e(n)}</li>" for n in summary["notes"])
-        parts.append(f"<h2>Notes</h2><ul>{items}</ul>")
-
-    parts.append("<h2>Inputs and software</h2>")
-    parts.append(_inputs_section(inputs, image, fit, timings))
-    parts.append("<details><summary>Full summary (JSON)</summary><pre>"
+        items = "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(summary["notes"]))
+        parts.append(f'<section id="notes"><h2>Notes</h2><ul>{items}</ul></section>')
+    parts.append('<section id="inputs"><h2>Inputs and software</h2>'
+                 + _inputs_section(inputs, image, fit, timings) + "</section>")
+    parts.append('<details class="json"><summary>Full summary (JSON, full precision)</summary><pre>'
                  f"{_e(json.dumps(summary, indent=1, default=_json_default))}</pre></details>")
-    parts.append(f'<p class="research">{_e(RESEARCH_USE_STATEMENT)}</p>')
+    parts.append(f'<footer class="research">{_e(RESEARCH_USE_STATEMENT)}</footer>')
     body = "\n".join(parts)
-    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n"
-            "</body></html>\n")
+    page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body><main>\n{body}\n"
+            "</main></body></html>\n")
+    return Report(page, figs, _text_blocks(summary, title, stamp, fit, image), title)
+
+
+# --------------------------------------------------------------------------- first screen
+
+def _study_line(summary, fit, image) -> str:
+    bits = []
+    field = summary.get("field_strength_t")
+    bits.append(f"{field:g} T" if isinstance(field, (int, float)) else "field strength unknown")
+    meta = getattr(image, "metadata", None) or {}
+    for key in ("manufacturer", "series_description"):
+        if meta.get(key):
+            bits.append(str(meta[key]))
+    method = summary.get("method") or getattr(fit, "method", None)
+    if method:
+        bits.append(f"fit: {method}")
+    return " · ".join(bits)
+
+
+def _text_blocks(summary, title, stamp, fit, image) -> list[tuple[str, str]]:
+    """The first screen as (style, text) lines for the PDF's first page."""
+    blocks = [("h1", title), ("small", f"{_study_line(summary, fit, image)} · IronMapping "
+                                       f"{__version__} · {stamp}"),
+              ("p", summary.get("research_use") or RESEARCH_USE_STATEMENT), ("h2", "Answer")]
+    pattern = summary.get("pattern") or {}
+    if pattern.get("text"):
+        blocks.append(("p", pattern["text"]))
+    if is_neonatal_question(summary):
+        blocks.append(("p", "Neonatal haemochromatosis: " + (nh_sentence(summary) or "")))
+    facts = pattern_facts(summary)
+    if facts:
+        blocks.append(("small", " · ".join(f"{a}: {b}" for a, b in facts)))
+    for f in organ_findings(summary):
+        detail = f.detail + ("; " + "; ".join(f.notes) if f.notes else "")
+        blocks.append(("row", f"{f.name}\t{f.verdict}\t{f.value} · {detail}"))
+    sentences = lesion_sentences(summary) + focal_sentences(summary)
+    if sentences:
+        blocks.append(("h2", "Lesions and focal findings"))
+        blocks += [("p", s) for s in sentences]
+    cal = summary.get("calibration")
+    if isinstance(cal, Mapping) and (cal.get("citation") or cal.get("equation")):
+        blocks.append(("h2", "Calibration and sources"))
+        blocks.append(("small", f"{cal.get('label') or cal.get('name')}: {cal.get('equation') or ''}"
+                                f" {cal.get('citation') or ''} doi:{cal.get('doi') or DASH}"))
+    for source in summary.get("grading_sources") or []:
+        blocks.append(("small", f"Grades: {source}"))
+    return blocks
 
 
 # --------------------------------------------------------------------------- tables
@@ -148,112 +260,116 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value, fmt: str) -> str:
-    if value is None:
-        return "&ndash;"
-    if isinstance(value, float) and not np.isfinite(value):
-        return "&ndash;"
+def _value(value, how: str) -> str:
+    """A table cell: display precision from headline.DISPLAY_PRECISION; words for booleans."""
+    if how == "yesno":
+        return _e(yes_no(value))
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return DASH
+    if isinstance(value, bool):
+        return _e(yes_no(value))
+    if how == "percent":
+        return _e(fmt("percent", 100 * value, unit=False) if value >= 0.01 or value == 0
+                  else "< 1")
+    if how == "ratio":
+        return _e(fmt_ratio(value))
+    if how in ("r2star", "t2star", "lic", "volume"):
+        return _e(fmt(how, value, unit=False))
     try:
-        if fmt == "{:d}":
-            return _e(f"{int(value):d}")
-        return _e(fmt.format(value))
+        return _e(how.format(value))
     except (TypeError, ValueError):
         return _e(value)
 
 
-def _regions_table(regions, truth, rate, quantity) -> str:
-    present = [c for c in REGION_COLUMNS if any(r.get(c[0]) is not None for r in regions)
-               or c[0] in ("name", "n_voxels", "r2star_median")]
-    head = "".join(f"<th>{_e(_relabel(h, rate, quantity))}</th>" for _, h, _ in present)
+def _relabel(header: str, rate: str, relax: str) -> str:
+    return header.replace("R2*", rate).replace("T2*", relax)
+
+
+def _table(rows, columns, rate, relax) -> str:
+    present = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
+    head = "".join(f"<th>{_e(_relabel(h, rate, relax))}</th>" for _, h, _ in present)
+    body = "".join("<tr>" + "".join(f"<td>{_value(r.get(k), how)}</td>" for k, _, how in present)
+                   + "</tr>" for r in rows)
+    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _regions_table(regions, truth, rate, relax) -> str:
+    bounds = {"lic_mg_per_g": "lic_lower_bound", "r2star_median": "r2star_lower_bound"}
+    present = [c for c in REGION_COLUMNS
+               if any(r.get(c[0]) is not None or r.get(bounds.get(c[0], "")) is not None
+                      for r in regions) or c[0] in ("name", "r2star_median")]
+    head = "".join(f"<th>{_e(_relabel(h, rate, relax))}</th>" for _, h, _ in present)
     if truth:
         head += f"<th>True {_e(rate)} (1/s)</th>"
     rows = []
     for r in regions:
-        cells = "".join(f"<td>{_fmt(r.get(k), f)}</td>" for k, _, f in present)
+        cells = []
+        for key, _, how in present:
+            if key == "name":
+                organ = r.get("organ")
+                extra = f' <span class="organ">({_e(organ)})</span>' if organ and organ != r.get("name") else ""
+                cells.append(f"<td>{_e(r.get('name'))}{extra}</td>")
+            elif key == "r2star_median" and r.get(key) is None and r.get("r2star_lower_bound") is not None:
+                cells.append(f"<td>&gt; {_e(fmt('bound', r['r2star_lower_bound'], unit=False))}</td>")
+            elif key == "lic_mg_per_g" and r.get(key) is None and r.get("lic_lower_bound") is not None:
+                cells.append(f"<td>&gt; {_e(fmt('lic', r['lic_lower_bound'], unit=False))}</td>")
+            else:
+                cells.append(f"<td>{_value(r.get(key), how)}</td>")
         if truth:
-            cells += f"<td>{_fmt(truth.get(r.get('name')), '{:.1f}')}</td>"
-        rows.append(f"<tr>{cells}</tr>")
-    return f'<table class="regions"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            cells.append(f"<td>{_value(truth.get(r.get('name')), 'r2star')}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (f'<table class="data regions"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+            "</tbody></table><p class=meta>Median and IQR over the fitted voxels of each region; "
+            "ROI fit: the mean signal of the region fitted once (the cardiac T2* standard). "
+            "Excluded: voxels without a valid fit.</p>")
 
 
-def _relabel(header: str, rate: str, quantity: str) -> str:
-    return header.replace("R2*", rate).replace("T2*", quantity)
+def _strip_prefix(note: str, region) -> str:
+    for prefix in (region.get("name"), region.get("organ")):
+        while prefix and note.lower().startswith(f"{str(prefix).lower()}: "):
+            note = note[len(prefix) + 2:]
+    return note
 
 
-def _region_notes(summary) -> str:
-    notes = []
-    for r in summary.get("regions") or []:
+def _region_notes(regions) -> str:
+    """Per region one line with its sources and cautions, without repeated prefixes."""
+    items = []
+    for r in regions:
+        notes = []
         for key in ("grade_source", "grade_note", "lic_note", "note"):
             if r.get(key):
-                notes.append(f"{r.get('name')}: {r[key]}")
-        for note in r.get("notes") or []:
-            if note:
-                notes.append(f"{r.get('name')}: {note}")
-    if not notes:
+                notes += [s.strip() for s in str(r[key]).split("; ") if s.strip()]
+        notes += [str(n) for n in r.get("notes") or [] if n]
+        notes = list(dict.fromkeys(_strip_prefix(n, r).rstrip(".") for n in notes))
+        if notes:
+            items.append(f"<li><strong>{_e(r.get('name'))}</strong>: "
+                         + _e("; ".join(notes)) + ".</li>")
+    if not items:
         return ""
-    return '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(notes)) + "</ul>"
+    return ('<details class="notes"><summary>Sources and notes per region</summary><ul>'
+            + "".join(items) + "</ul></details>")
 
 
-def _pattern_facts(pattern) -> str:
-    facts = []
-    for key, label in (("kind", "pattern"), ("extrahepatic_siderosis", "extrahepatic siderosis"),
-                       ("spleen_spared", "spleen spared"),
-                       ("pancreas_spleen_ratio", "pancreas/spleen R2* ratio")):
-        if key in pattern:
-            value = pattern[key]
-            value = "not assessable" if value is None else (
-                f"{value:.2f}" if isinstance(value, float) else value)
-            facts.append(f"{label}: <strong>{_e(value)}</strong>")
-    return "<p class=meta>" + " &middot; ".join(facts) + "</p>" if facts else ""
-
-
-def _pretty(key: str) -> str:
-    """Column header from a summary key: 'difference_r2star' -> 'difference R2* (1/s)'."""
-    text = str(key)
-    unit = ""
-    if "r2star" in text and "ratio" not in text:
-        unit = " (1/s)"
-    elif "t2star" in text and "ratio" not in text:
-        unit = " (ms)"
-    text = text.replace("r2star", "R2*").replace("t2star", "T2*").replace("_", " ")
-    return text + unit
-
-
-def _any_table(value) -> str:
-    """A table of a list of dicts or a dict; anything else as JSON."""
-    if isinstance(value, Mapping):
-        value = [value]
-    if isinstance(value, Sequence) and value and all(isinstance(v, Mapping) for v in value):
-        keys = list(dict.fromkeys(k for v in value for k in v))
-        head = "".join(f"<th>{_e(_pretty(k))}</th>" for k in keys)
-        rows = "".join("<tr>" + "".join(f"<td>{_cell(v.get(k))}</td>" for k in keys) + "</tr>"
-                       for v in value)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-    return f"<pre>{_e(json.dumps(value, indent=1, default=_json_default))}</pre>"
+def _ratio_table(ratios) -> str:
+    rows = "".join(f"<tr><td>{_e(r.get('ratio'))}</td><td>{_value(r.get('r2star_ratio'), 'ratio')}"
+                   "</td></tr>" for r in ratios if isinstance(r, Mapping))
+    return f'<table class="data"><thead><tr><th>Regions</th><th>Ratio</th></tr></thead><tbody>{rows}</tbody></table>'
 
 
 def _sir_table(sir) -> str:
     """Signal intensity ratio region / reference per echo: a row per region, a column per TE."""
     if not isinstance(sir, Mapping) or not isinstance(sir.get("regions"), Mapping):
-        return _any_table(sir)
+        return f"<pre>{_e(json.dumps(sir, indent=1, default=_json_default))}</pre>"
     te = list(sir.get("echo_times_ms") or [])
     head = "<th>Region</th>" + "".join(f"<th>TE {t:g} ms</th>" for t in te)
     rows = []
     for name, ratios in sir["regions"].items():
-        cells = "".join(f"<td>{_fmt(r, '{:.3f}')}</td>" for r in (ratios or []))
+        cells = "".join(f"<td>{_value(r, '{:.2f}')}</td>" for r in (ratios or []))
         rows.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
     note = (f"<p class=meta>Reference region: {_e(sir.get('reference'))}. "
             f"{_e(sir.get('note') or '')}</p>")
-    return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            + note)
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return _fmt(value, "{:.4g}")
-    if isinstance(value, (dict, list)):
-        return _e(json.dumps(value, default=_json_default))
-    return _fmt(value, "{}")
+    return (f'<div class="wide"><table class="data small"><thead><tr>{head}</tr></thead><tbody>'
+            f"{''.join(rows)}</tbody></table></div>" + note)
 
 
 def _method_section(summary, fit) -> str:
@@ -273,10 +389,16 @@ def _method_section(summary, fit) -> str:
             if key == "echo_times_ms":
                 value = ", ".join(f"{t:g}" for t in value)
             elif isinstance(value, float):
-                value = f"{value:.4g}"
+                value = f"{value:.3g}"
             rows.append((label, value))
+    if summary.get("roi_fit_method"):
+        rows.append(("ROI-averaged fit", summary["roi_fit_method"]))
     if summary.get("field_strength_t") is not None:
-        rows.append(("Field strength (T)", summary["field_strength_t"]))
+        rows.append(("Field strength (T)", f"{summary['field_strength_t']:g}"))
+    for key, label in (("field_strength_source", "Field strength from"),
+                       ("echo_time_source", "Echo times from")):
+        if summary.get(key):
+            rows.append((label, _plain(summary[key])))
     calibration = summary.get("calibration")
     if isinstance(calibration, Mapping):
         label = calibration.get("label") or calibration.get("name")
@@ -284,33 +406,33 @@ def _method_section(summary, fit) -> str:
             state = "applied" if calibration.get("applied") else "not applied"
             default = " (default)" if calibration.get("default") else ""
             rows.append(("LIC calibration", f"{label}{default}, {state}"))
-        for key, title in (("equation", "Calibration equation"), ("citation", "Calibration source"),
-                           ("doi", "Calibration DOI"),
-                           ("field_strength_t", "Calibration field strength (T)"),
-                           ("reference_standard", "Calibration reference standard"),
-                           ("valid_lic_range_mg_per_g", "Calibrated LIC range (mg Fe/g dw)"),
-                           ("applied_to", "Calibration applied to"),
-                           ("conversion", "Field strength conversion"),
-                           ("note", "Calibration note")):
+        for key, heading in (("equation", "Calibration equation"), ("citation", "Calibration source"),
+                             ("doi", "Calibration DOI"),
+                             ("field_strength_t", "Calibration field strength (T)"),
+                             ("reference_standard", "Calibration reference standard"),
+                             ("valid_lic_range_mg_per_g", "Calibrated LIC range (mg Fe/g dw)"),
+                             ("applied_to", "Calibration applied to"),
+                             ("conversion", "Field strength conversion"),
+                             ("note", "Calibration note")):
             value = calibration.get(key)
             if value in (None, "", [], {}):
                 continue
             if key == "valid_lic_range_mg_per_g" and isinstance(value, (list, tuple)):
                 value = f"{value[0]:g} - {value[1]:g}"
-            elif isinstance(value, (dict, list)):
-                value = json.dumps(value, default=_json_default)
-            rows.append((title, value))
+            elif isinstance(value, Mapping):
+                value = "; ".join(f"{k.replace('_', ' ')}: {_plain(v)}" for k, v in value.items())
+            elif isinstance(value, (list, tuple)):
+                value = "; ".join(_plain(v) for v in value)
+            rows.append((heading, _plain(value)))
         for w in calibration.get("warnings") or []:
             rows.append(("Calibration warning", w))
     elif calibration:
         rows.append(("LIC calibration", calibration))
-    for key in ("grading_sources", "sources", "references"):
-        value = summary.get(key)
-        if isinstance(value, (list, tuple)):
-            for n, item in enumerate(value, 1):
-                rows.append((f"Grading source {n}" if key == "grading_sources" else key, item))
-        elif value:
-            rows.append((key.replace("_", " ").capitalize(), value))
+    for n, item in enumerate(summary.get("grading_sources") or [], 1):
+        rows.append((f"Grading source {n}", item))
+    pattern = summary.get("pattern") or {}
+    if pattern.get("rules"):
+        rows.append(("Pattern rules", pattern["rules"]))
     counts = provenance.get("status_counts")
     if counts:
         rows.append(("Voxel outcomes", ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())))
@@ -318,20 +440,29 @@ def _method_section(summary, fit) -> str:
     return f'<table class="kv">{body}</table>' if rows else "<p>No method information.</p>"
 
 
+def _plain(value) -> str:
+    """Words for JSON-ish values (no Python booleans or None on the page)."""
+    if isinstance(value, bool) or value is None:
+        return yes_no(value, unknown=DASH)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _inputs_section(inputs, image, fit, timings) -> str:
     rows = [("Software", f"IronMapping {__version__}")]
     for key, value in (inputs or {}).items():
         if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
+            value = ", ".join(_plain(v) for v in value)
         elif isinstance(value, Mapping):
-            value = json.dumps(value, default=_json_default)
-        rows.append((str(key), value))
+            value = "; ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+        rows.append((str(key), _plain(value)))
     if image is not None:
         rows.append(("Image grid (k, j, i)", " x ".join(str(s) for s in image.shape)))
         rows.append(("Voxel size (mm, i j k)", " x ".join(f"{s:.3g}" for s in image.spacing_mm)))
         rows.append(("Echoes", image.n_echoes))
         if image.field_strength_t is not None:
-            rows.append(("Field strength from input (T)", image.field_strength_t))
+            rows.append(("Field strength from input (T)", f"{image.field_strength_t:g}"))
     for key, seconds in (timings or {}).items():
         rows.append((f"Time: {key} (s)", f"{seconds:.2f}"))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
@@ -340,105 +471,29 @@ def _inputs_section(inputs, image, fit, timings) -> str:
 
 # --------------------------------------------------------------------------- figures
 
-def _figures(fit, image, labels, label_names, regions, wanted, rate, quantity):
-    """(list of HTML snippets, note or None)."""
+def _figures(fit, image, labels, label_names, regions, summary, wanted, rate):
+    """(list of report_figures.Figure, note or None)."""
     if not wanted:
         return [], "Figures were skipped on request (--no-figures); the tables above are complete."
     if fit is None:
         return [], "Figures were skipped: no maps were given to the report."
     if not matplotlib_available():
         return [], ("Figures were skipped: matplotlib is not installed. Install the report extra "
-                    "(pip install 'ironmapping[report]') to get the map montage, histograms and "
-                    "decay curves; the tables above are complete.")
-    out = []
-    r2 = np.asarray(fit.r2star, dtype=np.float32)
-    spacing = image.spacing_mm if image is not None else np.ones(3)
-    if r2.ndim == 3:
-        out.append(_figure_html(_montage(r2, labels, spacing, rate),
-                                f"{rate} map montage (1/s); region outlines in white. Slices of the "
-                                "voxel grid as stored (rows down, columns right)."))
+                    "(pip install 'ironmapping[report]') to get the key image, the map of every "
+                    "organ slice and the decay curves; the tables above are complete.")
+    from . import report_figures
+
+    out = list(report_figures.map_figures(fit, image, labels, label_names, summary, rate))
     named = _region_masks(labels, label_names, regions)
-    if named:
-        out.append(_figure_html(_histograms(r2, named, rate),
-                                f"{rate} histograms of fitted voxels per region; dashed line: median."))
-        if image is not None:
-            out.append(_figure_html(_decay_curves(image, fit, named, regions, rate),
-                                    "Mean signal decay per region (points) with the "
-                                    f"mono-exponential at the region's {rate} (line)."))
+    if named and image is not None:
+        out.append(report_figures.decay_figure(image, fit, named, regions, rate))
     return out, None
 
 
-def _figure_html(png: bytes, caption: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
-
-
-def _new_figure(width, height):
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig = Figure(figsize=(width, height), dpi=90)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
-
-
-def _pick_slices(r2, labels) -> list[int]:
-    weight = (labels > 0) if labels is not None else np.isfinite(r2)
-    per_slice = weight.reshape(weight.shape[0], -1).sum(1)
-    candidates = np.flatnonzero(per_slice)
-    if candidates.size == 0:
-        candidates = np.arange(r2.shape[0])
-    if candidates.size <= MAX_MONTAGE_SLICES:
-        return candidates.tolist()
-    pick = np.linspace(0, candidates.size - 1, MAX_MONTAGE_SLICES).round().astype(int)
-    return candidates[pick].tolist()
-
-
-def _montage(r2, labels, spacing, rate) -> bytes:
-    slices = _pick_slices(r2, labels)
-    finite = r2[np.isfinite(r2)]
-    vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
-    vmax = max(vmax, 1.0)
-    ncol = min(4, len(slices))
-    nrow = int(np.ceil(len(slices) / ncol))
-    aspect = float(spacing[1] / spacing[0]) if len(spacing) > 1 else 1.0
-    panel_h = 2.4 * min(2.0, aspect * r2.shape[1] / max(r2.shape[2], 1))
-    fig = _new_figure(2.4 * ncol + 0.9, panel_h * nrow + 0.3)
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    image = None
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, k in zip(axes.ravel(), slices):
-        plane = np.ma.masked_invalid(r2[k])
-        image = ax.imshow(plane, cmap="magma", vmin=0.0, vmax=vmax, aspect=aspect,
-                          interpolation="nearest")
-        if labels is not None:
-            edge = _edges(labels[k])
-            if edge.any():
-                overlay = np.zeros(edge.shape + (4,), np.float32)
-                overlay[edge] = (1.0, 1.0, 1.0, 0.9)
-                ax.imshow(overlay, aspect=aspect, interpolation="nearest")
-        ax.set_title(f"slice k={k}", fontsize=8)
-    fig.subplots_adjust(left=0.01, right=0.86, top=0.94, bottom=0.02, wspace=0.04, hspace=0.12)
-    if image is not None:
-        cax = fig.add_axes([0.89, 0.1, 0.025, 0.8])
-        bar = fig.colorbar(image, cax=cax)
-        bar.set_label(f"{rate} (1/s)")
-    return _png(fig)
-
-
-def _edges(plane) -> np.ndarray:
-    edge = np.zeros(plane.shape, bool)
-    edge[:-1, :] |= plane[:-1, :] != plane[1:, :]
-    edge[:, :-1] |= plane[:, :-1] != plane[:, 1:]
-    return edge & (plane > 0)
+def _figure_html(figure) -> str:
+    data = base64.b64encode(figure.png).decode("ascii")
+    return (f'<figure><img alt="{_e(figure.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption><strong>{_e(figure.title)}.</strong> {_e(figure.caption)}</figcaption></figure>")
 
 
 def _region_masks(labels, label_names, regions) -> list[tuple[str, np.ndarray]]:
@@ -453,98 +508,72 @@ def _region_masks(labels, label_names, regions) -> list[tuple[str, np.ndarray]]:
     return [(name, labels == by_name[name]) for name in order]
 
 
-def _grid(n):
-    ncol = min(3, n)
-    return int(np.ceil(n / ncol)), ncol
-
-
-def _histograms(r2, named, rate) -> bytes:
-    nrow, ncol = _grid(len(named))
-    fig = _new_figure(3.2 * ncol, 2.3 * nrow)
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    for ax in axes.ravel()[len(named):]:
-        ax.axis("off")
-    for ax, (name, mask) in zip(axes.ravel(), named):
-        values = r2[mask]
-        values = values[np.isfinite(values)]
-        ax.set_title(f"{name} (n={values.size})", fontsize=9)
-        if values.size:
-            lo, hi = np.percentile(values, [0.5, 99.5])
-            if hi <= lo:
-                lo, hi = lo - 1.0, hi + 1.0
-            ax.hist(values, bins=40, range=(lo, hi), color="#8c2d04")
-            ax.axvline(float(np.median(values)), color="k", ls="--", lw=1)
-        else:
-            ax.text(0.5, 0.5, "no fitted voxels", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel(f"{rate} (1/s)", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def mean_decay(signal, labels, values) -> np.ndarray:
-    """Mean signal per echo of each label in ``values``: array [len(values), n_echoes]."""
-    flat = np.asarray(labels).ravel()
-    n = int(max(values)) + 1 if len(values) else 1
-    counts = np.bincount(flat, minlength=n).astype(np.float64)
-    out = np.empty((len(values), signal.shape[0]))
-    for e in range(signal.shape[0]):
-        sums = np.bincount(flat, weights=np.nan_to_num(signal[e].ravel()), minlength=n)
-        out[:, e] = sums[list(values)] / np.maximum(counts[list(values)], 1)
-    return out
-
-
-def _decay_curves(image, fit, named, regions, rate) -> bytes:
-    te = np.asarray(image.echo_times_ms, dtype=np.float64)
-    stacked = np.zeros(image.shape, np.int32)
-    for n, (_, mask) in enumerate(named, 1):
-        stacked[mask] = n
-    means = mean_decay(image.signal, stacked, list(range(1, len(named) + 1)))
-    by_name = {r.get("name"): r for r in regions}
-    nrow, ncol = _grid(len(named))
-    fig = _new_figure(3.2 * ncol, 2.3 * nrow)
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    for ax in axes.ravel()[len(named):]:
-        ax.axis("off")
-    t_fine = np.linspace(0.0, te[-1], 100)
-    for ax, (name, mask), y in zip(axes.ravel(), named, means):
-        region = by_name.get(name, {})
-        r2 = region.get("r2star_roi_fit")
-        source = "ROI fit"
-        if r2 is None or not np.isfinite(r2):
-            r2 = region.get("r2star_median")
-            source = "voxel median"
-        if r2 is None:
-            values = fit.r2star[mask]
-            values = values[np.isfinite(values)]
-            r2 = float(np.median(values)) if values.size else None
-        ax.plot(te, y, "o", ms=3, color="#08519c")
-        if r2 is not None and np.isfinite(r2):
-            decay = np.exp(-r2 * te / 1000.0)
-            s0 = float(np.dot(y, decay) / max(np.dot(decay, decay), 1e-300))
-            ax.plot(t_fine, s0 * np.exp(-r2 * t_fine / 1000.0), "-", color="#cb181d", lw=1)
-            ax.set_title(f"{name}: {rate} {r2:.0f} 1/s ({source})", fontsize=8)
-        else:
-            ax.set_title(f"{name}: no fit", fontsize=8)
-        ax.set_xlabel("echo time (ms)", fontsize=8)
-        ax.set_ylabel("mean signal", fontsize=8)
-        ax.set_ylim(bottom=0)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    return _png(fig)
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1100px;margin:1.5em auto;
-padding:0 1em;color:#222;line-height:1.4}
-h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.15em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-table.kv th{text-align:left;white-space:nowrap}table.kv td{text-align:left}
-.research{background:#fff4e5;border-left:4px solid #e67e22;padding:.5em .8em}
-.pattern{background:#eef5fb;border-left:4px solid #2171b5;padding:.1em .8em .4em}
-.note{color:#555;font-style:italic}.meta{color:#555;font-size:.9em}
-figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.85em;color:#444}
-ul.warnings li{color:#8a4b00}pre{font-size:.8em;overflow-x:auto}
+:root{--ink:#1f2328;--muted:#57606a;--line:#d0d7de}
+*{box-sizing:border-box}
+body{margin:0;background:#f6f7f9;color:var(--ink);font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif}
+main{max-width:200mm;margin:0 auto;padding:10px 14px 24px;background:#fff}
+header h1{font-size:20px;margin:4px 0 0}
+h2{font-size:15px;margin:18px 0 6px;padding-bottom:2px;border-bottom:1px solid var(--line)}
+.meta{color:var(--muted);font-size:12px;margin:2px 0}
+.first-screen{margin-top:8px}
+.headline-box{border:1px solid var(--line);border-left:5px solid #2f6fb3;border-radius:4px;padding:6px 10px;background:#fbfcfe}
+.pattern-text{font-size:15px;font-weight:600;margin:2px 0 6px}
+.nh{margin:4px 0 6px;padding:5px 8px;background:#f3efff;border-left:3px solid #6f42c1;font-size:13px}
+.facts{font-size:12px;color:var(--muted);margin:0 0 6px}
+table{border-collapse:collapse;margin:6px 0;width:100%}
+th,td{padding:3px 6px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+thead th{background:#f0f3f6;font-size:12px}
+table.headline{table-layout:fixed}
+table.headline thead th:nth-child(1){width:19%}table.headline thead th:nth-child(2){width:33%}
+table.headline th[scope=row]{font-weight:600}
+table.headline td,table.headline th{padding:3px 6px}
+table.headline .detail{color:var(--muted);font-size:12px}
+table.headline .why{font-size:11px;color:#6e7781}
+.nh .more{font-size:12px;color:var(--muted)}
+.chip{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;font-size:13px;background:#eef1f4}
+.lv-normal .chip,.lv-spared .chip{background:#dafbe1;color:#116329}
+.lv-mild .chip{background:#fff8c5;color:#7d4e00}
+.lv-moderate .chip{background:#ffe2c7;color:#953800}
+.lv-severe .chip,.lv-loaded .chip{background:#ffd7d5;color:#a40e26}
+.lv-descriptive .chip{background:#ede6ff;color:#512a97}
+.lv-lesion .chip{background:#ddf4ff;color:#0a3069}
+.lv-reference .chip,.lv-unknown .chip{background:#eef1f4;color:#57606a}
+.research{font-size:11.5px;background:#fff4e5;border-left:4px solid #e67e22;padding:3px 8px;margin:2px 0 6px}
+.basis{font-size:11px;color:var(--muted);margin:2px 0}
+.focal,.sentence{margin:4px 0}
+table.data td,table.data th{text-align:right;font-size:12px;white-space:nowrap}
+table.data td:first-child,table.data th:first-child{text-align:left;white-space:normal}
+table.data th{white-space:normal}
+table.small td,table.small th{font-size:11px;padding:2px 4px}
+.organ{color:var(--muted);font-size:11px}
+.wide{overflow-x:auto}
+table.kv th{width:30%;font-weight:600;font-size:12px;background:none}
+table.kv td{font-size:12px;word-break:break-word}
+figure{margin:10px 0;break-inside:avoid;page-break-inside:avoid}
+figure img{width:100%;height:auto;display:block;border-radius:2px}
+figcaption{font-size:11.5px;color:var(--muted);margin-top:3px}
+details{margin:6px 0}summary{cursor:pointer;color:#0969da;font-size:13px}
+details.notes li{font-size:12px;margin:2px 0}
+ul.warnings li{color:#8a4b00}
+pre{font-size:11px;white-space:pre-wrap;word-break:break-word}
+.note{color:var(--muted);font-style:italic}
+footer.research{margin-top:16px}
+@page{margin:12mm}
+@media print{
+ body{background:#fff;font-size:10.5pt}
+ main{max-width:none;padding:0}
+ *{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+ h2{break-after:avoid;page-break-after:avoid}
+ tr,figure,.headline-box{break-inside:avoid;page-break-inside:avoid}
+ details.json{display:none}
+ details>summary{color:var(--ink)}
+ .wide{overflow:visible}
+}
 """

@@ -578,7 +578,7 @@ def region_labels(segmentation_node, segment_ids, image: MultiEchoImage, scene=N
 
     masks = segment_masks(segmentation_node, ids, image.shape, image.ijk_to_ras, scene, reference_node)
     names = {v: segmentation.GetSegment(i).GetName() for v, i in enumerate(ids, start=1)}
-    terms = {v: _segment_terminology(segmentation.GetSegment(i)) for v, i in enumerate(ids, start=1)}
+    terms = {v: segment_terminology(segmentation.GetSegment(i)) for v, i in enumerate(ids, start=1)}
     masks = {v: masks[i] for v, i in enumerate(ids, start=1)}
     shape = image.shape
     labels = np.zeros(shape, np.uint16)
@@ -598,10 +598,20 @@ def region_labels(segmentation_node, segment_ids, image: MultiEchoImage, scene=N
                    terminology=terms, masks=masks, overlaps=overlaps)
 
 
-def _segment_terminology(segment) -> str:
-    """Slicer terminology string of a segment ("" with an old Slicer that lacks the accessor)."""
+def segment_terminology(segment) -> str:
+    """Slicer terminology string of a segment ("" when it has none).
+
+    ``vtkSegment.GetTerminology`` exists only since Slicer 5.9 (March 2025); Slicer 5.8 keeps
+    the same string in the segment's tag named ``vtkSegment.GetTerminologyEntryTagName()``.
+    """
     getter = getattr(segment, "GetTerminology", None)
-    return (getter() or "") if getter is not None else ""
+    if getter is not None:
+        return getter() or ""
+    import vtk
+
+    value = vtk.reference("")
+    found = segment.GetTag(segment.GetTerminologyEntryTagName(), value)
+    return str(value) if found else ""
 
 
 # --------------------------------------------------------------------------- finding outputs
@@ -863,8 +873,15 @@ _UNIT_IN_NAME = re.compile(r"\(([^()]*)\)\s*$")
 def write_table(desc: InputDescription, rows: list[dict], attributes: dict | None = None,
                 key: str = "table", title: str = "iron statistics", reuse: bool = True,
                 descriptions: dict | None = None, scene=None):
-    """Create or update a table node from row dicts (units in the column names)."""
+    """Create or update a table node from row dicts (units in the column names).
+
+    Columns that are quantities of :mod:`IronMapping.quantities` get its unit label, UCUM unit
+    code (column properties ``unitCode``/``unitCodingScheme``) and description; the values
+    are shown as given (``regions_table`` has rounded them to their display precision).
+    """
     import vtk
+
+    from .quantities import find as find_quantity
 
     scene = mrml_scene(scene)
     node = _get_or_create(scene, desc.primary, key, "vtkMRMLTableNode", f"{desc.name} {title}", reuse)
@@ -896,11 +913,19 @@ def write_table(desc: InputDescription, rows: list[dict], attributes: dict | Non
                 array.InsertNextValue(_cell_text(v))
         array.SetName(name)
         table.AddColumn(array)
+        quantity = find_quantity(name)
         match = _UNIT_IN_NAME.search(name)
-        if match:
+        if quantity is not None and quantity.unit:
+            node.SetColumnUnitLabel(name, quantity.unit)
+        elif match:
             node.SetColumnUnitLabel(name, match.group(1))
+        if quantity is not None and quantity.ucum:
+            node.SetColumnProperty(name, "unitCode", quantity.ucum)
+            node.SetColumnProperty(name, "unitCodingScheme", "UCUM")
         if descriptions and name in descriptions:
             node.SetColumnDescription(name, descriptions[name])
+        elif quantity is not None and quantity.description:
+            node.SetColumnDescription(name, quantity.description)
     node.SetUseColumnTitleAsColumnHeader(True) if hasattr(node, "SetUseColumnTitleAsColumnHeader") else None
     table.Modified()
     node.EndModify(was)

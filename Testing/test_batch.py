@@ -138,3 +138,29 @@ def test_relative_paths_are_relative_to_the_list(tmp_path):
     study = batch.read_study_list(listed)[0]
     assert study.input == [str(tmp_path / "a" / "b"), str(tmp_path / "c")]
     assert study.labels == str(tmp_path / "lab.seg.nrrd")
+
+
+def test_study_with_incomplete_outputs_is_not_done(cohort):
+    """A study that lost its regions.csv runs again; one whose outputs cannot be made whole
+    counts as failed and the batch exits non-zero."""
+    import io
+
+    from IronMapping import cli
+
+    study_list, out = cohort
+    batch.run_batch(study_list, out, workers=1, options=FAST)
+    (out / "P001" / "regions.csv").unlink()
+    assert batch.missing_outputs(out / "P001") == ["regions.csv"]
+    again = batch.run_batch(study_list, out, workers=1, options=FAST)
+    assert {o.study_id: o.status for o in again.outcomes}["P001"] == "done"
+    assert (out / "P001" / "regions.csv").is_file() and not batch.missing_outputs(out / "P001")
+
+    (out / "P002" / "regions.csv").unlink()
+    (out / "P002" / "regions.csv").mkdir()  # cannot be read nor rewritten
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["batch", str(study_list), "--out", str(out), "--workers", "1",
+                     "--no-report"], stdout=stdout, stderr=stderr)
+    assert code == cli.EXIT_STUDIES_FAILED, stdout.getvalue() + stderr.getvalue()
+    assert "2 failed" in stdout.getvalue() and "P002" in stdout.getvalue()
+    status = {r["study_id"]: r["status"] for r in read_csv(out / "batch_status.csv")}
+    assert status["P002"] == "failed"

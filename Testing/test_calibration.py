@@ -70,7 +70,7 @@ def test_unknown_calibration_is_refused_with_the_choices():
 
 
 def test_three_tesla_data_refused_with_a_15t_calibration():
-    with pytest.raises(CalibrationError, match="convert_field=True"):
+    with pytest.raises(CalibrationError, match="--convert-field"):
         liver_iron_concentration(200.0, 3.0, "wood2005")
     with pytest.raises(CalibrationError):
         liver_iron_concentration(200.0, 2.89, "hernando2022")

@@ -173,9 +173,10 @@ def test_real_spin_echo_dicom_gives_t2_maps(shared_data, tmp_path):
         pytest.skip(f"{folder} not found")
     code, _, err = run_cli("fit", folder, "--out", tmp_path / "o", "--no-report", "-q")
     assert code == 0, err
-    sidecar = json.loads((tmp_path / "o" / "r2star.json").read_text())
+    sidecar = json.loads((tmp_path / "o" / "r2.json").read_text())
     assert sidecar["quantity"] == "R2" and sidecar["provenance"]["quantity"] == "T2"
-    assert maps_io.read_volume(tmp_path / "o" / "t2star.nrrd").array.shape[0] == 25
+    assert maps_io.read_volume(tmp_path / "o" / "t2.nrrd").array.shape[0] == 25
+    assert not (tmp_path / "o" / "r2star.nrrd").exists()
 
 
 def test_fit_with_a_slicer_segmentation(tmp_path):
@@ -213,3 +214,89 @@ def test_progress_on_a_terminal_updates_one_line():
     quiet = io.StringIO()
     cli.Progress(quiet, enabled=False)("fit", 0.5)
     assert quiet.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- the user's disk
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """A real tmpfs of 200 kB (or read-only), mounted for the test; skipped where not allowed."""
+    mounted = []
+
+    def mount(options):
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()[:80]})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def test_full_disk_exits_2_naming_the_cause_and_folder(small_mount):
+    out = small_mount("size=200k") / "study"
+    code, _, err = run_cli("demo", "--out", out, *SHAPE_ARGS, "--no-figures")
+    assert code == 2, err
+    assert "no space left" in err and str(out) in err
+    assert "Traceback" not in err and not list(out.glob("*.tmp"))
+
+
+def test_read_only_out_exits_2_naming_the_cause_and_folder(small_mount):
+    out = small_mount("ro,size=64k") / "study"
+    code, _, err = run_cli("demo", "--out", out, *SHAPE_ARGS, "--no-report")
+    assert code == 2, err
+    assert "read-only" in err and str(out) in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize("code, words", [(28, "no space left"), (13, "permission denied"),
+                                         (30, "read-only")])
+def test_write_errors_injected_at_the_write_call(tmp_path, monkeypatch, code, words):
+    """Where no tmpfs can be mounted: the errno raised by the write itself."""
+    monkeypatch.setattr(Path, "write_text", _failing_write_text(code, Path.write_text))
+    out = tmp_path / "o"
+    rc, _, err = run_cli("demo", "--out", out, *SHAPE_ARGS, "--no-report")
+    assert rc == 2, err
+    assert words in err and str(out) in err
+
+
+def _failing_write_text(code, real):
+    import errno as errno_module
+
+    def write_text(self, *args, **kwargs):
+        if self.name.startswith("regions.csv"):
+            raise OSError(code, errno_module.errorcode[code], str(self))
+        return real(self, *args, **kwargs)
+
+    return write_text
+
+
+def test_field_strength_flag_contradicting_the_sidecar_is_refused_unless_confirmed(tmp_path):
+    from test_pipeline import phantom_image, write_nifti_echoes
+
+    echoes = write_nifti_echoes(phantom_image(shape=(4, 24, 30)).image, tmp_path / "e",
+                                field_strength_t=3.0)
+    code, _, err = run_cli("fit", echoes, "--out", tmp_path / "a", "--field-strength", "1.5",
+                           "--no-report")
+    assert code == 2 and "--confirm-field-strength" in err and "3 T" in err
+    code, _, err = run_cli("fit", echoes, "--out", tmp_path / "b", "--field-strength", "1.5",
+                           "--confirm-field-strength", "--no-report")
+    assert code == 0, err
+    assert "replaces the 3 T" in err
+
+
+def test_fit_without_labels_gives_whole_image_figures(tmp_path):
+    echoes, _, ph = make_study(tmp_path, shape=(4, 24, 30))
+    code, out, err = run_cli("fit", echoes, "--out", tmp_path / "o", "--no-report", "-q")
+    assert code == 0, err
+    assert "Indeterminate" not in out and "\npattern:" not in out
+    assert "fitted:" in out and "% of the voxels" in out
+    assert "median R2* of fitted tissue" in out and "1/s" in out
+    assert "maps: r2star.nrrd" in out and str(tmp_path / "o") in out
+    whole = json.loads((tmp_path / "o" / "summary.json").read_text())["whole_image"]
+    assert 0 < whole["fitted_fraction"] < 1 and whole["r2star_median"] > 0
+    assert f"{100 * whole['fitted_fraction']:.1f} %" in out

@@ -69,17 +69,57 @@ def test_module_build_and_self_test_registration():
     assert "class IronMappingTest(ScriptedLoadableModuleTest)" in (ROOT / "IronMapping.py").read_text(encoding="utf-8")
 
 
+def cmake_value_or_none(name: str):
+    """The value of ``set(<name> "...")`` outside comments, None when not set."""
+    text = re.sub(r"#[^\n]*", "", cmake_text())
+    match = re.search(r"set\(\s*" + re.escape(name) + r'\s+"([^"]*)"\s*\)', text)
+    return match.group(1) if match else None
+
+
+def repository_file_of(url: str):
+    """The repository path a raw.githubusercontent.com URL of this project's main branch names."""
+    parts = urlsplit(url).path.strip("/").split("/")
+    homepage = urlsplit(cmake_value("EXTENSION_HOMEPAGE")).path.strip("/").split("/")
+    assert urlsplit(url).netloc == "raw.githubusercontent.com" and parts[:2] == homepage[:2], url
+    assert parts[2] == "main", url
+    return ROOT.joinpath(*parts[3:])
+
+
 def test_extension_metadata():
-    for name in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
-                 "EXTENSION_SCREENSHOTURLS"):
+    for name in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL"):
         assert cmake_value(name).strip(), name
     assert cmake_value("EXTENSION_DEPENDS") == "NA"
     assert "EXTENSION_CATEGORY" not in cmake_text()  # the category lives in the catalog entry now
     icon = cmake_value("EXTENSION_ICONURL")
-    assert icon.startswith("https://raw.githubusercontent.com/") and icon.endswith("Resources/Icons/IronMapping.png")
-    for url in cmake_value("EXTENSION_SCREENSHOTURLS").split() + [cmake_value("EXTENSION_HOMEPAGE")]:
-        assert urlsplit(url).scheme == "https", url
+    assert icon.endswith("Resources/Icons/IronMapping.png") and repository_file_of(icon).is_file()
+    assert urlsplit(cmake_value("EXTENSION_HOMEPAGE")).scheme == "https"
+    # screenshots: none until one taken in Slicer exists, and never a URL of a missing file
+    for url in (cmake_value_or_none("EXTENSION_SCREENSHOTURLS") or "").split():
+        assert urlsplit(url).scheme == "https" and repository_file_of(url).is_file(), url
+    # "Name (Organization)", comma-separated (Slicer's extension and module conventions)
+    for contributor in cmake_value("EXTENSION_CONTRIBUTORS").split(","):
+        assert re.fullmatch(r"[^()]+ \([^()]+\)", contributor.strip()), contributor
     assert "research use" in cmake_value("EXTENSION_DESCRIPTION").lower()
+
+
+def test_license_file_at_the_root_matches_pyproject():
+    """The Extensions Index (scripts/check_description_files.py) needs a LICENSE at the root."""
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("BSD 3-Clause License")
+    assert "Neither the name of the copyright holder nor the names of its" in text
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^license = "BSD-3-Clause"$', pyproject, re.M)
+    assert re.search(r'^license-files = \["LICENSE"\]$', pyproject, re.M)
+
+
+def test_source_cites_no_unshipped_notes():
+    """Sources cite published work, not notes that are not part of the project."""
+    shipped = [ROOT / "IronMapping.py", ROOT / "CMakeLists.txt"] + sorted((ROOT / "IronMapping").rglob("*.py"))
+    shipped += sorted(p for p in (ROOT / "Testing").rglob("*.py"))
+    for path in shipped:
+        text = path.read_text(encoding="utf-8")
+        for note in (stem + ".md" for stem in ("DESIGN", "SCIENCE")):
+            assert note not in text, f"{path.relative_to(ROOT)} cites {note}, which the project does not ship"
 
 
 # slicer-extension-catalog-entry-schema-v1.0.1 (Slicer/Schemas): required keys, no others.

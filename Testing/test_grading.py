@@ -135,3 +135,24 @@ def test_override_wins_and_is_checked():
     with pytest.raises(InputError, match="Use one of"):
         recognise_organ("liver", override="gallbladder")
     assert set(ORGANS) >= {"liver", "lesion", "heart"}
+
+
+@pytest.mark.parametrize("organ, t2_normal, t2_loaded", [("kidney", 45.0, 20.0),
+                                                        ("pancreas", 40.0, 10.0)])
+def test_notes_agree_with_the_grade(organ, t2_normal, t2_loaded):
+    normal = grade_region(organ, 1.5, r2star_per_s=1000.0 / t2_normal, t2star_ms=t2_normal)
+    loaded = grade_region(organ, 1.5, r2star_per_s=1000.0 / t2_loaded, t2star_ms=t2_loaded)
+    assert normal["grade"] == "normal" and loaded["grade"] == "iron overload"
+    assert not any("below the lower limit" in n for n in normal["notes"]), normal["notes"]
+    assert any("within the range" in n for n in normal["notes"])
+    assert any("below the lower limit" in n for n in loaded["notes"])
+    heart = grade_region("heart", 1.5, t2star_ms=30.0)
+    assert heart["grade"] == "normal" and not any("heart failure" in n for n in heart["notes"])
+    assert any("heart failure" in n for n in grade_region("heart", 1.5, t2star_ms=5.0)["notes"])
+
+
+def test_descriptive_notes_do_not_repeat_the_organ_name():
+    for organ in ("spleen", "thyroid"):
+        notes = grade_region(organ, 1.5, r2star_per_s=30.0, t2star_ms=33.0)["notes"]
+        assert notes and not any(n.startswith(f"{organ}:") for n in notes)
+    assert grade_region(None, 1.5, r2star_per_s=30.0)["notes"] == []

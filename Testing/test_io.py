@@ -561,3 +561,119 @@ def test_dicom_derived_map_in_series_is_ignored(tmp_path, phantom_image):
     img = load_multiecho(str(tmp_path))
     assert img.n_echoes == phantom_image.n_echoes
     np.testing.assert_allclose(img.signal, written.expected["magnitude"], rtol=1e-6, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- damaged files, units
+
+def _nifti_echoes(image, folder, suffix=".nii", te_scale=1e-3):
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, te in enumerate(image.echo_times_ms, 1):
+        path = folder / f"gre_e{n}{suffix}"
+        sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(image.signal[n - 1])), str(path))
+        (folder / f"gre_e{n}.json").write_text(json.dumps({"EchoTime": te * te_scale,
+                                                          "MagneticFieldStrength": 1.5}))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_truncated_nifti_echo_is_refused_naming_the_file(phantom_image, tmp_path, suffix):
+    paths = _nifti_echoes(phantom_image, tmp_path / "e", suffix)
+    data = paths[2].read_bytes()
+    paths[2].write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated") as err:
+        load_multiecho(tmp_path / "e")
+    assert paths[2].name in str(err.value)
+
+
+def test_truncated_nifti_label_map_is_refused(phantom_image, tmp_path):
+    from IronMapping import maps_io
+
+    path = maps_io.write_volume(tmp_path / "labels.nii", np.ones((4, 20, 24), np.int16),
+                                np.eye(4), sidecar=False, compress=False)
+    path.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(InputError, match="labels.nii is truncated"):
+        maps_io.read_labels(path)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_values_in_nifti_are_found_and_refused(phantom_image, tmp_path, suffix, value):
+    """ITK reads NaN in a NIfTI as 0; the raw data must still be seen as invalid."""
+    signal = phantom_image.signal.copy()
+    signal[3, 1, 5, 7] = value
+    img = MultiEchoImage(signal, phantom_image.echo_times_ms, np.eye(4), "T2*", 1.5, {})
+    paths = _nifti_echoes(img, tmp_path / "e", suffix)
+    from IronMapping.io.nifti import check_nifti_file, read_volumes
+
+    assert check_nifti_file(paths[3]).tolist() == [np.ravel_multi_index((1, 5, 7), signal.shape[1:])]
+    vols, _ = read_volumes(paths[3])
+    assert not np.isfinite(vols[0, 1, 5, 7]) and np.isfinite(np.delete(vols.ravel(), 0)).sum() > 0
+    with pytest.raises(InputError, match="non-finite") as err:
+        load_multiecho(tmp_path / "e")
+    assert paths[3].name in str(err.value)
+
+
+def test_echo_times_in_seconds_with_1ms_spacing_get_the_units_diagnosis():
+    vols = [np.ones((2, 2, 2), np.float32)] * 12
+    te_s = [0.001 * n for n in range(1, 13)]
+    with pytest.raises(EchoTimeError, match="look like seconds") as err:
+        validate_echoes(vols, te_s, np.eye(4))
+    assert "same echo time" not in str(err.value) and "1000" in str(err.value)
+
+
+def test_echo_times_in_microseconds_are_recognised(phantom_image, tmp_path):
+    te_us = [1000.0 * n for n in range(1, 13)]
+    vols = [np.ones((2, 2, 2), np.float32)] * 12
+    with pytest.raises(EchoTimeError, match="microseconds") as err:
+        validate_echoes(vols, te_us, np.eye(4))
+    assert "Divide them by 1000" in str(err.value) and "--te-ms" in str(err.value)
+    # the same from a sidecar holding microseconds, and from fit() itself
+    _nifti_echoes(phantom_image, tmp_path / "e", te_scale=1000.0)
+    with pytest.raises(EchoTimeError, match="microseconds"):
+        load_multiecho(tmp_path / "e")
+    from IronMapping.relaxometry import fit
+
+    with pytest.raises(EchoTimeError, match="microseconds"):
+        fit(phantom_image.signal, phantom_image.echo_times_ms * 1000.0)
+    with pytest.raises(EchoTimeError, match="seconds"):
+        fit(phantom_image.signal, phantom_image.echo_times_ms / 1000.0)
+
+
+def test_missing_echo_times_message_names_the_real_option():
+    vols = [np.ones((2, 2, 2), np.float32)] * 3
+    with pytest.raises(EchoTimeError) as err:
+        validate_echoes(vols, None, np.eye(4))
+    assert "--te-ms" in str(err.value) and "--echo-times" not in str(err.value)
+
+
+def test_help_of_fit_after_import_package():
+    import subprocess
+    import sys
+
+    code = ("import IronMapping, pydoc; text = pydoc.render_doc(IronMapping.relaxometry.fit); "
+            "assert 'Returns' in text and 'RelaxometryFit' in text, text")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97])
+def test_truncated_integer_nifti_gz_is_refused(tmp_path, cut):
+    """int16 .nii.gz (as dcm2niix writes): checked by the gzip trailer, then the stream."""
+    import SimpleITK as sitk
+
+    from IronMapping.io.nifti import check_nifti_file
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "e1.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 3000, (6, 40, 50)).astype(np.int16)),
+                    str(path), True)
+    assert check_nifti_file(path) is None
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(InputError, match="e1.nii.gz is truncated"):
+        check_nifti_file(path)

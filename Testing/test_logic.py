@@ -182,3 +182,26 @@ def test_sample_data_phantom_loads_like_a_multivolume_import(mrml_scene):
     from IronMapping import segment_statistics
 
     assert segment_statistics.register() is False
+
+
+def test_label_map_node_as_segmentation_is_refused_with_advice(mrml_scene, loaded, phantom):
+    from mrml_fixtures import volume_node_from_array
+
+    sequence, _ = loaded
+    labelmap = volume_node_from_array(mrml_scene, phantom.labels.astype(np.int16),
+                                      phantom.image.ijk_to_ras, "organ labels",
+                                      class_name="vtkMRMLLabelMapVolumeNode")
+    before = count_nodes(mrml_scene)
+    with pytest.raises(InputError, match="label map volume, not a segmentation") as err:
+        IronMappingLogic().process(sequence, segmentationNode=labelmap)
+    assert "convert the label map" in str(err.value) and "organ labels" in str(err.value)
+    with pytest.raises(InputError, match="not a segmentation"):
+        IronMappingLogic().process(sequence, segmentationNode=sequence)
+    assert count_nodes(mrml_scene) == before
+
+
+def test_summary_says_where_the_field_strength_came_from(loaded):
+    sequence, segmentation = loaded
+    result = IronMappingLogic().process(sequence, segmentationNode=segmentation, fieldStrengthT=1.5)
+    assert "given by the user" in result.summary["field_strength_source"]
+    assert "given by the user" in result["table"].GetAttribute("IronMapping.FieldStrengthSource")

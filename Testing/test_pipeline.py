@@ -212,9 +212,10 @@ def test_field_strength_override_and_explicit_calibration_mismatch(tmp_path):
     echoes, labels, _ = make_study(tmp_path, shape=(4, 24, 30))
     with pytest.raises(CalibrationError):
         pipeline.run_files([echoes], tmp_path / "a", labels=labels, field_strength_t=3.0,
-                           calibration="wood2005", report=False)
+                           confirm_field_strength=True, calibration="wood2005", report=False)
     result = pipeline.run_files([echoes], tmp_path / "b", labels=labels, field_strength_t=3.0,
-                                calibration="wood2005", convert_field=True, report=False)
+                                confirm_field_strength=True, calibration="wood2005",
+                                convert_field=True, report=False)
     assert result.image.field_strength_t == 3.0
     assert result.image.metadata["field_strength_t_from_files"] == 1.5
     assert any("converted" in w for w in result.warnings)
@@ -244,3 +245,69 @@ def test_fat_water_method_writes_a_pdff_map(tmp_path):
     assert np.nanmedian(pdff[ph.labels == 2]) < 2.0
     sidecar = json.loads(maps_io.sidecar_path(result.files["pdff"]).read_text())
     assert sidecar["unit"] == "%" and sidecar["method"] == "fat-water"
+
+
+def test_field_strength_contradicting_the_files_needs_confirmation(tmp_path):
+    """A sidecar says 3 T; --field-strength 1.5 would grade the kidneys with 1.5 T cut-offs."""
+    ph = phantom_image(shape=(4, 24, 30))
+    echoes = pipeline_echoes = write_nifti_echoes(ph.image, tmp_path / "e", field_strength_t=3.0)
+    with pytest.raises(InputError, match="--confirm-field-strength") as err:
+        pipeline.run_files([echoes], tmp_path / "a", field_strength_t=1.5, report=False)
+    assert "3 T" in str(err.value) and "sidecar" in str(err.value)
+    assert not (tmp_path / "a").exists()
+    result = pipeline.run_files([pipeline_echoes], tmp_path / "b", field_strength_t=1.5,
+                                confirm_field_strength=True, report=False)
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert summary["field_strength_t"] == 1.5
+    for source in (summary["field_strength_source"], run["inputs"]["field_strength_source"]):
+        assert "given on the command line" in source and "3 T" in source
+    assert any("replaces the 3 T" in w for w in result.warnings)
+    # the files' own value, and a value for files that record none
+    result = pipeline.run_files([echoes], tmp_path / "c", report=False)
+    assert "sidecar" in result.summary["field_strength_source"]
+    assert "sidecar" in result.summary["echo_time_source"]
+    bare = write_nifti_echoes(ph.image, tmp_path / "bare", field_strength_t=None)
+    result = pipeline.run_files([bare], tmp_path / "d", field_strength_t=1.5, report=False)
+    assert result.summary["field_strength_source"] == "given on the command line (--field-strength)"
+    result = pipeline.run_files([bare], tmp_path / "f", report=False)
+    assert "unknown" in result.summary["field_strength_source"]
+
+
+def test_spin_echo_maps_are_named_after_their_quantity(tmp_path):
+    ph = phantom_image(shape=(4, 24, 30))
+    image = MultiEchoImage(ph.image.signal, ph.image.echo_times_ms, ph.image.ijk_to_ras, "T2",
+                           1.5, {})
+    result = pipeline.run(image, tmp_path / "o", report=False)
+    out = tmp_path / "o"
+    for stem in ("r2", "t2", "r2_sd"):
+        assert (out / f"{stem}.nrrd").is_file() and (out / f"{stem}.json").is_file(), stem
+    assert not list(out.glob("*star*"))
+    assert result.files["r2star"].name == "r2.nrrd"  # keys stay for scripts
+    assert json.loads((out / "t2.json").read_text())["quantity"] == "T2"
+    # a second run into the same folder replaces them without --overwrite
+    pipeline.run(image, out, report=False)
+
+
+def test_any_file_ironmapping_did_not_write_is_refused_unless_overwrite(tmp_path):
+    """As the README says: not only same-named files, anything in a folder that is not ours."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt.*not written by IronMapping.*--overwrite"):
+        pipeline.run_demo(out, shape=SMALL, report=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    pipeline.run_demo(out, shape=SMALL, report=False, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"  # left alone even then
+    # a folder with only OS litter or a batch error record counts as empty
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".DS_Store").write_text("")
+    (other / "error.json").write_text("{}")
+    pipeline.run_demo(other, shape=SMALL, report=False)
+    # a run.json someone else wrote does not make the folder IronMapping's
+    third = tmp_path / "third"
+    third.mkdir()
+    (third / "run.json").write_text('{"software": "other tool"}')
+    with pytest.raises(InputError, match="--overwrite"):
+        pipeline.run_demo(third, shape=SMALL, report=False)

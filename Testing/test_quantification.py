@@ -237,3 +237,68 @@ def test_no_liver_region_is_said_in_the_calibration_block():
     ph, f = phantom_fit("neonatal-haemochromatosis")
     s = summarize(f, ph.labels, {2: "spleen"}, 1.5)
     assert s["calibration"]["applied"] is False and "no region recognised as liver" in s["calibration"]["note"]
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def test_regions_csv_numbers_have_display_precision_summary_keeps_full(tmp_path):
+    from IronMapping.quantities import BY_KEY, REGION_QUANTITIES
+
+    s = phantom_summary("neonatal-haemochromatosis")
+    write_regions_csv(s, tmp_path / "regions.csv")
+    with open(tmp_path / "regions.csv", newline="", encoding="utf-8") as fh:
+        read = list(csv.DictReader(fh))
+    limits = {"R2* median (1/s)": 1, "R2* SD (1/s)": 1, "T2* median (ms)": 2,
+              "T2* P95 (ms)": 2, "LIC (mg Fe/g dw)": 2, "Volume (mL)": 1,
+              "R2* ROI fit (1/s)": 1, "Excluded voxels (%)": 1}
+    for row in read:
+        for column, decimals in limits.items():
+            if row[column]:
+                assert _decimals(row[column]) <= decimals, (row["Region"], column, row[column])
+    liver_csv = next(r for r in read if r["Region"] == "liver")
+    liver = by_name(s)["liver"]
+    assert float(liver_csv["R2* median (1/s)"]) == round(liver["r2star_median"], 1)
+    assert float(liver_csv["Volume (mL)"]) == round(liver["volume_ml"], 1)
+    # summary.json: full precision
+    write_summary_json(s, tmp_path / "summary.json")
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["regions"][0]["r2star_median"] == liver["r2star_median"]
+    assert _decimals(repr(liver["r2star_median"])) > 1
+    # one table: every column of the CSV is a quantity (label, unit, precision, UCUM) or text
+    assert [q.label for q in REGION_QUANTITIES] == list(read[0])[:len(REGION_QUANTITIES)]
+    assert BY_KEY["r2star_median"].ucum == "s-1" and BY_KEY["lic_mg_per_g"].ucum == "mg/g"
+
+
+def test_region_notes_read_as_plain_sentences():
+    s = phantom_summary("neonatal-haemochromatosis")
+    rows = {r["Region"]: r for r in regions_table(s)}
+    for name, row in rows.items():
+        notes = row["Notes"]
+        assert ".;" not in notes and ";;" not in notes, (name, notes)
+        assert "organs=" not in notes and "True" not in notes and "False" not in notes
+        assert f"{row['Organ']}: {row['Organ']}:" not in notes
+    soft = rows["soft tissue"]["Notes"]
+    assert soft.count("not recognised") == 1, soft
+    assert "below the lower limit" not in rows["kidney"]["Notes"]  # graded normal
+    assert rows["kidney"]["Grade"] == "normal"
+    assert "below the lower limit" in rows["pancreas"]["Notes"]    # graded iron overload
+    assert not rows["spleen"]["Notes"].startswith("spleen:")
+
+
+def test_spin_echo_table_says_r2_and_t2():
+    import dataclasses
+
+    ph, f = phantom_fit("neonatal-haemochromatosis")
+    s = summarize(dataclasses.replace(f, quantity="T2"), ph.labels, ph.label_names, 1.5)
+    rows = regions_table(s)
+    assert "R2 median (1/s)" in rows[0] and "T2 median (ms)" in rows[0]
+    assert not any("*" in column for column in rows[0])
+
+
+def test_calibration_refusal_note_has_no_python_booleans():
+    s = phantom_summary("neonatal-haemochromatosis", 3.0)
+    liver = next(r for r in regions_table(s) if r["Region"] == "liver")
+    assert "LIC not computed" in liver["Notes"]
+    assert "True" not in liver["Notes"] and "--convert-field" in liver["Notes"]

@@ -37,19 +37,24 @@ def test_statistics_match_numpy_and_exclusions_are_counted():
     s = region_statistics(f, mask, voxel_volume_ml=0.05, min_quality=0.5)
     keep = mask & (status == Status.FITTED) & (quality >= 0.5)
     vals = r2[keep].astype(np.float32).astype(np.float64)
-    assert s["n_voxels"] == 90 and s["n_included"] == keep.sum() == 84
+    # the out-of-range voxel (decay faster than the echoes) is ranked above every value
+    ranked = np.append(vals, np.inf)
+    assert s["n_voxels"] == 90 and s["n_included"] == keep.sum() + 1 == 85 and s["n_censored"] == 1
     assert s["volume_ml"] == pytest.approx(4.5)
-    assert s["excluded_fraction"] == pytest.approx(6 / 90)
-    assert s["excluded_by_status"] == {"not_converged": 3, "out_of_range": 1, "quality_below_min": 2}
-    assert s["r2star_median"] == pytest.approx(np.median(vals), rel=1e-6)
+    assert s["excluded_fraction"] == pytest.approx(5 / 90)
+    assert s["excluded_by_status"] == {"not_converged": 3, "quality_below_min": 2}
+    assert s["censored_by_status"] == {"out_of_range": 1}
+    assert s["r2star_censored_fraction"] == pytest.approx(1 / 85)
+    assert s["r2star_median"] == pytest.approx(np.median(ranked), rel=1e-6)
     assert s["r2star_mean"] == pytest.approx(vals.mean(), rel=1e-6)
     assert s["r2star_sd"] == pytest.approx(vals.std(ddof=1), rel=1e-5)
-    p5, p25, p75, p95 = np.percentile(vals, [5, 25, 75, 95])
+    p5, p25, p75, p95 = np.percentile(ranked, [5, 25, 75, 95])
     assert s["r2star_iqr"] == pytest.approx(p75 - p25, rel=1e-5)
     assert (s["r2star_p5"], s["r2star_p95"]) == (pytest.approx(p5, rel=1e-6), pytest.approx(p95, rel=1e-6))
-    assert s["t2star_median"] == pytest.approx(np.median(1000.0 / vals), rel=1e-5)
+    assert s["t2star_median"] == pytest.approx(np.median(np.append(1000.0 / vals, 0.0)), rel=1e-5)
+    assert s["r2star_lower_bound"] is None
     # without a quality threshold only failed fits are excluded
-    assert region_statistics(f, mask)["n_included"] == 86
+    assert region_statistics(f, mask)["n_included"] == 87
 
 
 def test_empty_region_reports_zero_without_crashing():

@@ -145,8 +145,8 @@ def test_t2star_undefined_where_r2star_is_zero_to_fit_precision():
     assert np.isnan(t2star_from_r2star(r2, status, TE)[-1])
 
 
-finite_or_odd = st.one_of(st.floats(0, 5000, allow_nan=False), st.just(0.0), st.just(np.nan),
-                          st.floats(-100, 0), st.just(np.inf))
+finite_or_odd = st.one_of(st.floats(0, 5000, allow_nan=False, width=32), st.just(0.0), st.just(np.nan),
+                          st.floats(-100, 0, width=32), st.just(np.inf))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

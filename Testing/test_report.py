@@ -64,6 +64,7 @@ def test_tables_sources_and_statement_without_figures():
     assert "skipped on request" in html
     assert "<b>spleen</b>" not in html and "&lt;b&gt;spleen&lt;/b&gt;" in html  # escaped
     assert "<img" not in html
+    assert "data:" not in html and "<script" not in html
 
 
 def _image_and_fit(shape=(3, 20, 24)):
@@ -85,7 +86,7 @@ def test_figures_are_embedded_png():
     html = report.render_report(summary_like_issue_4(), fit=result, image=image, labels=labels,
                                 label_names={1: "liver", 2: "<b>spleen</b>"})
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 3  # montage, histograms, decay curves
+    assert len(images) == 3  # key slice, montage of every organ slice, decay curves
     for data in images:
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     # self-contained: nothing is fetched from elsewhere

@@ -114,7 +114,9 @@ def test_sequence_and_finer_segmentation_give_the_library_results(mrml_scene, ph
     assert chart.GetNumberOfPlotSeriesNodes() == 2 * len(phantom.label_names)
     data = mrml.find_output(sequence, "plot-data", mrml_scene)
     liver_mean = slicer.util.arrayFromTableColumn(data, "liver mean signal (a.u.)")[:phantom.image.n_echoes]
-    np.testing.assert_allclose(liver_mean, phantom.image.signal[:, phantom.labels == 1].mean(axis=1), rtol=1e-5)
+    # the ROI fit (noise-corrected) works on the root mean square signal: the points are that
+    liver_signal = phantom.image.signal[:, phantom.labels == 1].astype(np.float64)
+    np.testing.assert_allclose(liver_mean, np.sqrt((liver_signal**2).mean(axis=1)), rtol=1e-5)
 
 
 def test_saved_scene_reloads_with_maps_attributes_units_and_table(mrml_scene, phantom, tmp_path):
@@ -459,3 +461,36 @@ def test_frame_labels_follow_frame_numbers_not_storage_order(mrml_scene, phantom
     loaded, _ = mrml.read_multiecho(sequence)
     np.testing.assert_array_equal(loaded.echo_times_ms, image.echo_times_ms)
     np.testing.assert_array_equal(loaded.signal, image.signal)
+
+
+def test_statistics_table_shows_display_precision_with_ucum_units(mrml_scene, phantom):
+    sequence, _ = mrml.add_multiecho_sequence(phantom.image, "echoes", scene=mrml_scene)
+    segmentation = fine_segmentation(mrml_scene, phantom)
+    result = IronMappingLogic().process(sequence, segmentationNode=segmentation)
+    table = result["table"]
+    rows = {r["Region"]: r for r in mrml.table_rows(table)}
+    regions = {r["name"]: r for r in result.summary["regions"]}
+    for name, row in rows.items():
+        full = regions[name]
+        assert row["R2* median (1/s)"] == round(full["r2star_median"], 1), name
+        assert row["T2* median (ms)"] == round(full["t2star_median"], 2), name
+        assert row["Volume (mL)"] == round(full["volume_ml"], 1), name
+        assert row["R2* median (1/s)"] != full["r2star_median"] or full["r2star_median"] == round(
+            full["r2star_median"], 1)
+    liver = rows["liver"]
+    assert liver["LIC (mg Fe/g dw)"] == round(regions["liver"]["lic_mg_per_g"], 2)
+    assert table.GetColumnProperty("R2* median (1/s)", "unitCode") == "s-1"
+    assert table.GetColumnProperty("LIC (mg Fe/g dw)", "unitCode") == "mg/g"
+    assert table.GetColumnProperty("Volume (mL)", "unitCodingScheme") == "UCUM"
+    assert "median" in table.GetColumnDescription("R2* median (1/s)")
+
+
+def test_spin_echo_nodes_are_named_after_the_quantity(mrml_scene, phantom):
+    sequence, _ = mrml.add_multiecho_sequence(phantom.image, "knee MESE", scene=mrml_scene)
+    desc = mrml.describe_input(sequence, mrml_scene)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit(phantom.image.signal, phantom.image.echo_times_ms, quantity="T2")
+    nodes = mrml.write_maps(desc, phantom.image, result, scene=mrml_scene)
+    assert nodes["r2star"].GetName() == "knee MESE R2" and nodes["t2star"].GetName() == "knee MESE T2"
+    assert mrml.output_attributes(nodes["r2star"])["Quantity"] == "R2"

@@ -19,16 +19,26 @@ ROOT = Path(__file__).resolve().parents[1]
 UI_FILE = ROOT / "Resources" / "UI" / "IronMapping.ui"
 MODULE_FILE = ROOT / "IronMapping.py"
 
-# Widget classes the parameterNodeWrapper connectors accept for each field type
-# (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py, canRepresent).
-CONNECTABLE = {
-    "bool": {"QCheckBox", "ctkCheckBox", "QPushButton", "ctkCheckablePushButton"},
-    "int": {"QSpinBox", "QSlider", "QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget",
-            "ctkDoubleSlider", "ctkDoubleSpinBox", "qMRMLSpinBox", "QComboBox", "ctkComboBox"},
-    "float": {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider",
-              "ctkDoubleSpinBox", "qMRMLSpinBox", "QComboBox", "ctkComboBox"},
-    "str": {"QLineEdit", "QLabel", "QTextEdit", "QComboBox", "ctkComboBox"},
+# Widget classes the parameterNodeWrapper GUI connectors accept for each field type, per Slicer
+# version (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py, the canRepresent methods,
+# at v5.8.1 and v5.10.0; they match on the exact widget class). Combo boxes take int, float,
+# str and bool (with a Choice annotation) in both.
+_FLOAT_WIDGETS = {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider",
+                  "ctkDoubleSpinBox", "qMRMLSpinBox"}
+_COMBO_BOXES = {"QComboBox", "ctkComboBox"}
+CONNECTABLE_5_8 = {
+    "bool": {"QCheckBox", "ctkCheckBox", "QPushButton"} | _COMBO_BOXES,
+    "int": {"QSpinBox", "QSlider"} | _COMBO_BOXES,
+    "float": _FLOAT_WIDGETS | _COMBO_BOXES,
+    "str": {"QLineEdit", "QLabel", "QTextEdit"} | _COMBO_BOXES,
     "node": {"qMRMLNodeComboBox"},
+}
+# 5.10 adds ctkCheckablePushButtonToBoolConnector, lets the float widgets show int
+# (QDoubleSpinBoxCtkSliderWidgetToFloatIntConnector) and adds ctkColorPickerButton for QColor.
+ADDED_IN_5_10 = {"bool": {"ctkCheckablePushButton"}, "int": set(_FLOAT_WIDGETS)}
+CONNECTABLE = {
+    "5.8": CONNECTABLE_5_8,
+    "5.10": {kind: widgets | ADDED_IN_5_10.get(kind, set()) for kind, widgets in CONNECTABLE_5_8.items()},
 }
 
 
@@ -98,13 +108,25 @@ def test_every_parameter_name_is_a_field_with_a_connectable_widget(ui, module_as
     for name, widget_class in bound.items():
         assert name in fields, f"SlicerParameterName {name!r} is not a field of IronMappingParameterNode"
         kind = fields[name][0]
-        assert widget_class in CONNECTABLE.get(kind, set()), f"{name}: a {widget_class} cannot show {kind}"
+        for version, table in CONNECTABLE.items():  # the extension supports both
+            assert widget_class in table.get(kind, set()), f"{name}: in Slicer {version} a {widget_class} cannot show {kind}"
         if widget_class in ("QComboBox", "ctkComboBox") and kind != "node":
             assert "Choice(" in fields[name][2], f"{name}: a combo box needs a Choice annotation"
     # fields not bound in the .ui are synchronised by the widget code
     source = MODULE_FILE.read_text(encoding="utf-8")
     for name in set(fields) - set(bound):
         assert f"_parameterNode.{name}" in source, f"field {name!r} is neither bound nor used"
+
+
+def test_version_tables_differ_only_where_slicer_changed():
+    """Guards the table itself: what only 5.10 accepts is not accepted for 5.8."""
+    assert CONNECTABLE["5.10"]["int"] - CONNECTABLE["5.8"]["int"] == {"QDoubleSpinBox", "ctkSliderWidget",
+                                                                        "qMRMLSliderWidget", "ctkDoubleSlider",
+                                                                        "ctkDoubleSpinBox", "qMRMLSpinBox"}
+    assert "ctkCheckablePushButton" not in CONNECTABLE["5.8"]["bool"]
+    assert "ctkCheckablePushButton" in CONNECTABLE["5.10"]["bool"]
+    for kind in CONNECTABLE["5.8"]:
+        assert CONNECTABLE["5.8"][kind] <= CONNECTABLE["5.10"][kind]
 
 
 def test_method_default_preselected_and_other_choices_under_advanced(ui, module_ast):
@@ -139,3 +161,21 @@ def test_choice_defaults_are_valid_choices(module_ast):
     assert "Choice(list(CALIBRATIONS))" in fields["calibration"][2]
     assert fields["calibration"][1] == "DEFAULT_CALIBRATION" and DEFAULT_CALIBRATION in CALIBRATIONS
     assert "Choice(list(METHODS))" in fields["method"][2] and "auto" in METHODS
+
+
+def test_slicer_util_functions_used_exist():
+    """Every slicer.util function IronMapping.py (panel and self-test) calls exists in Slicer's
+    slicer/util.py (shipped by slicer-core), with the keyword arguments used."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is needed")
+    import inspect
+
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    used = set(re.findall(r"slicer\.util\.([A-Za-z_]+)\(", source))
+    assert {"createProgressDialog", "tryWithErrorDisplay", "loadUI"} <= used
+    for name in sorted(used):
+        assert hasattr(slicer.util, name), f"slicer.util.{name} does not exist"
+    for call in re.finditer(r"slicer\.util\.([A-Za-z_]+)\(([^()]*)", source):
+        parameters = inspect.signature(getattr(slicer.util, call.group(1))).parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        for keyword in re.findall(r"\b([A-Za-z_]+)=", call.group(2)):
+            assert accepts_any or keyword in parameters, f"slicer.util.{call.group(1)} has no argument {keyword!r}"

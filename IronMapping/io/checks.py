@@ -20,6 +20,12 @@ from ..image import MultiEchoImage
 ECHO_TIME_TOLERANCE_MS = 1e-3
 #: Largest difference (mm, per IJK-to-RAS matrix element) still counted as the same voxel grid.
 GEOMETRY_TOLERANCE_MM = 1e-3
+#: A last echo time below this (ms) means the values are seconds: no multi-echo protocol ends
+#: its echo train within half a millisecond.
+SECONDS_IF_LAST_BELOW_MS = 0.5
+#: A first echo time at or above this (ms) means the values are microseconds (Siemens headers
+#: store alTE in us): multi-echo GRE and spin-echo trains start within a few tens of ms.
+MICROSECONDS_IF_FIRST_FROM_MS = 150.0
 
 
 class EchoOrderWarning(UserWarning):
@@ -69,6 +75,96 @@ def _as_matrices(ijk_to_ras, n_echoes):
     raise GeometryError(
         f"ijk_to_ras must be one 4x4 matrix or one per echo ({n_echoes}x4x4); got shape "
         f"{arr.shape}.")
+
+
+def _list_ms(values, limit=6) -> str:
+    shown = ", ".join(f"{t:g}" for t in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+def check_echo_times(echo_times_ms, n_echoes: int | None = None, names=None,
+                     require_increasing: bool = False,
+                     how_to_give: str = "echo_times_ms=[...] in Python or --te-ms on the "
+                                        "command line") -> np.ndarray:
+    """The one echo-time check every input goes through (files, Slicer nodes, ``fit``).
+
+    Checks, in this order: count, finite, units (seconds or microseconds given as ms),
+    negative values, duplicates (closer than :data:`ECHO_TIME_TOLERANCE_MS`), and with
+    ``require_increasing`` the order. Units come before duplicates because seconds with
+    1 ms spacing look like duplicate milliseconds.
+
+    Parameters
+    ----------
+    echo_times_ms : sequence of float, shape (n_echoes,)
+        Echo times in ms, in input order.
+    n_echoes : int, optional
+        Number of echoes in the data (checked against the number of echo times).
+    names : sequence of str, optional
+        Echo names (files, nodes) for the messages.
+    require_increasing : bool
+        Refuse echo times that are not strictly increasing (``fit`` needs sorted echoes;
+        the readers sort them instead).
+    how_to_give : str
+        How the user can type echo times in, for the messages.
+
+    Returns
+    -------
+    float64 array, shape (n_echoes,), in input order.
+
+    Raises
+    ------
+    EchoTimeError
+        With what is wrong and what to do.
+    """
+    if echo_times_ms is None:
+        raise EchoTimeError(
+            "No echo times were given. Give one echo time in milliseconds per echo "
+            f"({how_to_give}); they are in the DICOM tag EchoTime (0018,0081) or the dcm2niix "
+            "JSON sidecar.")
+    try:
+        te = np.asarray(echo_times_ms, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise EchoTimeError(f"Echo times must be numbers in ms; got {echo_times_ms!r}.") from None
+    if n_echoes is not None and te.size != n_echoes:
+        raise EchoTimeError(
+            f"The signal has {n_echoes} echoes but {te.size} echo times were given. "
+            "Give exactly one echo time (ms) per echo, in the order of the echo axis (axis 0).")
+    if te.size < 2:
+        raise EchoTimeError(
+            f"R2*/T2* needs at least two echoes; got {te.size}. Load the whole multi-echo series.")
+    if not np.all(np.isfinite(te)):
+        raise EchoTimeError(f"Echo times must be finite numbers; got {_list_ms(te.tolist())} ms.")
+    if te.max() > 0 and te.max() < SECONDS_IF_LAST_BELOW_MS:
+        raise EchoTimeError(
+            f"Echo times {_list_ms(te.tolist())} look like seconds, not milliseconds (the last "
+            f"echo would be at {te.max():g} ms). Multiply them by 1000 (0.0012 s = 1.2 ms) and "
+            f"give them in ms ({how_to_give}).")
+    if te.min() >= MICROSECONDS_IF_FIRST_FROM_MS:
+        raise EchoTimeError(
+            f"Echo times {_list_ms(te.tolist())} look like microseconds, not milliseconds (the "
+            f"first echo would be at {te.min():g} ms; multi-echo series start within a few ms, "
+            "and Siemens headers store echo times in microseconds). Divide them by 1000 "
+            f"(1200 us = 1.2 ms) and give them in ms ({how_to_give}).")
+    if np.any(te < 0):
+        k = int(np.flatnonzero(te < 0)[0])
+        raise EchoTimeError(
+            f"{_echo_name(names, k)} has a negative echo time ({te[k]:g} ms). Echo times "
+            "must be positive milliseconds; check the values typed in or the file header.")
+    order = np.argsort(te, kind="stable")
+    dup = np.flatnonzero(np.diff(te[order]) < ECHO_TIME_TOLERANCE_MS)
+    if dup.size:
+        a, b = order[dup[0]], order[dup[0] + 1]
+        raise EchoTimeError(
+            f"Duplicate echo times: {_echo_name(names, a)} and {_echo_name(names, b)} have the "
+            f"same echo time ({te[a]:g} ms). Each echo needs its own echo time: remove the duplicate "
+            "(e.g. a repeated acquisition, a series loaded twice or a phase image) or correct "
+            "the echo times.")
+    if require_increasing and np.any(np.diff(te) < 0):
+        raise EchoTimeError(
+            f"Echo times are not in increasing order: {_list_ms(te.tolist(), 12)} ms. Sort the "
+            "echoes and their echo times together (e.g. order = np.argsort(te); signal[order], "
+            "te[order]).")
+    return te
 
 
 def validate_echoes(volumes, echo_times_ms, ijk_to_ras=None, names=None,
@@ -139,12 +235,8 @@ def validate_echoes(volumes, echo_times_ms, ijk_to_ras=None, names=None,
         raise EchoTimeError(
             f"No echo time known for {which}{place}. Type in the echo times in ms, one per "
             "echo in input order (e.g. echo_times_ms=[1.2, 2.4, ...] in Python or "
-            "--echo-times on the command line).")
-    if np.any(tes < 0):
-        k = int(np.flatnonzero(tes < 0)[0])
-        raise EchoTimeError(
-            f"{_echo_name(names, k)} has a negative echo time ({tes[k]:g} ms). Echo times "
-            "must be positive milliseconds; check the values typed in or the file header.")
+            "--te-ms 1.2 2.4 ... on the command line).")
+    tes = check_echo_times(tes, names=names)
 
     # geometry: the same grid for every echo
     shape0 = vols[0].shape
@@ -169,13 +261,6 @@ def validate_echoes(volumes, echo_times_ms, ijk_to_ras=None, names=None,
 
     order = np.argsort(tes, kind="stable")
     sorted_tes = tes[order]
-    dup = np.flatnonzero(np.diff(sorted_tes) < ECHO_TIME_TOLERANCE_MS)
-    if dup.size:
-        a, b = order[dup[0]], order[dup[0] + 1]
-        raise EchoTimeError(
-            f"{_echo_name(names, a)} and {_echo_name(names, b)} have the same echo time "
-            f"({tes[a]:g} ms). Each echo needs its own echo time: remove the duplicate "
-            "(e.g. a repeated acquisition or a phase image) or correct the echo times.")
 
     notes = []
     if np.any(order != np.arange(n)):

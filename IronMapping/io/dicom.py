@@ -552,6 +552,8 @@ def load_frames(frames, series_frames=None, echo_times_ms=None):
         "warnings": notes + field_notes,
     }
     field_t = field_strength_from(info["field_strength"], metadata["warnings"])
+    metadata["field_strength_source"] = (
+        "from DICOM (MagneticFieldStrength 0018,0087)" if field_t is not None else None)
     comps, aside = _components(series_frames or [], keys, [v.shape[0] for v in volumes],
                                groups)
     metadata["set_aside"] = aside

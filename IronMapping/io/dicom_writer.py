@@ -202,7 +202,7 @@ def write_multiecho_dicom(image, folder, *, enhanced=False, series_per_echo=Fals
             ds.PixelData = stored.tobytes()
             out.expected[comp][e, k] = decoded
             path = _free_path(folder, f"IM{int(name) + 1:05d}.dcm")
-            ds.save_as(path, enforce_file_format=True)
+            _save(ds, path)
             out.paths.append(path)
         return out
 
@@ -265,9 +265,25 @@ def write_multiecho_dicom(image, folder, *, enhanced=False, series_per_echo=Fals
     ds.NumberOfFrames = len(per_frame)
     ds.PixelData = np.stack(pixels).tobytes()
     path = _free_path(folder, "ENHANCED.dcm")
-    ds.save_as(path, enforce_file_format=True)
+    _save(ds, path)
     out.paths.append(path)
     return out
+
+
+def _save(ds, path):
+    """Write ``ds`` as a standard DICOM file (preamble, file meta, the meta's transfer syntax).
+
+    pydicom 3 says so with ``enforce_file_format=True``; pydicom 2 (bundled with Slicer 5.8 and
+    5.10) with ``write_like_original=False`` and the encoding set on the dataset.
+    """
+    import pydicom
+
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+        return
+    syntax = ds.file_meta.TransferSyntaxUID
+    ds.is_little_endian, ds.is_implicit_VR = syntax.is_little_endian, syntax.is_implicit_VR
+    ds.save_as(path, write_like_original=False)
 
 
 def _free_path(folder, name):

@@ -96,6 +96,8 @@ class SequenceCandidate:
         for key in ("MultiVolume.DICOM.MagneticFieldStrength", "MagneticFieldStrength"):
             if key in seq.keys:
                 field_t = field_strength_from(seq.keys[key], metadata["warnings"])
+                if field_t is not None:
+                    metadata["field_strength_source"] = f"from the NRRD header ({key})"
         names = [f"frame {k} (index {seq.index_values[k]})" if k < len(seq.index_values)
                  else f"frame {k}" for k in range(n)]
         metadata["warnings"].append(

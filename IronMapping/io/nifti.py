@@ -21,9 +21,12 @@ the file's own (for NIfTI: the sform/qform affine, which is already RAS).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
+import struct
+import zlib
 
 import numpy as np
 
@@ -38,6 +41,9 @@ _COMPONENT_SUFFIX = {"_ph": "phase", "_phase": "phase", "_real": "real",
                      "_imaginary": "imaginary", "_imag": "imaginary"}
 # Magnitude must equal hypot(real, imag) to within this median relative difference.
 _MRI_TOLERANCE = 0.05
+# NIfTI datatype codes that can hold NaN or infinity: float32, float64, float128.
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+_CHUNK = 1 << 22
 
 
 def strip_suffix(path):
@@ -142,6 +148,12 @@ def read_volumes(path):
         raise InputError(f"{path} holds vector pixels ({img.GetNumberOfComponentsPerPixel()} "
                          "components); give one scalar volume per echo.")
     arr = np.asarray(sitk.GetArrayFromImage(img), dtype=np.float32)
+    if is_nifti(path):
+        # what ITK hides: a truncated file read as zeros, NaN/inf read as 0
+        non_finite = check_nifti_file(path)
+        if non_finite is not None and non_finite.size:
+            flat = arr.reshape(-1)
+            flat[non_finite[non_finite < flat.size]] = np.nan
     dim = img.GetDimension()
     if dim == 2:
         arr = arr[None, None]
@@ -150,6 +162,118 @@ def read_volumes(path):
     elif dim != 4:
         raise InputError(f"{path} is a {dim}-D image; expected 3-D (one echo) or 4-D.")
     return arr, sitk_ijk_to_ras(img)
+
+
+def _nifti_header(head: bytes, path):
+    """(dims, datatype, bitpix, vox_offset, byte order) of a NIfTI-1 or NIfTI-2 header."""
+    for order in ("<", ">"):
+        size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else 0
+        if size == 348 and len(head) >= 348:
+            dims = struct.unpack(order + "8h", head[40:56])
+            datatype, bitpix = struct.unpack(order + "2h", head[70:74])
+            offset = struct.unpack(order + "f", head[108:112])[0]
+            return dims, datatype, bitpix, max(int(offset), 352), order
+        if size == 540 and len(head) >= 540:
+            datatype, bitpix = struct.unpack(order + "2h", head[12:16])
+            dims = struct.unpack(order + "8q", head[16:80])
+            offset = struct.unpack(order + "q", head[168:176])[0]
+            return dims, datatype, bitpix, max(int(offset), 544), order
+    raise InputError(f"{path} has no valid NIfTI header (it may be truncated or not a NIfTI "
+                     "file). Copy it again from the scanner export or convert it again.")
+
+
+def _truncated(path, expected, got):
+    return InputError(
+        f"{path} is truncated: its header describes {expected} bytes of voxel data but the "
+        f"file holds only {max(got, 0)}. The copy or download was cut short; copy the file "
+        "again from the source (or convert the DICOM again) before fitting.")
+
+
+def _gzip_size_fits(path, needed: int) -> bool:
+    """True when the gzip trailer (ISIZE: uncompressed length mod 2**32) says the file holds
+    at least ``needed`` bytes (allowing up to 1 MB after the voxel data). A cut-short file
+    ends in arbitrary bytes, so this check then fails and the stream is read to the end."""
+    try:
+        with open(path, "rb") as raw:
+            raw.seek(-4, os.SEEK_END)
+            isize = struct.unpack("<I", raw.read(4))[0]
+    except OSError:
+        return False
+    return (isize - needed) % (1 << 32) < (1 << 20)
+
+
+def check_nifti_file(path):
+    """Refuse a truncated NIfTI and find its non-finite voxels, from the raw file.
+
+    SimpleITK fills the missing part of a truncated file with zeros and reads NaN as 0 in
+    some cases, so both are checked on the bytes themselves (``.nii`` or ``.nii.gz``, NIfTI-1
+    or -2), streaming, without holding a second copy of the data.
+
+    Returns
+    -------
+    int64 array or None
+        Flat indices (file order: x fastest, as ``sitk.GetArrayFromImage`` lays them out) of
+        NaN or infinite voxels of a floating-point file; None when there are none.
+
+    Raises
+    ------
+    InputError
+        Truncated or corrupt file, naming it.
+    """
+    path = os.fspath(path)
+    gz = path.lower().endswith(".gz")
+    try:
+        fh = gzip.open(path, "rb") if gz else open(path, "rb")
+        with fh:
+            head = fh.read(540)
+            dims, datatype, bitpix, offset, order = _nifti_header(head, path)
+            n_dim = int(dims[0])
+            if not 1 <= n_dim <= 7:
+                raise InputError(f"{path} has an invalid NIfTI header (dim[0] = {n_dim}).")
+            n_vox = int(np.prod([max(int(d), 1) for d in dims[1:n_dim + 1]], dtype=np.int64))
+            expected = n_vox * max(int(bitpix), 8) // 8
+            dtype = _NIFTI_FLOAT_TYPES.get(int(datatype))
+            if not gz:  # uncompressed: the size says it all, and the data can be mapped
+                got = os.path.getsize(path) - offset
+                if got < expected:
+                    raise _truncated(path, expected, got)
+                if dtype is None or expected == 0:
+                    return None
+                values = np.memmap(path, dtype=order + dtype, mode="r", offset=offset,
+                                   shape=(expected // np.dtype(dtype).itemsize,))
+                bad = np.flatnonzero(~np.isfinite(values))
+                del values
+                return bad if bad.size else None
+            if dtype is None and _gzip_size_fits(path, offset + expected):
+                return None  # nothing to look for in integer data, and the length is right
+            fh.seek(0)
+            skipped = len(fh.read(offset))
+            if skipped < offset:
+                raise _truncated(path, expected, 0)
+            itemsize = 0 if dtype is None else np.dtype(dtype).itemsize
+            bad, got, carry = [], 0, b""
+            while got < expected:
+                chunk = fh.read(min(_CHUNK, expected - got))
+                if not chunk:
+                    break
+                if dtype is not None:
+                    data = carry + chunk
+                    usable = len(data) - len(data) % itemsize
+                    values = np.frombuffer(data[:usable], dtype=order + dtype)
+                    idx = np.flatnonzero(~np.isfinite(values))
+                    if idx.size:
+                        bad.append(idx + (got - len(carry)) // itemsize)
+                    carry = data[usable:]
+                got += len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(
+            f"{path} is truncated or its compression is damaged ({exc}). Copy the file again "
+            "from the source (or convert the DICOM again) before fitting.") from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+    if got < expected:
+        raise _truncated(path, expected, got)
+    return np.concatenate(bad) if bad else None
 
 
 def split_magnitude_real_imaginary(vols, name):
@@ -347,6 +471,8 @@ def load_files(entries, echo_times_ms=None, explicit=False, source_format="nifti
     }
     field_t = field_strength_from(sc.get("MagneticFieldStrength"), notes_b0)
     metadata["warnings"] += notes_b0
+    metadata["field_strength_source"] = (
+        "from the JSON sidecar (MagneticFieldStrength)" if field_t is not None else None)
     if components:
         metadata["complex_components"] = components
         metadata["complex_components_info"] = (

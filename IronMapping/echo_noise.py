@@ -1,0 +1,616 @@
+"""Noise level of magnitude multi-echo data from the echo train itself, no background air needed.
+
+Where the signal stands well above the noise floor, root-sum-of-squares magnitude from any number
+of coils is close to Gaussian with variance sigma^2 (sigma: noise SD per real channel;
+Constantinides, Atalar & McVeigh, MRM 1997;38:852). The residuals of a mono-exponential fit of
+those echoes therefore carry sigma^2 times the residual degrees of freedom. Model misfit (fat
+oscillation, partial volume, motion) only *inflates* residuals, so the pooled estimate is the
+mode of the log residual variance, which an inflated tail does not move: for pure noise the
+mode of log(chi^2_d / d) is exactly 0 for every d.
+
+Parallel imaging makes sigma vary in space (g-factor; Dietrich et al., JMRI 2007;26:375): the
+same residual variances, pooled in tiles and smoothed, give a noise map.
+
+The floor level 2 L sigma^2 (L: effective coil count) comes from samples that have decayed to
+the floor: later echoes of voxels that are already at the floor in the first two echoes. Noise
+in different echoes is independent, so selecting voxels on echoes 1-2 does not bias the moments
+of the later echoes.
+
+All functions take ``signal2d`` (n_echoes, n_voxels) and echo times in seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, stats
+
+from . import estimators
+
+#: An echo enters the residual estimate while its magnitude exceeds this many sigma: there the
+#: magnitude's variance is within a few per cent of sigma^2, and that deficit is corrected.
+SNR_FOR_RESIDUALS = 5.0
+#: Fewest leading echoes above that level for a voxel pair to count (one residual degree of
+#: freedom per voxel), so that 3-echo protocols are covered.
+MIN_ECHOES_FOR_RESIDUALS = 3
+#: Voxels sampled for the estimate at most (spread evenly over the image): the pooled sigma is
+#: then precise to well under 1 %, and the cost stays small beside the fit itself.
+MAX_SAMPLED_VOXELS = 30_000
+#: Voxels with residuals wanted per noise-map tile, and slices per tile (3-D images).
+VOXELS_PER_TILE = 200
+TILE_SLICES = 4
+#: Fewest pure-floor samples for a coil count (each carries information ~L on the floor level).
+MIN_FLOOR_SAMPLES = 300
+#: Fewest floor samples for a tile's own floor estimate.
+MIN_TILE_FLOOR_SAMPLES = 30
+#: A tile whose noise SD exceeds the broad trend by this factor is taken as misfit.
+HOT_TILE = 1.2
+#: Gaussian smoothing of the tile estimates, in tiles.
+MAP_SMOOTHING_TILES = 0.5
+#: The noise map is used only when it spans more than this ratio (95th / 5th percentile in
+#: tissue); below it, one pooled sigma is more precise than the map.
+MAP_SPREAD_TO_USE = 1.2
+
+
+@dataclass(frozen=True)
+class EchoTrainNoise:
+    """Noise estimated from fit residuals across echoes.
+
+    sigma : float, pooled noise SD per real channel (signal units); median of the map if any.
+    sigma_map : (n_voxels,) float32 noise SD per voxel, or None where the noise is uniform.
+    n_voxels : number of voxel pairs whose residuals were pooled.
+    coils : effective coil count L (floor E[M^2] = 2 L sigma^2).
+    coils_source : "given", "floor samples" (echoes at the floor), "decay shape" (decays
+        approaching the floor) or "assumed" (1: nothing in the image reaches the floor).
+    n_floor : number of pure-floor samples.
+    """
+
+    sigma: float
+    sigma_map: np.ndarray | None
+    n_voxels: int
+    coils: float = 1.0
+    coils_source: str = "assumed"
+    n_floor: int = 0
+
+    def sigma_range(self) -> tuple[float, float]:
+        """5th and 95th percentile of the noise map (sigma twice without a map)."""
+        if self.sigma_map is None:
+            return (self.sigma, self.sigma)
+        lo, hi = np.percentile(self.sigma_map, [5, 95])
+        return (float(lo), float(hi))
+
+
+def _leading_echoes(y, threshold):
+    """Number of leading echoes at or above `threshold` (scalar or (n,)) per voxel."""
+    return np.cumprod(y >= threshold, axis=0).sum(0)
+
+
+def _decay_residuals(y, t, w):
+    """Residuals (n_echoes, n) of a mono-exponential fit of the echoes where w is 1, and the fit."""
+    r2, ln_s0 = estimators.weighted_loglinear(y, t, w * y * y)
+    fitted = estimators._monoexp_gn(y, t, w, r2, np.exp(ln_s0), max_iter=1)
+    predicted = fitted["s0"] * np.exp(-np.outer(t, fitted["r2star"]))
+    return (y - predicted) * w, predicted
+
+
+def paired_residual_variances(ya, yb, t, n_keep, coils=1.0, sigma=None):
+    """Noise variance from the decay residuals of neighbouring voxel pairs.
+
+    ya, yb : (n_echoes, n) magnitudes of n voxel pairs (spatial neighbours); t : (n_echoes,) s;
+    n_keep : (n,) leading echoes to use, chosen on a *third* neighbour so that the choice does
+    not truncate the noise of the echoes used (choosing on their own values would keep only
+    the echoes whose noise lifted them above the threshold).
+    Both voxels of a pair are fitted on the same leading echoes. Model misfit (fat
+    oscillation, a second T2* component) is nearly the same in neighbours and cancels in the
+    difference of their residuals, while noise adds: E|r_a - r_b|^2 = 2 sigma^2 (n - 2).
+    Returns (variance, dof, keep): variance (n_kept,) in signal units squared, corrected for the
+    small variance deficit of noncentral-chi magnitude when ``sigma`` is given; dof (n_kept,)
+    of the chi-square the variance follows (sigma^2 chi^2_dof / dof); keep (n,) bool, the pairs used.
+    """
+    keep = n_keep >= MIN_ECHOES_FOR_RESIDUALS
+    ya, yb, n_keep = ya[:, keep], yb[:, keep], n_keep[keep]
+    if sigma is not None and np.ndim(sigma):
+        sigma = np.asarray(sigma)[keep]
+    w = (np.arange(ya.shape[0])[:, None] < n_keep[None, :]).astype(np.float64)
+    resid_a, pred_a = _decay_residuals(ya, t, w)
+    resid_b, pred_b = _decay_residuals(yb, t, w)
+    diff = resid_a - resid_b
+    # with nearly equal fits the difference is 2 sigma^2 chi^2 with n - 2 degrees of freedom
+    dof = n_keep - 2
+    variance = np.einsum("ij,ij->j", diff, diff) / (2.0 * dof)
+    if sigma is not None:
+        # Var(M) ~ sigma^2 (1 - (2L - 1) sigma^2 / (2 A^2)) for noncentral chi at high SNR: the
+        # 2L - 1 noise components orthogonal to the signal shrink the magnitude's spread.
+        inv_a2 = 0.5 / np.maximum(pred_a, 1e-12) ** 2 + 0.5 / np.maximum(pred_b, 1e-12) ** 2
+        deficit = (2.0 * coils - 1.0) * sigma * sigma / 2.0 * inv_a2
+        variance = variance / np.maximum(1.0 - (deficit * w).sum(0) / n_keep, 0.5)
+    amplitude2 = 0.5 * ((pred_a * pred_a + pred_b * pred_b) * w).sum(0) / n_keep
+    good = np.isfinite(variance) & (variance > 0) & np.isfinite(amplitude2)
+    keep_idx = np.flatnonzero(keep)
+    keep[keep_idx[~good]] = False
+    return variance[good], dof[good], keep, amplitude2[good]
+
+
+#: Amplitude strata for separating noise from misfit that grows with the signal.
+AMPLITUDE_STRATA = 6
+#: Misfit is separated only when the quietest amplitude stratum lies below this share of the
+#: pooled variance (pure noise: all strata agree to within their few per cent of sampling error).
+MISFIT_DROP = 0.8
+
+
+def _strata(log_var, dofs, amplitude):
+    """Median amplitude and robust variance (shape-fitted mode) in amplitude strata."""
+    edges = np.quantile(amplitude, np.linspace(0.0, 1.0, AMPLITUDE_STRATA + 1))
+    stratum = np.clip(np.searchsorted(edges, amplitude, side="right") - 1, 0, AMPLITUDE_STRATA - 1)
+    a, v = [], []
+    for k in range(AMPLITUDE_STRATA):
+        sel = stratum == k
+        if np.count_nonzero(sel) >= 300:
+            a.append(float(np.median(amplitude[sel])))
+            v.append(float(np.exp(pooled_log_mode(log_var[sel], dofs[sel]))))
+    return np.asarray(a), np.asarray(v)
+
+
+def _quietest_stratum(log_var, dofs, amplitude) -> float:
+    """Robust variance of the quietest amplitude stratum over that of all (1 without misfit)."""
+    _, v = _strata(log_var, dofs, amplitude)
+    if v.size < 3:
+        return 1.0
+    return float(v.min() / np.exp(pooled_log_mode(log_var, dofs)))
+
+
+def separate_misfit(variance, dofs, amplitude2, groups=None):
+    """Noise variance sigma^2 and a misfit coefficient c^2 from variance = sigma^2 + c^2 A^2.
+
+    variance, dofs : per-pair residual variances and their degrees of freedom; amplitude2 :
+    mean squared signal over the echoes used; groups : optional tile id per pair. Real tissue is
+    never exactly mono-exponential (partial volume, several compartments, flow): the relative
+    misfit is roughly constant, so its variance grows with A^2 while the noise does not. The
+    robust variance (shape-fitted mode) is found in amplitude strata and a line through them
+    gives sigma^2 at A = 0. With tiles, the amplitude dependence is tested *within* tiles, so
+    that noise varying in space (parallel imaging) is not taken for misfit.
+    Returns (sigma2, c2); c2 is 0 when the misfit is negligible (pure-noise residuals).
+    """
+    log_var = np.log(variance)
+    overall = float(np.exp(pooled_log_mode(log_var, dofs)))
+    if variance.size < AMPLITUDE_STRATA * 300:
+        return overall, 0.0
+    if groups is not None:
+        n_groups = int(groups.max()) + 1
+        log_a = np.log(amplitude2)
+        rel_v = log_var - _group_median(groups, log_var, n_groups)[0][groups]
+        rel_a = log_a - _group_median(groups, log_a, n_groups)[0][groups]
+        if _quietest_stratum(rel_v, dofs, rel_a) >= MISFIT_DROP:
+            return overall, 0.0
+    a, v = _strata(log_var, dofs, amplitude2)
+    if a.size < 3 or v.min() >= MISFIT_DROP * overall:
+        return overall, 0.0
+    # The quietest (lowest-amplitude) strata lie well below the pooled value: misfit that grows
+    # with the signal dominates the bright voxels. Extrapolate the line through the strata to
+    # A = 0, but never below half of the quietest stratum (a line through noisy strata can
+    # overshoot), nor above it.
+    weight = 1.0 / (v * v)
+    design = np.stack([np.ones_like(a), a], axis=1)
+    s2, c2 = np.linalg.lstsq(design * np.sqrt(weight)[:, None], v * np.sqrt(weight), rcond=None)[0]
+    s2 = float(np.clip(s2, 0.5 * v.min(), v.min()))
+    c2 = float(max(c2, 0.0))
+    return s2, c2
+
+
+def neighbour_triples(candidates, spatial, limit: int = MAX_SAMPLED_VOXELS):
+    """Flat indices (c, a, b) of at most `limit` runs of three candidate voxels along the last axis."""
+    n_last = spatial[-1] if spatial else candidates.size
+    ok = candidates[:-2] & candidates[1:-1] & candidates[2:]
+    c = np.flatnonzero(ok)
+    c = c[(c % n_last) < n_last - 2]  # all three in the same row
+    if c.size > limit:
+        c = c[np.linspace(0, c.size - 1, limit).astype(np.intp)]
+    return c, c + 1, c + 2
+
+
+_BIN = 0.02
+
+
+def log_chi2_density(x, dofs) -> np.ndarray:
+    """Density of log(chi^2_d / d) at x for the mixture of the given dofs (peak at x = 0)."""
+    d_values, counts = np.unique(np.asarray(dofs), return_counts=True)
+    grid, table = _log_chi2_table(tuple(int(d) for d in d_values), tuple(int(c) for c in counts))
+    return np.interp(np.asarray(x, dtype=np.float64), grid, table, left=0.0, right=0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _log_chi2_table(d_values, counts):
+    grid = np.arange(-8.0, 3.0, 0.002)
+    w = np.exp(grid)
+    table = np.zeros_like(grid)
+    for d, c in zip(d_values, counts):
+        table += c * stats.chi2.pdf(d * w, d) * d * w
+    return grid, table / sum(counts)
+
+
+def pooled_log_mode(log_variance, dofs) -> float:
+    """log sigma^2 from per-voxel log variances that follow log(sigma^2 chi^2_d / d) plus misfit.
+
+    Misfit only inflates variances, so the shift of the exact log-chi^2 shape is fitted to the
+    histogram on the left flank and the peak only (from 2.5 spreads below the peak to half a
+    spread above), where misfit hardly reaches. Precise to a fraction of a per cent with a few
+    thousand voxels and unmoved by an inflated right tail.
+    """
+    lv = np.asarray(log_variance, dtype=np.float64)
+    dofs = np.asarray(dofs)
+    spread = float(np.sqrt(2.0 / max(np.median(dofs), 1)))
+    centre = float(np.median(lv))
+    edges = np.arange(centre - 3.0 * spread - 2.0, centre + 2.0 * spread + _BIN, _BIN)
+    hist, edges = np.histogram(lv, bins=edges)
+    x = 0.5 * (edges[1:] + edges[:-1])
+    # coarse peak of the smoothed histogram, then the shape fit around it
+    smooth = ndimage.gaussian_filter1d(hist.astype(np.float64), max(spread / 4.0 / _BIN, 1.0))
+    coarse = float(x[int(np.argmax(smooth))])
+    shifts = coarse + np.linspace(-0.3 * spread, 0.3 * spread, 41)
+    offsets = x[None, :] - shifts[:, None]
+    window = (offsets >= -2.5 * spread) & (offsets <= 0.5 * spread)
+    model = log_chi2_density(offsets.ravel(), dofs).reshape(offsets.shape) * window
+    data = hist[None, :] * window
+    # Poisson-weighted least squares with the best amplitude for each shift
+    weight = 1.0 / np.maximum(model * (data.sum(1, keepdims=True) / np.maximum(model.sum(1, keepdims=True), 1e-300)), 1.0)
+    amplitude = (weight * model * data).sum(1) / np.maximum((weight * model * model).sum(1), 1e-300)
+    sse = (weight * (data - amplitude[:, None] * model) ** 2).sum(1)
+    k = int(np.argmin(sse))
+    if 0 < k < sse.size - 1:
+        a, b, c = sse[k - 1], sse[k], sse[k + 1]
+        denom = a - 2 * b + c
+        step = 0.5 * (a - c) / denom if denom > 0 else 0.0
+        return float(shifts[k] + step * (shifts[1] - shifts[0]))
+    return float(shifts[k])
+
+
+def _tile_shape(spatial, n_samples) -> tuple[int, ...]:
+    """Tile edges (voxels per axis) so that a tile holds about VOXELS_PER_TILE samples."""
+    n_vox = int(np.prod(spatial))
+    per_tile = n_vox * VOXELS_PER_TILE / max(n_samples, 1)
+    slices = [min(n, TILE_SLICES) for n in spatial[:-2]]
+    edge = int(np.clip(round(np.sqrt(per_tile / max(np.prod(slices), 1))), 8, max(spatial[-2:])))
+    return tuple(slices + [edge, edge])
+
+
+def tile_ids(index, spatial):
+    """(tile id per sample, tile grid shape, tile edges) for noise-map tiles, or None (too few)."""
+    if len(spatial) < 2:
+        return None
+    tile = _tile_shape(spatial, index.size)
+    grid_shape = tuple(-(-n // s) for n, s in zip(spatial, tile))
+    if int(np.prod(grid_shape)) < 4:
+        return None
+    coords = np.unravel_index(index, spatial)
+    return np.ravel_multi_index(tuple(c // s for c, s in zip(coords, tile)), grid_shape), grid_shape, tile
+
+
+def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=1.0):
+    """Smooth noise SD map (flat, n_voxels) and the coil count used, or (None, coils).
+
+    index, log_variance, dofs : voxels with residual variances (log, misfit removed) and their
+    degrees of freedom. floor : optional (flat voxel index, magnitude) of pure-floor samples.
+    The residual variances are pooled in tiles (median after trimming misfit outliers,
+    corrected for the chi^2 median). Where the signal is too weak for residuals (the centre of a
+    parallel-imaging image, a dark iron-loaded liver) the floor samples carry the local noise:
+    E[M^2] = 2 L sigma^2 with the given coil count L. Tiles with floor samples take the floor's
+    sigma (so that the floor level 2 L sigma^2 is exact there), the others the residuals'; the
+    tiles are lightly smoothed and interpolated back to the voxel grid.
+    """
+    tiles = tile_ids(index, spatial)
+    if tiles is None:
+        return None, coils
+    tile_id, grid_shape, tile = tiles
+    n_tiles = int(np.prod(grid_shape))
+    d_values, d_index = np.unique(dofs, return_inverse=True)
+    normalised = log_variance - np.log(stats.chi2.median(d_values) / d_values)[d_index]
+    # two passes: tile medians, then again without voxels far above their tile's median (misfit)
+    spread = np.sqrt(2.0 / np.maximum(dofs, 1)) * 3.0
+    keep = np.ones(index.size, bool)
+    for _ in range(2):
+        med, count = _group_median(tile_id[keep], normalised[keep], n_tiles)
+        fallback = np.where(np.isfinite(med), med, log_sigma2)
+        keep = normalised <= fallback[tile_id] + spread
+    med, count = _group_median(tile_id[keep], normalised[keep], n_tiles)
+    res_ok = np.isfinite(med) & (count >= 30)
+    info_res = np.where(res_ok, count * np.median(dofs) / 2.0, 0.0)
+    values = np.where(res_ok, np.nan_to_num(med), 0.0)
+    info = info_res.copy()
+    if floor is not None and floor[0].size:
+        f_tile = np.ravel_multi_index(tuple(c // s for c, s in zip(np.unravel_index(floor[0], spatial), tile)),
+                                      grid_shape)
+        f_count = np.bincount(f_tile, minlength=n_tiles)
+        f_m2 = np.bincount(f_tile, weights=floor[1].astype(np.float64) ** 2, minlength=n_tiles)
+        f_ok = f_count >= MIN_TILE_FLOOR_SAMPLES
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_m2 = np.log(f_m2 / np.maximum(f_count, 1))
+        # where the floor is sampled it gives the level 2 L sigma^2 exactly, whatever L is, which
+        # is what the noise-floor models need; elsewhere the residuals give sigma
+        values = np.where(f_ok, log_m2 - np.log(2.0 * coils), values)
+        info = np.where(f_ok, f_count * coils, info_res)
+    weight = info.reshape(grid_shape)
+    values = values.reshape(grid_shape)
+    if weight.sum() == 0:
+        return None, coils
+    # g-factor maps vary over large distances; a tile far above the broad trend is misfit
+    # (partial volume at an organ's edge, fat in marrow), not noise: it takes the trend
+    trend_w = ndimage.gaussian_filter(weight, 2.0, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        trend = ndimage.gaussian_filter(values * weight, 2.0, mode="nearest") / trend_w
+    hot = (weight > 0) & np.isfinite(trend) & (values > trend + 2.0 * np.log(HOT_TILE))
+    values = np.where(hot, trend, values)
+    # light smoothing across tiles: enough to fill empty tiles and steady sparse ones, little
+    # enough to follow a g-factor map that rises two-fold over a few tiles
+    smoothed_w = ndimage.gaussian_filter(weight, MAP_SMOOTHING_TILES, mode="nearest")
+    smoothed_v = ndimage.gaussian_filter(values * weight, MAP_SMOOTHING_TILES, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_s2 = np.where(smoothed_w > 1e-6 * weight.max(), smoothed_v / smoothed_w, np.nan)
+    if np.isnan(log_s2).any():  # tiles far from any estimate: the nearest estimate
+        nearest = ndimage.distance_transform_edt(np.isnan(log_s2), return_distances=False, return_indices=True)
+        log_s2 = log_s2[tuple(nearest)]
+    full = ndimage.zoom(log_s2, [float(s) for s in tile], order=1, mode="nearest", grid_mode=True)
+    full = full[tuple(slice(0, n) for n in spatial)]
+    if full.shape != tuple(spatial):  # zoom rounding: pad with the edge value
+        full = np.pad(full, [(0, n - m) for n, m in zip(spatial, full.shape)], mode="edge")
+    return np.exp(0.5 * full).astype(np.float32).reshape(-1), coils
+
+
+def _weighted_median(values, weights) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+    return float(np.asarray(values)[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def _group_median(groups, values, n_groups):
+    """Median of `values` per group id (NaN for empty groups) and the group sizes."""
+    order = np.lexsort((values, groups))
+    g, v = groups[order], values[order]
+    count = np.bincount(g, minlength=n_groups)
+    start = np.concatenate(([0], np.cumsum(count)[:-1]))
+    med = np.full(n_groups, np.nan)
+    has = count > 0
+    lo = start[has] + (count[has] - 1) // 2
+    hi = start[has] + count[has] // 2
+    med[has] = 0.5 * (v[lo] + v[hi])
+    return med, count
+
+
+def floor_samples(y, t, sigma, coils=1.0):
+    """Magnitudes that are pure noise (echoes decayed to the floor) and their voxel columns.
+
+    y : (n_echoes, n) magnitudes; t : (n_echoes,) s; sigma : noise SD (scalar or (n,)).
+    Returns (samples, columns): the magnitudes and, for each, its column in y.
+    They are the later echoes of fast-decaying voxels whose decay, fitted on their leading
+    echoes well above the floor, predicts an amplitude below 0.1 sigma there (iron-loaded
+    tissue, lung edges). They are chosen on *other* echoes than the ones returned, so the choice
+    does not bias their moments (noise in different echoes is independent). Voxels that are
+    merely dark in their first echoes are not taken: with many coils a faint tissue signal
+    cannot be told from the floor by two samples (background air is judged as a whole, in
+    noise_source).
+    Exact zeros (scanner masking) are left out.
+    """
+    if y.shape[0] < 3:
+        return np.empty(0), np.empty(0, np.intp)
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
+    columns = np.broadcast_to(np.arange(y.shape[1]), y.shape)
+    mean = np.sqrt(2.0 * coils) * sigma
+    parts, cols = [], []
+    n_lead = np.cumprod(y >= mean + 5.0 * sigma, axis=0).sum(0)
+    fast = (n_lead >= 1) & (n_lead <= y.shape[0] - 3) & (y[1] > 0)
+    if fast.any():
+        # the decay from the leading echoes (at least two: a dark liver may have one echo
+        # above the floor); echoes from the one after the echo that ended the run are free
+        yf, nf = y[:, fast], n_lead[fast]
+        n_fit = np.maximum(nf, 2)
+        lead = np.arange(y.shape[0])[:, None] < n_fit[None, :]
+        r2, ln_s0 = estimators.weighted_loglinear(yf, t, np.where(lead, yf * yf, 0.0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            predicted = np.exp(ln_s0 - np.outer(t, r2))
+            late = np.arange(y.shape[0])[:, None] >= np.maximum(nf + 1, n_fit)[None, :]
+            pure = late & (predicted < 0.1 * sigma[fast]) & np.isfinite(predicted) & (r2 > 0)
+        parts.append(yf[pure])
+        cols.append(columns[:, fast][pure])
+    if not parts:
+        return np.empty(0), np.empty(0, np.intp)
+    samples = np.concatenate(parts)
+    cols = np.concatenate(cols)
+    ok = np.isfinite(samples) & (samples > 0)
+    return samples[ok], cols[ok]
+
+
+def floor_level(y, t, sigma, coils=1.0):
+    """(mean of M^2 / (2 sigma^2) over pure-floor samples, their number): the effective L.
+
+    sigma : scalar or (n,) local noise SD of the voxels of y.
+    """
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
+    samples, cols = floor_samples(y, t, sigma, coils)
+    if samples.size == 0:
+        return None, 0
+    return float(np.mean(samples * samples / (2.0 * sigma[cols] ** 2))), int(samples.size)
+
+
+#: Coil counts tried when the floor level has to be inferred from the decay curves.
+COIL_GRID = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+
+
+def coils_from_decay(y, t, sigma, max_voxels: int = 4000):
+    """Effective coil count from decays that approach the floor, when no pure-floor samples exist.
+
+    y : (n_echoes, n) magnitudes; sigma : scalar or (n,). Voxels whose first echoes stand well
+    above the floor and whose last echo is below 10 sigma carry the floor level 2 L sigma^2 in
+    the shape of their squared signal (E[S^2] = A^2 + 2 L sigma^2). L is the value on COIL_GRID
+    (refined between neighbours) that gives the best Gaussian likelihood of S^2 with
+    Var(S^2) = 4 sigma^2 (A^2 + L sigma^2) over those voxels. None when fewer than 300 such voxels.
+    """
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
+    use = (y[0] > 20.0 * sigma) & (y[-1] < 10.0 * sigma) & (y[-1] > 0)
+    idx = np.flatnonzero(use)
+    if idx.size < 300:
+        return None
+    idx = idx[np.linspace(0, idx.size - 1, min(idx.size, max_voxels)).astype(np.intp)]
+    yn = y[:, idx] / sigma[idx]  # in units of the local noise SD
+    y2 = yn * yn
+    cost = []
+    for L in COIL_GRID:
+        bf = estimators.noise_corrected(yn, t, 1.0, L)
+        a = np.nan_to_num(bf.s0 * np.exp(-np.outer(t, bf.r2star)), nan=0.0, posinf=0.0)
+        # the exact noncentral-chi likelihood at the fit for this L (plus the L-dependent
+        # normalising terms that the estimators leave out)
+        loglik = estimators._nc_chi_loglik(yn, a, 1.0, L).sum()
+        loglik += float(np.sum(L * np.log(yn)))  # M^L term of the density
+        cost.append(-loglik)
+    cost = np.asarray(cost)
+    k = int(np.argmin(cost))
+    if 0 < k < cost.size - 1:
+        x = np.log(COIL_GRID[k - 1:k + 2])
+        c = cost[k - 1:k + 2]
+        coef = np.polyfit(x, c, 2)
+        if coef[0] > 0:
+            return float(np.exp(np.clip(-coef[1] / (2 * coef[0]), x[0], x[2])))
+    return float(COIL_GRID[k])
+
+
+def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
+    """Paired residual variances of the echoes well above the floor (chosen on the guide voxel).
+
+    The level keeps the noncentral-chi variance deficit (2L - 1) sigma^2 / (2 A^2) within a
+    few per cent, so that its first-order correction is accurate for any coil count.
+    """
+    snr = max(SNR_FOR_RESIDUALS, float(np.sqrt(10.0 * (2.0 * coils - 1.0))))
+    n_keep = _leading_echoes(yc, (snr + np.sqrt(2.0 * coils)) * np.asarray(sigma_guide))
+    sigma_pair = np.asarray(sigma_pair)
+    if sigma_pair.ndim:
+        sigma_pair = sigma_pair  # per pair; paired_residual_variances subsets it with the pairs
+    return paired_residual_variances(ya, yb, t, n_keep, coils=coils, sigma=sigma_pair)
+
+
+def coils_from_floor_ratio(samples, groups=None) -> float | None:
+    """Effective coil count from the shape of pure-floor samples, whatever their noise level.
+
+    The moment ratio E[M]^2 / E[M^2] of a central chi depends on L alone, so within a group of
+    samples that share one sigma (a tile) it gives L without knowing sigma; the groups' relative
+    variances Var(M) / E[M^2] = 1 - ratio are pooled by their sizes. None with too few samples.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size < MIN_FLOOR_SAMPLES:
+        return None
+    g = np.zeros(x.size, np.intp) if groups is None else np.unique(groups, return_inverse=True)[1]
+    n = np.bincount(g)
+    m1 = np.bincount(g, weights=x) / np.maximum(n, 1)
+    m2 = np.bincount(g, weights=x * x) / np.maximum(n, 1)
+    ok = n >= MIN_TILE_FLOOR_SAMPLES
+    if not ok.any():
+        return None
+    relative_var = np.sum(n[ok] * (m2[ok] - m1[ok] ** 2) / m2[ok]) / np.sum(n[ok])
+    from .noise import effective_coils_from_ratio
+
+    return effective_coils_from_ratio(1.0 - relative_var)
+
+
+def _floor_coils(y, t, sigma, default, columns_to_group=None):
+    """L from the shape of the pure-floor samples (which samples are at the floor depends on L
+    itself, so the choice is repeated until L settles)."""
+    L = default
+    for _ in range(4):
+        samples, cols = floor_samples(y, t, sigma, L)
+        groups = None if columns_to_group is None else columns_to_group[cols]
+        new = coils_from_floor_ratio(samples, groups)
+        if new is None:
+            return L
+        previous, L = L, new
+        if abs(L / previous - 1.0) < 0.02:
+            break
+    return L
+
+
+def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None) -> EchoTrainNoise | None:
+    """sigma (and a noise map where it varies) from the residuals of the echo decay.
+
+    signal2d : (n_echoes, n_voxels) magnitudes; t : (n_echoes,) echo times in s;
+    candidates : (n_voxels,) bool, voxels that may hold tissue (finite, non-negative).
+    spatial : the spatial shape (neighbours and the noise map). coils : effective coil count
+    if known. Returns None when fewer than 200 voxel pairs have three echoes clearly above the
+    floor.
+    """
+    if signal2d.shape[0] < MIN_ECHOES_FOR_RESIDUALS:
+        return None
+    spatial = tuple(spatial) if spatial is not None else (signal2d.shape[1],)
+    guide, index, partner = neighbour_triples(np.asarray(candidates, bool), spatial)
+    if index.size < 200:
+        return None
+    yc = signal2d[:, guide].astype(np.float64)
+    ya = signal2d[:, index].astype(np.float64)
+    yb = signal2d[:, partner].astype(np.float64)
+    # First pass without a noise level: the brighter half of the pairs, echoes that have lost
+    # less than 70 % of the first echo, are far above the floor in any usable scan.
+    bright = yc[0] >= np.median(yc[0][yc[0] > 0]) if np.any(yc[0] > 0) else yc[0] > 0
+    n_keep = _leading_echoes(yc[:, bright], 0.3 * yc[0, bright])
+    var, dofs, keep, amp2 = paired_residual_variances(ya[:, bright], yb[:, bright], t, n_keep)
+    if var.size < 200:
+        return None
+    sigma = float(np.sqrt(separate_misfit(var, dofs, amp2)[0]))
+    # With an unknown coil count the floor samples cannot be read yet (their level is 2 L sigma^2
+    # with a sigma that may vary in space), so the first passes assume L = 1; the map below
+    # calibrates L tile by tile and the residuals are then taken again.
+    L = float(coils) if coils is not None else 1.0
+    all_tiles = tile_ids(index, spatial)
+    pair_tile = None if all_tiles is None else all_tiles[0]
+    for _ in range(4):
+        # refine on every pair with echoes well above the floor, until sigma settles (1 %)
+        var, dofs, keep, amp2 = _refine(yc, ya, yb, t, sigma, sigma, L)
+        if var.size < 200:
+            return None
+        sigma2, misfit = separate_misfit(var, dofs, amp2, None if pair_tile is None else pair_tile[keep])
+        previous, sigma = sigma, float(np.sqrt(sigma2))
+        previous_L = L
+        if coils is None:
+            L = _floor_coils(ya, t, sigma, L, pair_tile)
+        if abs(sigma / previous - 1.0) < 0.01 and abs(L / previous_L - 1.0) < 0.02:
+            break
+    sigma_map = None
+    local_guide, local = sigma, sigma
+    for round_ in range(2 if len(spatial) >= 2 else 0):
+        # the map: residual variances (amplitude-proportional misfit removed) where the signal
+        # is strong, floor samples where it has decayed to the floor
+        log_var = np.log(np.maximum(var - misfit * amp2, 0.05 * sigma2))
+        f_samples, f_cols = floor_samples(ya, t, local, L)
+        full, _ = noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
+                                (index[f_cols], f_samples), L)
+        if full is None:
+            break
+        lo, hi = np.percentile(full[index], [5, 95])
+        if hi / lo <= MAP_SPREAD_TO_USE and round_ == 0:
+            break
+        sigma_map, sigma = full, float(np.median(full[index]))
+        if round_ == 0:
+            # once more with each voxel's own noise level and the calibrated L in the echo
+            # choice and the variance-deficit correction, which sharpens the calibration
+            local_guide, local = full[guide].astype(np.float64), full[index].astype(np.float64)
+            if coils is None:
+                L = _floor_coils(ya, t, local, L, pair_tile)
+            var, dofs, keep, amp2 = _refine(yc, ya, yb, t, local_guide, local, L)
+            if var.size < 200:
+                return None
+            sigma2, misfit = separate_misfit(var, dofs, amp2, None if pair_tile is None else pair_tile[keep])
+    if sigma_map is not None:
+        lo, hi = np.percentile(sigma_map[index], [5, 95])
+        if hi / lo <= MAP_SPREAD_TO_USE:
+            sigma_map = None
+            sigma = float(np.sqrt(sigma2))
+    local = sigma if sigma_map is None else sigma_map[index].astype(np.float64)
+    if coils is not None:
+        L, how, n_floor = float(coils), "given", 0
+    elif sigma_map is not None:
+        how, n_floor = "shape of the floor samples (moment ratio)", 0
+    else:
+        level, n_floor = floor_level(ya, t, local, L)
+        if n_floor >= MIN_FLOOR_SAMPLES:
+            L, how = max(level, 1.0), "floor samples"
+        else:
+            from_decay = coils_from_decay(ya, t, local)
+            L, how = (from_decay, "decay shape") if from_decay is not None else (1.0, "assumed")
+    return EchoTrainNoise(sigma=sigma, sigma_map=sigma_map, n_voxels=int(var.size), coils=float(L),
+                          coils_source=how, n_floor=n_floor)

@@ -1,0 +1,264 @@
+"""Complex (real/imaginary) fat-water fit of a chunk of voxels, voxel by voxel::
+
+    S(t) = (W + F c(t)) exp(-R2* t) exp(i (2 pi psi t + phi))
+
+with W, F real and non-negative, a common initial phase phi and field map psi (Hz).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..fatmodel import fat_phasor, get_spectrum
+from .checks import R2STAR_MAX, _check_echo_times_s, _require_field_strength
+from .likelihood import _Gaussian
+from .magnitude import _COMPACT, _LAMBDA0, _XTOL, _MagnitudeModel, _lm_magnitude, _loglinear_start
+
+_COMPLEX_BLOCK = 4096  # voxels per complex fit block
+
+# ---------------------------------------------------------------------------------------------
+# Complex fit
+
+def _complex_model(t, c, w, f, r, psi, phi, theta=None, even=None):
+    """S = (W + F c) exp(-R t) exp(i (2 pi psi t + phi + theta e)); t in ms, R 1/ms, psi kHz.
+
+    ``even`` [E, 1] is 1 on the echoes read with the second gradient polarity of a bipolar
+    readout (2nd, 4th, ...), 0 elsewhere; ``theta`` their extra phase (rad), or None.
+    """
+    angle = 2 * np.pi * t * psi + phi
+    if theta is not None:
+        angle = angle + even * theta
+    b = np.exp(-t * r + 1j * angle)
+    return b, (w + c * f) * b
+
+
+def _complex_start(z, t, c, w, f, r):
+    """Field map and phase from the data given magnitude-fit W, F, R."""
+    _, m = _complex_model(t, c, w, f, r, 0.0, 0.0)
+    p = z * np.conj(m)
+    dt = np.diff(t[:, 0])
+    lag = (p[1:] * np.conj(p[:-1]))
+    # Uniformly spaced echoes give psi modulo 1/dTE; use the mean spacing.
+    psi = np.angle(lag.sum(0)) / (2 * np.pi * dt.mean())
+    phi = np.angle((p * np.exp(-2j * np.pi * t * psi)).sum(0))
+    return psi, phi
+
+
+def _lm_complex(z, t, c, p, max_iter, even=None, water_only=False):
+    """Projected Levenberg-Marquardt for (W, F, R, psi, phi[, theta]) [5 or 6, n] on z [E, n].
+
+    t [E, 1] ms, c [E, 1] fat phasor; ``even`` [E, 1] (see ``_complex_model``) adds the odd/even
+    echo phase theta as a sixth parameter; ``water_only`` holds F at its start (0). W, F >= 0 and 0 <= R <= R2STAR_MAX: a parameter on
+    its bound whose descent direction points outside is frozen for the step. Finished voxels
+    are dropped from the working set. Returns (p, cost [n] = 0.5 * residual energy,
+    converged [n] bool).
+    """
+    n = z.shape[1]
+    p = p.copy()
+    cost_out = np.empty(n)
+    conv_out = np.zeros(n, dtype=bool)
+    idx = np.arange(n)
+    lam = np.full(n, _LAMBDA0)
+    r_max = R2STAR_MAX * 1e-3
+    n_par = p.shape[0]
+    eye = np.eye(n_par)
+
+    def evaluate(pp, zz):
+        b, m = _complex_model(t, c, *pp, even=even)
+        res = zz - m
+        return b, m, res, 0.5 * (res.real ** 2 + res.imag ** 2).sum(0)
+
+    za, pa = z, p
+    b, m, res, cost = evaluate(pa, za)
+    done = np.zeros(n, dtype=bool)
+    for _ in range(max_iter):
+        columns = [b, c * b, -t * m, 2j * np.pi * t * m, 1j * m]
+        if even is not None:
+            columns.append(1j * even * m)
+        j = np.stack(columns)  # [n_par, E, n]
+        h = np.einsum("aen,ben->nab", j.real, j.real) + np.einsum("aen,ben->nab", j.imag, j.imag)
+        g = np.einsum("aen,en->na", j.real, res.real) + np.einsum("aen,en->na", j.imag, res.imag)
+        frozen = np.zeros(g.shape, dtype=bool)
+        frozen[:, 0] = (pa[0] <= 0.0) & (g[:, 0] <= 0.0)
+        frozen[:, 1] = ((pa[1] <= 0.0) & (g[:, 1] <= 0.0)) | water_only
+        frozen[:, 2] = ((pa[2] <= 0.0) & (g[:, 2] <= 0.0)) | ((pa[2] >= r_max) & (g[:, 2] >= 0.0))
+        free = ~frozen
+        h = h * (free[:, :, None] & free[:, None, :]) + frozen[:, :, None] * eye
+        g = g * free
+        diag = np.einsum("naa->na", h)
+        hd = h + (lam[:, None] * diag)[:, :, None] * eye
+        bad = ~np.isfinite(hd).all((1, 2))
+        hd[bad] = eye
+        with np.errstate(invalid="ignore", over="ignore"):
+            bad |= ~(np.abs(np.linalg.det(hd)) > 1e-300)
+            hd[bad] = eye
+            d = np.linalg.solve(hd, g[:, :, None])[:, :, 0].T
+        ok = np.isfinite(d).all(0) & ~bad
+        d = np.where(ok, d, 0.0)
+        pn = pa + d
+        pn[0] = np.maximum(pn[0], 0.0)
+        pn[1] = np.maximum(pn[1], 0.0)
+        pn[2] = np.clip(pn[2], 0.0, r_max)
+        bn, mn, resn, costn = evaluate(pn, za)
+        acc = ok & (costn <= cost)
+        small = (np.abs(pn - pa) <= _XTOL * 1e-3 * (np.abs(pa) + 1e-6)).all(0)
+        flat = np.abs(cost - costn) <= 1e-12 * cost + 1e-30
+        done |= (acc & (small | flat)) | (~acc & (lam > 1e9))
+        pa = np.where(acc, pn, pa)
+        cost = np.where(acc, costn, cost)
+        b = np.where(acc, bn, b)
+        m = np.where(acc, mn, m)
+        res = np.where(acc, resn, res)
+        lam = np.where(acc, np.maximum(lam * 0.2, 1e-9), np.minimum(lam * 10.0, 1e12))
+        if done.all():
+            break
+        if done.mean() > _COMPACT:
+            p[:, idx[done]] = pa[:, done]
+            cost_out[idx[done]] = cost[done]
+            conv_out[idx[done]] = True
+            keep = ~done
+            idx = idx[keep]
+            pa, b, m, res, za = pa[:, keep], b[:, keep], m[:, keep], res[:, keep], za[:, keep]
+            cost, lam = cost[keep], lam[keep]
+            done = np.zeros(idx.size, dtype=bool)
+    p[:, idx] = pa
+    cost_out[idx] = cost
+    conv_out[idx] = done
+    return p, cost_out, conv_out
+
+
+def _phase_start(z, t, c, w, f, r, psi):
+    """Initial phase phi given W, F, R and the field map psi (kHz)."""
+    _, m = _complex_model(t, c, w, f, r, psi, 0.0)
+    return np.angle((z * np.conj(m)).sum(0))
+
+
+def echo_period_hz(te_s):
+    """1/dTE (Hz) for uniformly spaced echoes (the field map is known modulo it), else None."""
+    dt = np.diff(np.asarray(te_s, dtype=float))
+    if dt.size and np.allclose(dt, dt[0], rtol=1e-3):
+        return 1.0 / float(dt[0])
+    return None
+
+
+def field_distance_hz(a, b, period_hz):
+    """|a - b| in Hz, modulo ``period_hz`` when it is not None."""
+    d = np.asarray(a) - np.asarray(b)
+    if period_hz is not None:
+        d = (d + 0.5 * period_hz) % period_hz - 0.5 * period_hz
+    return np.abs(d)
+
+
+_OUT_KEYS = ("pdff", "r2star", "water", "fat", "s0", "fieldmap_hz", "phase", "rss", "start",
+             "odd_even_phase")
+
+
+def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwise=True,
+                               spectrum=None, max_iter=60, fieldmap_hz=None,
+                               odd_even_phase=False):
+    """Complex fat-water fit (W, F, R2*, field map, phase) of a chunk of voxels.
+
+    Parameters
+    ----------
+    z : complex array [n_echoes, n_voxels]
+    te_s : array [n_echoes], seconds
+    field_strength_t : float, tesla
+    precession_clockwise : bool
+        Toolbox convention; False conjugates the fat phasor (see fatmodel.fat_phasor).
+    fieldmap_hz : array [n_voxels], optional
+        A field map to start from (Hz), e.g. the spatially consistent one of
+        ``fieldmap.spatial_fieldmap``. Both magnitude starts are then started at it and the
+        solution that stays within a quarter of the main fat frequency of it is kept (the
+        lower residual if both do): the voxel cannot swap to its mirror solution.
+    odd_even_phase : bool
+        Also fit the extra phase theta (rad) of the even echoes (2nd, 4th, ...) of a bipolar
+        readout, per voxel (see ``bipolar.estimate_odd_even_phase``).
+
+    Without ``fieldmap_hz`` the magnitude fit (Gaussian) of |z| from both starts gives two
+    starting points (W, F, R2*); field map and phase start from the phase of the data against
+    that model. The better of the two complex fits (lower residual) is kept.
+
+    Returns
+    -------
+    dict of [n_voxels] arrays: ``pdff`` (percent), ``r2star`` (1/s), ``water``, ``fat``, ``s0``,
+    ``fieldmap_hz`` (Hz; modulo 1/dTE for uniform echoes), ``phase`` (rad), ``rss``,
+    ``converged`` (bool), ``start`` (0 started from the water-dominant, 1 from the
+    fat-dominant magnitude solution), ``odd_even_phase`` (rad; NaN unless fitted).
+    """
+    b0 = _require_field_strength(field_strength_t)
+    z = np.asarray(z)
+    if z.ndim != 2 or not np.iscomplexobj(z):
+        raise InputError("The complex chunk must be a 2-D complex array [echo, voxel].")
+    t_s = _check_echo_times_s(te_s, z.shape[0])
+    c = fat_phasor(t_s * 1e3, b0, precession_clockwise, spectrum)[:, None]
+    t = (t_s * 1e3)[:, None]
+    even = (np.arange(z.shape[0]) % 2 == 1).astype(np.float64)[:, None] if odd_even_phase else None
+    n = z.shape[1]
+    if fieldmap_hz is not None:
+        fieldmap_hz = np.broadcast_to(np.asarray(fieldmap_hz, dtype=np.float64), (n,))
+    period = echo_period_hz(t_s)
+    main_fat_hz = abs(get_spectrum(spectrum).frequencies_hz(b0)[
+        int(np.argmax(get_spectrum(spectrum).relative_amplitudes))])
+    out = {k: np.full(n, np.nan) for k in _OUT_KEYS}
+    out["converged"] = np.zeros(n, dtype=bool)
+    model = _MagnitudeModel(t[:, 0], c[:, 0])
+    for s0_ in range(0, n, _COMPLEX_BLOCK):
+        sl = slice(s0_, min(s0_ + _COMPLEX_BLOCK, n))
+        zb = z[:, sl].astype(np.complex128)
+        valid = np.isfinite(zb).all(0) & (np.abs(zb).max(0) > 0)
+        if fieldmap_hz is not None:
+            valid &= np.isfinite(fieldmap_hz[sl])
+        if not valid.any():
+            continue
+        zv = zb[:, valid]
+        scale = np.abs(zv).max(0)
+        zn = zv / scale
+        mag = np.abs(zn)
+        r0, s0 = _loglinear_start(mag, t[:, 0])
+        mcount = zn.shape[1]
+        starts = []
+        for water_first in (True, False):
+            w = s0.copy() if water_first else np.zeros(mcount)
+            f = np.zeros(mcount) if water_first else s0.copy()
+            r = r0.copy()
+            _lm_magnitude(mag, model, w, f, r, _Gaussian(), 50)
+            starts.append((w, f, r))
+        z2 = np.concatenate([zn, zn], axis=1)
+        w = np.concatenate([starts[0][0], starts[1][0]])
+        f = np.concatenate([starts[0][1], starts[1][1]])
+        r = np.concatenate([starts[0][2], starts[1][2]])
+        if fieldmap_hz is None:
+            psi, phi = _complex_start(z2, t, c, w, f, r)
+        else:
+            guide = fieldmap_hz[sl][valid]
+            psi = np.concatenate([guide, guide]) * 1e-3
+            phi = _phase_start(z2, t, c, w, f, r, psi)
+        rows = [w, f, r, psi, phi] + ([np.zeros(2 * mcount)] if odd_even_phase else [])
+        p, cost, conv = _lm_complex(z2, t, c, np.stack(rows), max_iter, even)
+        second = cost[mcount:] < cost[:mcount]
+        if fieldmap_hz is not None:
+            near = field_distance_hz(p[3] * 1e3, np.concatenate([guide, guide]),
+                                     period) <= 0.25 * main_fat_hz
+            near_w, near_f = near[:mcount], near[mcount:]
+            second = np.where(near_w & near_f, second, near_f & ~near_w)
+            neither = ~near_w & ~near_f
+            second[neither] = (cost[mcount:] < cost[:mcount])[neither]
+        pick = np.arange(mcount) + mcount * second
+        w, f, r, psi, phi = p[:5, pick]
+        total = w + f
+        idx = np.arange(sl.start, sl.stop)[valid]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["pdff"][idx] = np.where(total > 0, 100.0 * f / total, np.nan)
+        out["r2star"][idx] = r * 1e3
+        out["water"][idx] = w * scale
+        out["fat"][idx] = f * scale
+        out["s0"][idx] = total * scale
+        out["fieldmap_hz"][idx] = psi * 1e3
+        out["phase"][idx] = np.angle(np.exp(1j * phi))
+        out["rss"][idx] = 2.0 * cost[pick] * scale * scale
+        out["converged"][idx] = conv[pick]
+        out["start"][idx] = second.astype(np.float64)
+        if odd_even_phase:
+            out["odd_even_phase"][idx] = np.angle(np.exp(1j * p[5, pick]))
+    return out

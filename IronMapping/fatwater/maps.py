@@ -1,0 +1,389 @@
+"""Fat-water fit of whole arrays: the maps, their provenance, chunking and threads.
+
+With complex data the order is: odd/even echo phase of a bipolar readout removed
+(``bipolar``), a spatially consistent field map (``fieldmap``), the complex fit started from
+it (``complex_fit``); where the magnitude cannot tell the water- from the fat-dominant
+solution the complex fit's answer picks the magnitude solution.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import FitCancelled, InputError
+from ..fatmodel import fat_phasor, get_spectrum
+from .bipolar import check_readout, estimate_odd_even_phase, remove_odd_even_phase
+from .checks import (FAT_DOMINANT_EVIDENCE, _check_echo_times_s, _require_field_strength,
+                     method_description)
+from .complex_fit import _OUT_KEYS as _COMPLEX_KEYS, echo_period_hz, fit_fatwater_complex_chunk
+from .fieldmap import spatial_fieldmap
+from .magnitude import _OUTPUT_KEYS, _empty_result, fit_fatwater_chunk
+from .neighbourhood import choose_starts_by_neighbourhood
+
+LOW_FAT_PDFF = 10.0
+"""Voxels whose (unambiguous) magnitude PDFF is below this (percent) estimate the bipolar
+odd/even phase: in a single voxel fat and that phase trade off."""
+
+FEW_ECHOES = 4
+"""With this many echoes or fewer, ``start_selection="auto"`` pools the evidence over a
+neighbourhood: one voxel's magnitude decay barely separates the two solutions."""
+
+
+@dataclass
+class FatWaterFit:
+    """Fat-water fit of a multi-echo image; maps have the spatial shape, float32.
+
+    pdff (percent), r2star (1/s, fat-corrected), t2star (ms), water, fat, s0 (signal units),
+    start (uint8: 0 water-dominant start won, 1 fat-dominant, 255 not fitted), converged
+    (bool), rss (signal units^2), uncertainty (SD of R2*, 1/s), ambiguous (1 where the
+    magnitude data cannot tell the two solutions apart, 0 where they can, NaN not fitted).
+    ``complex_maps`` holds the complex fit (pdff, r2star, water, fat, s0, fieldmap_hz, phase,
+    rss, converged) when complex data were given, else None. ``readout`` is the readout the
+    complex fit assumed ("bipolar"/"monopolar", None without complex data), ``readout_source``
+    how it was decided, ``odd_even_phase`` the estimated bipolar phase (``bipolar.OddEvenPhase``
+    or None). ``warnings`` are sentences for the user.
+    """
+
+    pdff: np.ndarray
+    r2star: np.ndarray
+    t2star: np.ndarray
+    water: np.ndarray
+    fat: np.ndarray
+    s0: np.ndarray
+    start: np.ndarray
+    converged: np.ndarray
+    rss: np.ndarray
+    uncertainty: np.ndarray
+    echo_times_ms: tuple
+    field_strength_t: float
+    likelihood: str
+    noise_sigma: object
+    coils: float
+    spectrum: str
+    precession_clockwise: bool
+    start_selection: str
+    complex_maps: dict = field(default=None)
+    fat_evidence: float = FAT_DOMINANT_EVIDENCE
+    ambiguous: np.ndarray = field(default=None)
+    readout: str = None
+    readout_source: str = None
+    odd_even_phase: object = None
+    fieldmap_method: str = None
+    warnings: list = field(default_factory=list)
+
+    @property
+    def maps(self):
+        """The magnitude fit's extra maps under the names ``relaxometry.fit`` uses."""
+        return {"pdff": self.pdff, "water": self.water, "fat": self.fat,
+                "fat_water_start": np.where(self.start == 255, np.nan,
+                                            self.start).astype(np.float32),
+                "fat_water_ambiguous": self.ambiguous}
+
+    def provenance(self):
+        """JSON-able description of how the maps were made."""
+        from .. import __version__
+
+        return {
+            "method": "fat-water (multi-peak fat, single R2*, magnitude, two starts)",
+            "description": method_description(fat_evidence=self.fat_evidence),
+            "references": ["Triay Bagur et al. 2019, Magn Reson Med, PMID 30874334 (MAGO)",
+                           "Bray et al. 2023, Magn Reson Med, doi 10.1002/mrm.29493 (MAGORINO)"],
+            "fat_spectrum": self.spectrum,
+            "field_strength_t": self.field_strength_t,
+            "precession_clockwise": self.precession_clockwise,
+            "echo_times_ms": list(self.echo_times_ms),
+            "likelihood": self.likelihood,
+            "noise_sigma": (None if self.noise_sigma is None else float(np.mean(self.noise_sigma))),
+            "coils": self.coils,
+            "start_selection": self.start_selection,
+            "fat_dominant_evidence_nats": self.fat_evidence,
+            "fat_dominant_evidence_source": ("likelihood ratio 20, 'strong evidence' (Kass & "
+                                             "Raftery 1995); below it the water-dominant "
+                                             "solution is reported"),
+            "complex_fit": self.complex_maps is not None,
+            "readout": self.readout,
+            "readout_source": self.readout_source,
+            "odd_even_phase": (None if self.odd_even_phase is None
+                               else self.odd_even_phase.as_dict()),
+            "fieldmap": self.fieldmap_method,
+            "warnings": list(self.warnings),
+            "units": {"pdff": "percent", "r2star": "1/s", "t2star": "ms", "uncertainty": "1/s",
+                      "fieldmap_hz": "Hz"},
+            "software": f"IronMapping {__version__}",
+        }
+
+
+def _chunks(n, size):
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _run_chunks(work, slices, threads, progress, cancel):
+    """Run work(slice) over slices (in threads if > 1), reporting progress, honouring cancel."""
+    done = 0
+    if threads <= 1:
+        for sl in slices:
+            if cancel is not None and cancel():
+                raise FitCancelled("The fat-water fit was cancelled; no maps were produced.")
+            work(sl)
+            done += 1
+            if progress is not None:
+                progress(done / len(slices))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for i in range(0, len(slices), threads):
+            if cancel is not None and cancel():
+                raise FitCancelled("The fat-water fit was cancelled; no maps were produced.")
+            list(pool.map(work, slices[i:i + threads]))
+            done += len(slices[i:i + threads])
+            if progress is not None:
+                progress(done / len(slices))
+
+
+def _prepare_readout(z, mask, t_s, fat, low_fat, readout, notes):
+    """Remove the odd/even phase when the readout is (or is detected as) bipolar.
+
+    Returns (z, readout used, how it was decided, OddEvenPhase or None).
+    """
+    if readout == "monopolar":
+        return z, "monopolar", "given", None
+    if z.shape[0] < 4:
+        if readout == "bipolar":
+            notes.append(f"Bipolar readout given, but with {z.shape[0]} echoes the odd/even echo "
+                         "phase cannot be estimated; the complex fit is uncorrected and may swap "
+                         "fat and water. Rely on the magnitude fit.")
+            return z, "bipolar", "given (not corrected: fewer than 4 echoes)", None
+        return z, "monopolar", "assumed (fewer than 4 echoes to detect a bipolar readout)", None
+    estimate = estimate_odd_even_phase(z, mask, t_s, low_fat=low_fat, **fat)
+    if estimate is None:
+        if readout == "bipolar":
+            notes.append("Bipolar readout given, but too few bright voxels to estimate the "
+                         "odd/even echo phase; the complex fit is uncorrected.")
+        return z, readout if readout == "bipolar" else "monopolar", (
+            "given (not corrected: too few voxels)" if readout == "bipolar"
+            else "assumed (too few voxels to detect a bipolar readout)"), None
+    if readout == "bipolar":
+        return remove_odd_even_phase(z, estimate), "bipolar", "given", estimate
+    if estimate.detected:
+        notes.append("Bipolar readout detected from the data (" + estimate.describe()
+                     + "); the even echoes were corrected before the complex fit. Pass "
+                     "readout='monopolar' if the scan used a flyback (monopolar) readout.")
+        return remove_odd_even_phase(z, estimate), "bipolar", "detected from the data", estimate
+    return z, "monopolar", "detected from the data (no odd/even echo phase)", estimate
+
+
+def _complex_fit(z, mask, t_s, b0, precession_clockwise, spec, magnitude, slices, threads,
+                 progress, cancel, readout, notes):
+    """Readout correction, spatial field map and complex fit of the voxels of ``mask``."""
+    c = fat_phasor(t_s * 1e3, b0, precession_clockwise, spec)
+    low_fat = np.zeros(mask.shape, dtype=bool)
+    low_fat[mask] = magnitude["voxel_pdff"] < LOW_FAT_PDFF
+    fat = {"field_strength_t": b0, "precession_clockwise": precession_clockwise, "spectrum": spec}
+    z, used, source, estimate = _prepare_readout(z, mask, t_s, fat, low_fat, readout, notes)
+    zm = z[:, mask]
+    n = zm.shape[1]
+    magnitude_r2 = magnitude["r2star"]
+    r2 = np.where(np.isfinite(magnitude_r2), magnitude_r2,
+                  np.nanmedian(magnitude_r2) if np.isfinite(magnitude_r2).any() else 30.0)
+    period = echo_period_hz(t_s)
+    guide, info = spatial_fieldmap(zm, mask, t_s, c, r2, period, magnitude["voxel_pdff"])
+    method = (f"variable-projection candidates ({info['grid_points']} field maps over "
+              f"{info['grid_width_hz']:.0f} Hz) chosen multi-resolution for spatial consistency "
+              "(Hernando D et al. MRM 2008;59:571; Lu W & Hargreaves BA MRM 2008;60:236; "
+              "Yu H et al. MRM 2005;54:1032), candidates on the other side of 50 % PDFF from a "
+              "clear magnitude solution excluded (Yu H et al. MRM 2011;66:199)")
+    cout = {k: np.full(n, np.nan) for k in _COMPLEX_KEYS}
+    cout["converged"] = np.zeros(n, dtype=bool)
+
+    def cwork(sl):
+        res = fit_fatwater_complex_chunk(zm[:, sl], t_s, field_strength_t=b0,
+                                         precession_clockwise=precession_clockwise,
+                                         spectrum=spec, fieldmap_hz=guide[sl])
+        for key, value in res.items():
+            cout[key][sl] = value
+
+    _run_chunks(cwork, slices, threads, progress, cancel)
+    return cout, used, source, estimate, method
+
+
+def _resolve_by_complex(out, complex_pdff, voxel_pdff):
+    """Where the magnitude alone is ambiguous (in the voxel itself, ``voxel_pdff`` NaN), keep
+    the magnitude solution on the complex fit's side of 50 % PDFF; the flag is then cleared
+    (the phase decided)."""
+    undecided = np.isnan(voxel_pdff) & np.isfinite(out["pdff"]) & np.isfinite(complex_pdff)
+    fat_side = complex_pdff > 50.0
+    flip = undecided & (fat_side != (out["start"] == 1)) & np.isfinite(out["alt_pdff"])
+    for key in _OUTPUT_KEYS:
+        a, b = out[key], out["alt_" + key]
+        a_flip = a[flip].copy()
+        a[flip] = b[flip]
+        b[flip] = a_flip
+    out["fat_water_ambiguous"][undecided] = 0.0
+    return int(np.count_nonzero(flip))
+
+
+def _ambiguity_warning(ambiguous, n_echoes, has_complex):
+    fitted = np.isfinite(ambiguous)
+    share = float(np.mean(ambiguous[fitted] == 1)) if fitted.any() else 0.0
+    if share < 0.01:
+        return None
+    why = (f"with {n_echoes} echoes the magnitude decay has no spare data to separate them"
+           if n_echoes <= 3 else "the magnitude decay does not separate them (few echoes, "
+           "fast decay or low SNR)")
+    return (f"In {100 * share:.0f} % of the fitted voxels the magnitude data cannot tell "
+            f"water-dominant from fat-dominant tissue: {why}. There the water-dominant solution "
+            "is reported (PDFF read in the 0-50 % range; a fat-rich tissue above 50 % would read "
+            "as its mirror below 50 %, with a higher R2*), and maps['fat_water_ambiguous'] is 1. "
+            + ("" if has_complex else "Complex (phase) data or more echoes resolve it."))
+
+
+def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma=None,
+                 coils=None, complex_signal=None, precession_clockwise=True, spectrum=None,
+                 start_selection="auto", neighbourhood=3, chunk_size=32768, threads=1,
+                 progress=None, cancel=None, fat_evidence=FAT_DOMINANT_EVIDENCE,
+                 readout="auto"):
+    """Fat-water fit of whole arrays: PDFF, fat-corrected R2*, water and fat.
+
+    Parameters
+    ----------
+    signal : array [echo, ...spatial] magnitude, or None when ``complex_signal`` is given.
+    echo_times_ms : array [echo], ms
+    field_strength_t : float, tesla (required)
+    mask : bool array of the spatial shape, optional (default: voxels with finite, positive
+        signal).
+    noise_sigma : float, optional
+        Noise SD per real channel. Given: noncentral-chi likelihood; None: least squares.
+    coils : float, optional
+        Effective coil count for the noncentral chi (default 1, Rician).
+    complex_signal : complex array [echo, ...spatial], optional
+        Real/imaginary (or magnitude * exp(i phase)) data; adds a complex fit in
+        ``complex_maps`` (spatially consistent field map, see ``fieldmap``), and decides the
+        voxels where the magnitude alone is ambiguous.
+    readout : "auto", "bipolar" or "monopolar"
+        Readout of the complex data. "bipolar": the odd/even echo phase is estimated from the
+        data and removed before the complex fit; "monopolar": nothing is corrected; "auto"
+        (default): estimated, and removed when detected (see ``bipolar``). Known from the
+        DICOM/sidecar: ``bipolar.readout_from_metadata(image.metadata)``.
+    start_selection : "auto", "voxel" or "neighbourhood"
+        "voxel" (MAGO/MAGORINO): each voxel keeps its better start (the fat-dominant one
+        only with a log-likelihood ratio above ``fat_evidence``). "neighbourhood": the
+        start is chosen by the log-likelihood ratio summed over a ``neighbourhood``-wide box
+        (see ``choose_starts_by_neighbourhood``); needs a noise level (given, or estimated as
+        the median residual SD). "auto" (default): "neighbourhood" with ``FEW_ECHOES`` (4)
+        echoes or fewer, else "voxel".
+    fat_evidence : float
+        Nats the fat-dominant solution needs over the water-dominant one (see
+        ``FAT_DOMINANT_EVIDENCE``; 0 = plain maximum likelihood).
+    threads : int
+        Worker threads (numpy releases the GIL in the heavy loops).
+    progress : callable(fraction), optional; cancel : callable() -> bool, optional
+
+    Returns
+    -------
+    FatWaterFit (its ``warnings`` are also issued as UserWarning).
+    """
+    b0 = _require_field_strength(field_strength_t)
+    check_readout(readout)
+    if signal is None:
+        if complex_signal is None:
+            raise InputError("Give the magnitude signal, the complex signal, or both.")
+        signal = np.abs(np.asarray(complex_signal))
+    signal = np.asarray(signal)
+    if signal.ndim < 2:
+        raise InputError(f"The signal must be [echo, ...spatial]; got shape {signal.shape}.")
+    te_ms = np.asarray(echo_times_ms, dtype=np.float64).ravel()
+    t_s = _check_echo_times_s(te_ms * 1e-3, signal.shape[0])
+    spatial = signal.shape[1:]
+    if complex_signal is not None:
+        complex_signal = np.asarray(complex_signal)
+        if complex_signal.shape != signal.shape or not np.iscomplexobj(complex_signal):
+            raise InputError(f"The complex signal must be complex with the magnitude's shape "
+                             f"{signal.shape}; got {complex_signal.shape}.")
+    if mask is None:
+        mask = np.isfinite(signal).all(0) & (signal.max(0) > 0)
+    else:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != spatial:
+            raise InputError(f"The mask's shape {mask.shape} differs from the image's {spatial}; "
+                             "resample the mask onto the image first.")
+    if start_selection not in ("auto", "voxel", "neighbourhood"):
+        raise InputError(f"start_selection must be 'auto', 'voxel' or 'neighbourhood', not "
+                         f"{start_selection!r}.")
+    if start_selection == "auto":
+        start_selection = "neighbourhood" if len(t_s) <= FEW_ECHOES else "voxel"
+    coils = 1.0 if coils is None else float(coils)
+    spec = get_spectrum(spectrum)
+    has_complex = complex_signal is not None
+    keep_both = start_selection == "neighbourhood" or has_complex
+    y = signal[:, mask].astype(np.float64)
+    n = y.shape[1]
+    out = _empty_result(n, keep_both)
+    notes = []
+
+    def work(sl):
+        res = fit_fatwater_chunk(y[:, sl], t_s, field_strength_t=b0, sigma=noise_sigma,
+                                 coils=coils, spectrum=spec, keep_both=keep_both,
+                                 fat_evidence=fat_evidence)
+        for key, value in res.items():
+            out[key][sl] = value
+
+    slices = _chunks(n, chunk_size)
+    share = 0.5 if has_complex else 1.0
+    report = None if progress is None else (lambda x: progress(share * x))
+    threads = max(1, int(threads))
+    _run_chunks(work, slices, threads, report, cancel)
+
+    # The voxel's own answer (before pooling) guides the complex field map where it is clear.
+    voxel_pdff = np.where(out["fat_water_ambiguous"] == 0, out["pdff"], np.nan)
+    # Unknown noise and 3 echoes: the fits are exact, their costs carry no evidence to pool.
+    pool = start_selection == "neighbourhood" and not (noise_sigma is None and len(t_s) <= 3)
+    if pool and n:
+        sigma_sel = noise_sigma
+        if sigma_sel is None:
+            dof = max(len(t_s) - 3, 1)
+            sigma_sel = float(np.sqrt(np.nanmedian(out["rss"] / dof)))
+            if not sigma_sel > 0:
+                sigma_sel = 1e-6 * float(np.nanmax(y)) if n else 1.0
+        choose_starts_by_neighbourhood(out, mask, sigma_sel, neighbourhood, fat_evidence)
+
+    def to_map(values, dtype=np.float32, fill=np.nan):
+        grid = np.full(spatial, fill, dtype=dtype)
+        grid[mask] = values
+        return grid
+
+    complex_maps, used, source, estimate, fieldmap_method = None, None, None, None, None
+    if has_complex and n:
+        report = None if progress is None else (lambda x: progress(0.5 + 0.5 * x))
+        cout, used, source, estimate, fieldmap_method = _complex_fit(
+            complex_signal, mask, t_s, b0, precession_clockwise, spec,
+            dict(out, voxel_pdff=voxel_pdff),
+            _chunks(n, 4096), threads, report, cancel, readout, notes)
+        _resolve_by_complex(out, cout["pdff"], voxel_pdff)
+        complex_maps = {k: to_map(v) for k, v in cout.items()
+                        if k not in ("converged", "start", "odd_even_phase")}
+        complex_maps["converged"] = to_map(cout["converged"], bool, False)
+    message = _ambiguity_warning(out["fat_water_ambiguous"], len(t_s), has_complex)
+    if message:
+        notes.append(message)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+
+    start = np.where(np.isfinite(out["pdff"]), out["start"], 255).astype(np.uint8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t2 = np.where(out["r2star"] > 0, 1e3 / out["r2star"], np.nan)
+    return FatWaterFit(
+        pdff=to_map(out["pdff"]), r2star=to_map(out["r2star"]), t2star=to_map(t2),
+        water=to_map(out["water"]), fat=to_map(out["fat"]), s0=to_map(out["s0"]),
+        start=to_map(start, np.uint8, 255), converged=to_map(out["converged"], bool, False),
+        rss=to_map(out["rss"]), uncertainty=to_map(out["uncertainty"]),
+        echo_times_ms=tuple(float(t) for t in te_ms), field_strength_t=b0,
+        likelihood="gaussian" if noise_sigma is None else "noncentral-chi",
+        noise_sigma=noise_sigma, coils=coils, spectrum=spec.describe(),
+        precession_clockwise=bool(precession_clockwise), start_selection=start_selection,
+        complex_maps=complex_maps, fat_evidence=float(fat_evidence),
+        ambiguous=to_map(out["fat_water_ambiguous"]), readout=used, readout_source=source,
+        odd_even_phase=estimate, fieldmap_method=fieldmap_method, warnings=notes)

@@ -1,0 +1,95 @@
+"""Which voxels a fit looks at: the body outline, invalid samples and spikes.
+
+The automatic mask keeps every voxel inside the body outline, so a dark, heavily iron-loaded
+liver or spleen (whose first echo may be near the noise floor) is fitted rather than called
+air: tissue is what stands above the noise floor in the first echoes, and the holes it encloses
+are filled per slice and in 3-D. A few extreme voxels (a hot pixel, a spike) are flagged on
+their own and do not move any threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .noise import NoiseEstimate, noise_floor_mean, noise_floor_sd
+
+#: Standard deviations of the noise floor above its mean that count as tissue.
+FLOOR_SDS = 4.0
+#: A sample this many times the 99.9th percentile of its echo is not MR signal (hot pixel, spike).
+SPIKE_FACTOR = 10.0
+
+
+def invalid_voxels(signal2d) -> np.ndarray:
+    """(n_voxels,) bool: NaN, inf or a negative value in any echo."""
+    with np.errstate(invalid="ignore"):
+        return ~np.all(np.isfinite(signal2d), axis=0) | np.any(signal2d < 0, axis=0)
+
+
+def spike_voxels(signal2d, invalid=None) -> np.ndarray:
+    """(n_voxels,) bool: a sample more than SPIKE_FACTOR x its echo's 99.9th percentile.
+
+    Needs at least 1000 voxels (a percentile of a handful of voxels says nothing).
+    """
+    n_echoes, n_vox = signal2d.shape
+    spikes = np.zeros(n_vox, bool)
+    if n_vox < 1000:
+        return spikes
+    valid = ~invalid_voxels(signal2d) if invalid is None else ~invalid
+    for echo in signal2d:
+        values = echo[valid]
+        positive = values[values > 0]
+        if positive.size < 1000:
+            continue
+        limit = SPIKE_FACTOR * np.percentile(positive, 99.9)
+        with np.errstate(invalid="ignore"):
+            spikes |= valid & (echo > limit)
+    return spikes
+
+
+def fill_body(mask: np.ndarray) -> np.ndarray:
+    """Fill the holes of a tissue mask in every slice (last two axes) and in 3-D."""
+    if mask.ndim < 2:
+        return mask
+    if mask.ndim >= 3:
+        # in-plane flooding only: pad the slice axes with tissue so that the first and last
+        # slices are not wholly "border" and their holes get filled too
+        lead = mask.ndim - 2
+        padded = np.pad(mask, [(1, 1)] * lead + [(0, 0), (0, 0)], constant_values=True)
+        structure = np.zeros((3,) * mask.ndim, bool)
+        structure[(1,) * lead] = ndimage.generate_binary_structure(2, 1)
+        filled = ndimage.binary_fill_holes(padded, structure)[tuple([slice(1, -1)] * lead)]
+        return ndimage.binary_fill_holes(filled)
+    return ndimage.binary_fill_holes(mask)
+
+
+def tissue_threshold(noise: NoiseEstimate):
+    """Signal level above which a first-echo sample is tissue (scalar or per-voxel array)."""
+    sigma = noise.sigma if noise.sigma_map is None else noise.sigma_map
+    return noise_floor_mean(sigma, noise.coils) + FLOOR_SDS * noise_floor_sd(sigma, noise.coils)
+
+
+def automatic_mask(first_echo, noise: NoiseEstimate | None = None, k: float = FLOOR_SDS,
+                   spatial=None, second_echo=None) -> np.ndarray:
+    """Tissue mask (flat bool) from the first echo(es): above the noise floor, holes filled.
+
+    first_echo : (n_voxels,) magnitudes of echo 1; second_echo optionally echo 2 (a voxel above
+    the floor in either counts). noise : the noise estimate; without it Otsu's threshold is
+    used on values clipped against spikes. spatial : the spatial shape, to fill the holes of
+    the body outline (a dark, iron-loaded organ inside the body is kept).
+    """
+    from .noise_source import robust_otsu
+
+    first = np.nan_to_num(np.asarray(first_echo, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if noise is None:
+        mask = first > robust_otsu(first[first > 0])
+    else:
+        sigma = noise.sigma if noise.sigma_map is None else noise.sigma_map
+        threshold = noise_floor_mean(sigma, noise.coils) + k * noise_floor_sd(sigma, noise.coils)
+        mask = first > threshold
+        if second_echo is not None:
+            second = np.nan_to_num(np.asarray(second_echo, dtype=np.float32), nan=0.0, posinf=0.0)
+            mask |= second > threshold
+    if spatial is not None and len(spatial) >= 2:
+        mask = fill_body(mask.reshape(spatial)).reshape(-1)
+    return mask
