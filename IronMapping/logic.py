@@ -187,6 +187,9 @@ class IronMappingLogic(_LogicBase):
             if curves:
                 nodes["plot"] = mrml.write_plot(desc, image.echo_times_ms, curves, fit_times,
                                                 fit.quantity, reuse=reuseOutputs, scene=scene)
+            if regions is not None:  # focal findings: a segmentation and a table
+                nodes.update(mrml.write_focal_findings(desc, image, summary.get("focal_findings") or [],
+                                                       reuse=reuseOutputs, scene=scene))
         seconds = time.perf_counter() - started
         log.info("IronMapping: %s fitted in %.1f s (method %s)", desc.name, seconds, fit.method)
         return IronMappingResult(nodes=nodes, fit=fit, image=image, summary=summary,
@@ -211,7 +214,8 @@ class IronMappingLogic(_LogicBase):
             kwargs["terminology"] = dict(regions.terminology)
         summary = summarize(fit, labels, names, image.field_strength_t, calibration=calibration,
                             signal=image.signal, echo_times_ms=image.echo_times_ms,
-                            voxel_volume_ml=image.voxel_volume_ml, **kwargs)
+                            voxel_volume_ml=image.voxel_volume_ml, ijk_to_ras=image.ijk_to_ras,
+                            complex_signal=image.metadata.get("complex_components"), **kwargs)
         return summary, labels, names
 
     @staticmethod

@@ -91,6 +91,9 @@ class Phantom:
     noise_sigma: float = 0.0
     coils: int = 1
     preset: str = "normal"
+    focal_truth: list = field(default_factory=list)   # make_focal_phantom: the foci
+    focal_map: np.ndarray | None = None                # uint8 [k, j, i], focus n where it lies
+    field_map_hz: np.ndarray | None = None             # truth field offset (Hz), with phase
 
     @property
     def region_t2star_ms(self) -> dict:
@@ -219,3 +222,186 @@ def make_phantom(preset: str = "neonatal-haemochromatosis", shape=(16, 96, 128),
     return Phantom(image=image, r2star=r2, s0=s0, fat_fraction=ff, labels=labels,
                    label_names=dict(LABELS), region_r2star=truth, noise_sigma=sigma,
                    coils=int(coils), preset=preset)
+
+
+# --------------------------------------------------------------------------- focal lesions
+
+@dataclass
+class FocalLesion:
+    """A spherical focus painted into a phantom region, with known truth.
+
+    name : label of the focus; region : the phantom region it lies in (it never leaves it);
+    centre : normalised (i, j, k) position as in the organ geometry (snapped to a voxel);
+    volume_ml : nominal sphere volume (the painted volume is in the truth);
+    r2star : R2* in 1/s at 1.5 T (scaled like its region at 3 T);
+    susceptibility_ppm : susceptibility relative to the region (for the phase), 0 for none.
+    """
+
+    name: str
+    region: str
+    centre: tuple
+    volume_ml: float
+    r2star: float
+    susceptibility_ppm: float = 0.0
+
+
+# Standard foci per preset: iron-sparing in a loaded liver, iron-dense and calcium-like in a
+# normal liver, a small dense focus in the spleen. Values are truth for tests, not norms.
+FOCAL_LESIONS = {
+    "neonatal-haemochromatosis": [
+        FocalLesion("liver sparing 3 mL", "liver", (0.40, 0.60, 0.45), 3.0, 60.0),
+        FocalLesion("liver sparing 1 mL", "liver", (0.22, 0.60, 0.45), 1.0, 60.0),
+    ],
+    "normal": [
+        FocalLesion("liver siderotic focus 2 mL", "liver", (0.40, 0.60, 0.45), 2.0, 200.0, 1.0),
+        FocalLesion("liver calcium-like focus 2 mL", "liver", (0.22, 0.60, 0.45), 2.0, 200.0, -1.0),
+        FocalLesion("spleen dense focus 1 mL", "spleen", (0.74, 0.56, 0.45), 1.0, 150.0, 0.8),
+    ],
+    "transfusional": [
+        FocalLesion("liver sparing 3 mL", "liver", (0.40, 0.60, 0.45), 3.0, 80.0),
+    ],
+}
+
+# Background field of the phantom with phase (Hz, RAS mm): linear gradients plus a harmonic
+# quadratic term, like the slowly varying field of a body in a scanner.
+_BACKGROUND_FIELD = {"x": 0.25, "y": 0.15, "z": 0.4, "quadratic": 0.001, "phase0": 0.3}
+
+
+def _focal_list(focal_lesions, preset):
+    if focal_lesions is None:
+        return []
+    if isinstance(focal_lesions, str):
+        if focal_lesions != "default":
+            raise InputError(f"focal_lesions must be None, 'default' or a list of FocalLesion; "
+                             f"got {focal_lesions!r}.")
+        return list(FOCAL_LESIONS.get(preset, []))
+    return list(focal_lesions)
+
+
+def paint_focal_lesions(labels, r2, s0, focal_lesions, ijk_to_ras, truth, field_strength_t):
+    """Paint foci into R2* (in place); returns (focal map uint8 [k, j, i], truth dicts, chi map).
+
+    The focal map holds n (1-based, in list order) where focus n lies.
+    """
+    names = {k_: v for v, k_ in LABELS.items()}
+    spacing = np.linalg.norm(np.asarray(ijk_to_ras)[:3, :3], axis=0)   # i, j, k mm
+    shape = labels.shape
+    focal_map = np.zeros(shape, np.uint8)
+    chi = np.zeros(shape, np.float32)
+    out = []
+    scale = 1.0
+    for n, lesion in enumerate(focal_lesions, start=1):
+        if lesion.region not in names:
+            raise InputError(f"Focus {lesion.name!r}: unknown phantom region {lesion.region!r}; "
+                             f"use one of {sorted(names)}.")
+        if field_strength_t >= 2.5:
+            scale = FIELD_SCALING_3T.get(lesion.region, FIELD_SCALING_3T_DEFAULT)
+        centre = [int(np.clip(round(c * s - 0.5), 0, s - 1))
+                  for c, s in zip(lesion.centre, shape[::-1])]            # i, j, k
+        k, j, i = np.ogrid[:shape[0], :shape[1], :shape[2]]
+        d2 = (((i - centre[0]) * spacing[0]) ** 2 + ((j - centre[1]) * spacing[1]) ** 2
+              + ((k - centre[2]) * spacing[2]) ** 2)
+        # The voxels nearest the centre, as many as make the volume: a voxelised sphere whose
+        # volume is right to one voxel.
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        n_target = max(1, int(round(lesion.volume_ml / voxel_ml)))
+        allowed = (labels == names[lesion.region]) & (focal_map == 0)
+        d2 = np.where(allowed, d2, np.inf).ravel()
+        nearest = np.argsort(d2, kind="stable")[:n_target]
+        inside = np.zeros(shape, bool)
+        inside.ravel()[nearest[np.isfinite(d2[nearest])]] = True
+        if not inside.any():
+            raise InputError(f"Focus {lesion.name!r} has no voxel inside the {lesion.region} on "
+                             f"this grid; move it or enlarge it.")
+        value = lesion.r2star * scale
+        host = truth[lesion.region]
+        r2[inside] = value
+        focal_map[inside] = n
+        chi[inside] = lesion.susceptibility_ppm
+        ras = (np.asarray(ijk_to_ras)[:3, :3] @ np.array(centre, float)
+               + np.asarray(ijk_to_ras)[:3, 3])
+        out.append({"name": lesion.name, "region": lesion.region, "label_value": n,
+                    "kind": "iron-sparing" if value < host else "iron-dense",
+                    "r2star": float(value), "background_r2star": float(host),
+                    "nominal_volume_ml": float(lesion.volume_ml),
+                    "n_voxels": int(inside.sum()),
+                    "volume_ml": float(inside.sum() * abs(np.linalg.det(np.asarray(ijk_to_ras)[:3, :3])) / 1000.0),
+                    "centre_ras": ras.tolist(), "susceptibility_ppm": float(lesion.susceptibility_ppm),
+                    "field_shift_sign": (None if lesion.susceptibility_ppm == 0 else
+                                         "paramagnetic" if lesion.susceptibility_ppm > 0 else "diamagnetic")})
+    _ = s0
+    return focal_map, out, chi
+
+
+def phantom_field_hz(chi_ppm, ijk_to_ras, field_strength_t):
+    """Field offset (Hz) of the phantom: background field plus the foci's dipole fields."""
+    from .focal_phase import GAMMA_BAR_MHZ_PER_T, b0_direction_kji, dipole_field
+
+    m = np.asarray(ijk_to_ras, float)
+    shape = chi_ppm.shape
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    x, y, z = (m[r, 0] * i + m[r, 1] * j + m[r, 2] * k + m[r, 3] for r in range(3))
+    b = _BACKGROUND_FIELD
+    field = b["x"] * x + b["y"] * y + b["z"] * z + b["quadratic"] * (x * x + y * y - 2 * z * z)
+    if np.any(chi_ppm):
+        spacing_kji = np.linalg.norm(m[:3, :3], axis=0)[::-1]
+        field += (GAMMA_BAR_MHZ_PER_T * field_strength_t
+                  * dipole_field(chi_ppm, spacing_kji, b0_direction_kji(m), pad=16))
+    return field
+
+
+def make_focal_phantom(preset: str = "neonatal-haemochromatosis", focal_lesions="default",
+                       with_phase: bool = True, shape=(16, 96, 128), echo_times_ms=None,
+                       field_strength_t: float = 1.5, snr: float = 50.0, coils: int = 1,
+                       seed: int | None = 0, voxel_size_mm=(3.0, 3.0, 6.0)) -> Phantom:
+    """A phantom with focal lesions of known truth (and complex echoes when ``with_phase``).
+
+    focal_lesions : "default" (FOCAL_LESIONS of the preset) or a list of FocalLesion.
+    with_phase : also complex echoes (phase convention exp(+i 2 pi f t), B0 along RAS S),
+        put in ``image.metadata["complex_components"]`` as "real" and "imaginary".
+
+    Returns a Phantom whose ``focal_truth`` lists the foci (name, region, kind, R2*, painted
+    volume, centre RAS, susceptibility and the expected field-shift sign) and ``focal_map``
+    (uint8 [k, j, i]) where they lie. The organ labels are unchanged: the foci are to be found.
+    ``make_phantom`` itself is unchanged.
+    """
+    base = make_phantom(preset, shape=shape, echo_times_ms=echo_times_ms,
+                        field_strength_t=field_strength_t, snr=None, coils=coils, seed=seed,
+                        voxel_size_mm=voxel_size_mm)
+    r2 = base.r2star.copy()
+    lesions = _focal_list(focal_lesions, preset)
+    focal_map, truth, chi = paint_focal_lesions(base.labels, r2, base.s0, lesions,
+                                                base.image.ijk_to_ras, base.region_r2star,
+                                                field_strength_t)
+    te = base.image.echo_times_ms
+    amplitude = base.s0[None] * np.exp(-np.multiply.outer(te / 1000.0, r2))
+    noiseless = snr is None or not np.isfinite(snr)
+    sigma = 0.0 if noiseless else 1000.0 / float(snr)
+    rng = np.random.default_rng(seed)
+    metadata = dict(base.image.metadata, snr=None if noiseless else float(snr), noise_sigma=sigma,
+                    focal_lesions=[t["name"] for t in truth])
+    if with_phase:
+        field = phantom_field_hz(chi, base.image.ijk_to_ras, field_strength_t)
+        phase = (_BACKGROUND_FIELD["phase0"] + 2 * np.pi * np.multiply.outer(te / 1000.0, field))
+        c = amplitude * np.exp(1j * phase)
+        if not noiseless:
+            c = c + sigma * (rng.standard_normal(c.shape) + 1j * rng.standard_normal(c.shape))
+        magnitude = np.abs(c)
+        if not noiseless and coils > 1:
+            rest = sigma * sigma * rng.chisquare(2 * int(coils) - 2, c.shape)
+            magnitude = np.sqrt(magnitude * magnitude + rest)
+        unit = np.exp(1j * np.angle(c))
+        metadata["complex_components"] = {"real": (magnitude * unit.real).astype(np.float32),
+                                          "imaginary": (magnitude * unit.imag).astype(np.float32)}
+        metadata["phase_convention"] = "exp(+i 2 pi f t) (PrecessionIsClockwise = 1); B0 along RAS S"
+        signal = magnitude
+    else:
+        field = None
+        signal = amplitude if noiseless else noncentral_chi(amplitude, sigma, int(coils), rng)
+    image = MultiEchoImage(signal=signal.astype(np.float32), echo_times_ms=te,
+                           ijk_to_ras=base.image.ijk_to_ras, quantity="T2*",
+                           field_strength_t=float(field_strength_t), metadata=metadata)
+    return Phantom(image=image, r2star=r2, s0=base.s0, fat_fraction=base.fat_fraction,
+                   labels=base.labels, label_names=dict(LABELS), region_r2star=base.region_r2star,
+                   noise_sigma=sigma, coils=int(coils), preset=preset, focal_truth=truth,
+                   focal_map=focal_map, field_map_hz=field)

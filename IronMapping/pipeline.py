@@ -34,6 +34,7 @@ from .maps_io import (FORMATS, LabelMap, output_failure, output_path, read_label
 RUN_RECORD = "run.json"
 REGIONS_CSV = "regions.csv"
 SUMMARY_JSON = "summary.json"
+FOCAL_CSV = "focal_findings.csv"
 REPORT_HTML = "report.html"
 REPORT_PDF = "report.pdf"  # beside the HTML when matplotlib is installed
 BASE_MAPS = ("r2star", "t2star", "s0", "quality", "status", "r2star_sd")
@@ -155,7 +156,7 @@ def planned_outputs(fmt: str, maps: Sequence[str] = BASE_MAPS + ("lic", "pdff"),
         for quantity in ("T2*", "T2"):
             p = output_path(".", map_file_stem(m, quantity), fmt)
             names += [p.name, p.name.replace(FORMATS[fmt], ".json")]
-    names += [REGIONS_CSV, SUMMARY_JSON, RUN_RECORD]
+    names += [REGIONS_CSV, SUMMARY_JSON, RUN_RECORD, FOCAL_CSV]
     if report:
         names += [REPORT_HTML, REPORT_PDF]
     return list(dict.fromkeys(names))
@@ -315,6 +316,8 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
                        quantity=image.quantity, extra=extra)
     files["regions_csv"] = write_regions(out / REGIONS_CSV, summary)
     files["summary_json"] = Path(write_summary_json(summary, out / SUMMARY_JSON))
+    from .focal import write_focal_csv
+    files["focal_findings_csv"] = Path(write_focal_csv(summary, out / FOCAL_CSV))
     timings["write"] = time.perf_counter() - t0
 
     if report:
@@ -372,7 +375,8 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
         fit, labels, names, image.field_strength_t, calibration=calibration,
         signal=image.signal, echo_times_ms=image.echo_times_ms,
         voxel_volume_ml=image.voxel_volume_ml, terminology=terminology,
-        convert_field=convert_field)
+        convert_field=convert_field,
+        ijk_to_ras=image.ijk_to_ras, complex_signal=image.metadata.get("complex_components"))
     summary = dict(summary)
     summary["field_strength_source"] = image.metadata.get("field_strength_source")
     summary["echo_time_source"] = image.metadata.get("echo_time_source")

@@ -147,7 +147,8 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
               terminology=None, convert_field: bool = False,
               min_quality: float = DEFAULT_MIN_QUALITY, roi_method: str = DEFAULT_ROI_METHOD,
               reference_organ: str = DEFAULT_REFERENCE_ORGAN,
-              lesion_coverage_factor: float = LESION_COVERAGE_FACTOR) -> dict:
+              lesion_coverage_factor: float = LESION_COVERAGE_FACTOR,
+              ijk_to_ras=None, complex_signal=None, focal=None) -> dict:
     """Per-region statistics, LIC, grades, lesion contrast and the iron distribution pattern.
 
     Parameters
@@ -168,6 +169,10 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
         at high iron; the heart is graded on it) or "truncation" (CMRtools practice).
     reference_organ : reference region for ratios and signal intensity ratios.
     lesion_coverage_factor : k in |lesion - liver| > k x combined uncertainty.
+    ijk_to_ras, complex_signal, focal : for summary["focal_findings"] (IronMapping.focal):
+        geometry (centroids in RAS; taken from a MultiEchoImage signal if not given), complex
+        echoes or the loaders' complex_components (field-shift sign of dark foci), and the
+        FocalOptions (a dict or FocalOptions; False skips the analysis).
 
     Raises GeometryError when labels (or signal) are not on the map grid, CalibrationError when
     an explicitly chosen calibration does not fit the field strength (see module docstring).
@@ -415,7 +420,49 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
         "software": f"IronMapping {__version__}",
         "research_use": RESEARCH_USE_STATEMENT,
     }
+    summary.update(_focal_block(fit_result, summary, masks, signal, signal_arr, te,
+                                voxel_volume_ml, ijk_to_ras, complex_signal, focal))
     return _clean(summary)
+
+
+def _focal_block(fit_result, summary, masks, signal, signal_arr, te, voxel_volume_ml,
+                 ijk_to_ras, complex_signal, options) -> dict:
+    """{"focal_findings": [...], "focal_analysis": {...}}; matches user-drawn lesions with the
+    findings that overlap them (adds "focal_finding" to summary["lesions"] entries)."""
+    from .focal import find_focal_findings, match_lesions
+
+    if options is False:
+        return {"focal_findings": [], "focal_analysis": {"notes": ["focal analysis not run (focal=False)"]}}
+    if ijk_to_ras is None:
+        ijk_to_ras = getattr(signal, "ijk_to_ras", None)
+    if complex_signal is None:
+        complex_signal = (getattr(signal, "metadata", None) or {}).get("complex_components")
+    rows = summary["regions"]
+    regions = [(r["label_value"], r["name"], r["organ"], masks[r["name"]]) for r in rows
+               if r["name"] in masks]
+    out = find_focal_findings(fit_result, regions, voxel_volume_ml, ijk_to_ras, options,
+                              complex_signal=complex_signal,
+                              echo_times_ms=te if te is not None else getattr(fit_result, "echo_times_ms", None),
+                              field_strength_t=summary.get("field_strength_t"), signal=signal_arr)
+    findings = out.pop("findings")
+    lesion_names = {r["name"] for r in rows if r["organ"] == "lesion"}
+    matches = match_lesions(findings, {n: masks[n] for n in lesion_names if n in masks},
+                            np.shape(fit_result.r2star))
+    for entry in summary.get("lesions") or []:
+        match = matches.get(entry.get("lesion"))
+        entry["focal_finding"] = match
+        if entry.get("text") and entry.get("lesion") in matches:
+            entry["text"] += (f" Found on the map as focal finding {match['finding']} ({match['kind']}, "
+                              f"{100 * match['overlap_fraction_of_lesion']:.0f} % of the lesion)."
+                              if match else " Not found as a focal finding on the map.")
+    by_region = {o["region"]: o for o in out["organs"]}
+    for row in rows:
+        organ = by_region.get(row["name"])
+        if organ is not None:
+            row["focal_findings_n"] = organ["n_findings"]
+            row["heterogeneity_robust_cv"] = organ["heterogeneity_robust_cv"]
+            row["heterogeneity_excess_cv"] = organ["heterogeneity_excess_cv"]
+    return {"focal_findings": findings, "focal_analysis": out}
 
 
 # ------------------------------------------------------------------------------- outputs
