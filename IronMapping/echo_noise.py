@@ -410,7 +410,11 @@ def floor_samples(y, t, sigma, coils=1.0):
             predicted = np.exp(ln_s0 - np.outer(t, r2))
             late = np.arange(y.shape[0])[:, None] >= np.maximum(nf + 1, n_fit)[None, :]
             pure = late & (predicted < 0.1 * sigma[fast]) & np.isfinite(predicted) & (r2 > 0)
-        parts.append(yf[pure])
+        values, rows = yf[pure], np.nonzero(pure)[0]
+        if _still_decaying(values, rows):
+            # fat oscillation or a second component faked a fast decay: these echoes hold signal
+            return np.empty(0), np.empty(0, np.intp)
+        parts.append(values)
         cols.append(columns[:, fast][pure])
     if not parts:
         return np.empty(0), np.empty(0, np.intp)
@@ -418,6 +422,18 @@ def floor_samples(y, t, sigma, coils=1.0):
     cols = np.concatenate(cols)
     ok = np.isfinite(samples) & (samples > 0)
     return samples[ok], cols[ok]
+
+
+def _still_decaying(values, rows) -> bool:
+    """True when the mean square of would-be floor samples falls from the earlier to the later
+    echoes by more than 15 %: pure noise does not decay."""
+    if values.size < 200:
+        return False
+    split = np.median(rows)
+    early, late = values[rows <= split], values[rows > split]
+    if early.size < 100 or late.size < 100:
+        return False
+    return float(np.mean(late * late)) < 0.85 * float(np.mean(early * early))
 
 
 def floor_level(y, t, sigma, coils=1.0):
