@@ -37,7 +37,7 @@ SNR_FOR_RESIDUALS = 5.0
 MIN_ECHOES_FOR_RESIDUALS = 3
 #: Voxels sampled for the estimate at most (spread evenly over the image): the pooled sigma is
 #: then precise to well under 1 %, and the cost stays small beside the fit itself.
-MAX_SAMPLED_VOXELS = 30_000
+MAX_SAMPLED_VOXELS = 20_000
 #: Voxels with residuals wanted per noise-map tile, and slices per tile (3-D images).
 VOXELS_PER_TILE = 200
 TILE_SLICES = 4
@@ -216,18 +216,17 @@ _BIN = 0.02
 def log_chi2_density(x, dofs) -> np.ndarray:
     """Density of log(chi^2_d / d) at x for the mixture of the given dofs (peak at x = 0)."""
     d_values, counts = np.unique(np.asarray(dofs), return_counts=True)
-    grid, table = _log_chi2_table(tuple(int(d) for d in d_values), tuple(int(c) for c in counts))
-    return np.interp(np.asarray(x, dtype=np.float64), grid, table, left=0.0, right=0.0)
+    table = sum(c * _log_chi2_table(int(d)) for d, c in zip(d_values, counts)) / counts.sum()
+    return np.interp(np.asarray(x, dtype=np.float64), _LOG_GRID, table, left=0.0, right=0.0)
+
+
+_LOG_GRID = np.arange(-8.0, 3.0, 0.002)
 
 
 @functools.lru_cache(maxsize=64)
-def _log_chi2_table(d_values, counts):
-    grid = np.arange(-8.0, 3.0, 0.002)
-    w = np.exp(grid)
-    table = np.zeros_like(grid)
-    for d, c in zip(d_values, counts):
-        table += c * stats.chi2.pdf(d * w, d) * d * w
-    return grid, table / sum(counts)
+def _log_chi2_table(d):
+    w = np.exp(_LOG_GRID)
+    return stats.chi2.pdf(d * w, d) * d * w
 
 
 def pooled_log_mode(log_variance, dofs) -> float:
@@ -350,7 +349,11 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
     if np.isnan(log_s2).any():  # tiles far from any estimate: the nearest estimate
         nearest = ndimage.distance_transform_edt(np.isnan(log_s2), return_distances=False, return_indices=True)
         log_s2 = log_s2[tuple(nearest)]
-    full = ndimage.zoom(log_s2, [float(s) for s in tile], order=1, mode="nearest", grid_mode=True)
+    lo, hi = np.percentile(log_s2.reshape(-1)[tile_id], [5, 95])
+    if np.exp(0.5 * (hi - lo)) <= 0.9 * MAP_SPREAD_TO_USE:
+        return None, coils  # uniform noise: no map (the interpolation below costs more than the rest)
+    full = ndimage.zoom(log_s2.astype(np.float32), [float(s) for s in tile], order=1, mode="nearest",
+                        grid_mode=True)
     full = full[tuple(slice(0, n) for n in spatial)]
     if full.shape != tuple(spatial):  # zoom rounding: pad with the edge value
         full = np.pad(full, [(0, n - m) for n, m in zip(spatial, full.shape)], mode="edge")
@@ -539,7 +542,7 @@ def _floor_coils(y, t, sigma, default, columns_to_group=None):
     """L from the shape of the pure-floor samples (which samples are at the floor depends on L
     itself, so the choice is repeated until L settles)."""
     L = default
-    for _ in range(4):
+    for _ in range(3):
         samples, cols = floor_samples(y, t, sigma, L)
         groups = None if columns_to_group is None else columns_to_group[cols]
         new = coils_from_floor_ratio(samples, groups)
@@ -585,7 +588,7 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
     L = float(coils) if coils is not None else 1.0
     all_tiles = tile_ids(index, spatial)
     pair_tile = None if all_tiles is None else all_tiles[0]
-    for _ in range(4):
+    for iteration in range(4):
         # refine on every pair with echoes well above the floor, until sigma settles (1 %)
         var, dofs, keep, amp2 = _refine(yc, ya, yb, t, sigma, sigma, L)
         if var.size < 200:
@@ -593,7 +596,7 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
         sigma2, misfit = separate_misfit(var, dofs, amp2, None if pair_tile is None else pair_tile[keep])
         previous, sigma = sigma, float(np.sqrt(sigma2))
         previous_L = L
-        if coils is None:
+        if coils is None and iteration < 2:
             L = _floor_coils(ya, t, sigma, L, pair_tile)
         if abs(sigma / previous - 1.0) < 0.01 and abs(L / previous_L - 1.0) < 0.02:
             break

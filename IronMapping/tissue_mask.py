@@ -36,8 +36,9 @@ def spike_voxels(signal2d, invalid=None) -> np.ndarray:
     if n_vox < 1000:
         return spikes
     valid = ~invalid_voxels(signal2d) if invalid is None else ~invalid
+    step = max(1, n_vox // 200_000)  # the percentile of an even subsample is as good
     for echo in signal2d:
-        values = echo[valid]
+        values = echo[::step][valid[::step]]
         positive = values[values > 0]
         if positive.size < 1000:
             continue
