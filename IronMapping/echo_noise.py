@@ -509,10 +509,7 @@ def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
     """
     snr = max(SNR_FOR_RESIDUALS, float(np.sqrt(10.0 * (2.0 * coils - 1.0))))
     n_keep = _leading_echoes(yc, (snr + np.sqrt(2.0 * coils)) * np.asarray(sigma_guide))
-    sigma_pair = np.asarray(sigma_pair)
-    if sigma_pair.ndim:
-        sigma_pair = sigma_pair  # per pair; paired_residual_variances subsets it with the pairs
-    return paired_residual_variances(ya, yb, t, n_keep, coils=coils, sigma=sigma_pair)
+    return paired_residual_variances(ya, yb, t, n_keep, coils=coils, sigma=np.asarray(sigma_pair))
 
 
 def coils_from_floor_ratio(samples, groups=None) -> float | None:
@@ -554,6 +551,39 @@ def _floor_coils(y, t, sigma, default, columns_to_group=None):
     return L
 
 
+def _settle_sigma(yc, ya, yb, t, sigma, L, estimate_coils, pair_tile):
+    """Repeat the residual pass on all pairs until sigma settles (1 %), L from the floor's shape.
+
+    The coil count only enters the variance-deficit correction and the echo choice here; it is
+    read from the *shape* of the floor samples, which does not depend on sigma (a sigma that may
+    vary in space). Returns (sigma, L, (var, dofs, keep, amp2), (sigma2, misfit)) or None.
+    """
+    for iteration in range(4):
+        var, dofs, keep, amp2 = _refine(yc, ya, yb, t, sigma, sigma, L)
+        if var.size < 200:
+            return None
+        sigma2, misfit = separate_misfit(var, dofs, amp2, None if pair_tile is None else pair_tile[keep])
+        previous, sigma = sigma, float(np.sqrt(sigma2))
+        previous_L = L
+        if estimate_coils and iteration < 2:
+            L = _floor_coils(ya, t, sigma, L, pair_tile)
+        if abs(sigma / previous - 1.0) < 0.01 and abs(L / previous_L - 1.0) < 0.02:
+            break
+    return sigma, L, (var, dofs, keep, amp2), (sigma2, misfit)
+
+
+def _final_coils(ya, t, sigma, L):
+    """(L, how, n_floor) with one sigma: the floor level itself (so that 2 L sigma^2 matches the
+    observed floor), else the decay shape, else 1."""
+    level, n_floor = floor_level(ya, t, sigma, L)
+    if n_floor >= MIN_FLOOR_SAMPLES:
+        return max(level, 1.0), "floor samples", n_floor
+    from_decay = coils_from_decay(ya, t, sigma)
+    if from_decay is not None:
+        return from_decay, "decay shape", n_floor
+    return 1.0, "assumed", n_floor
+
+
 def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None) -> EchoTrainNoise | None:
     """sigma (and a noise map where it varies) from the residuals of the echo decay.
 
@@ -582,24 +612,13 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
     if var.size < 200:
         return None
     sigma = float(np.sqrt(separate_misfit(var, dofs, amp2)[0]))
-    # With an unknown coil count the floor samples cannot be read yet (their level is 2 L sigma^2
-    # with a sigma that may vary in space), so the first passes assume L = 1; the map below
-    # calibrates L tile by tile and the residuals are then taken again.
     L = float(coils) if coils is not None else 1.0
     all_tiles = tile_ids(index, spatial)
     pair_tile = None if all_tiles is None else all_tiles[0]
-    for iteration in range(4):
-        # refine on every pair with echoes well above the floor, until sigma settles (1 %)
-        var, dofs, keep, amp2 = _refine(yc, ya, yb, t, sigma, sigma, L)
-        if var.size < 200:
-            return None
-        sigma2, misfit = separate_misfit(var, dofs, amp2, None if pair_tile is None else pair_tile[keep])
-        previous, sigma = sigma, float(np.sqrt(sigma2))
-        previous_L = L
-        if coils is None and iteration < 2:
-            L = _floor_coils(ya, t, sigma, L, pair_tile)
-        if abs(sigma / previous - 1.0) < 0.01 and abs(L / previous_L - 1.0) < 0.02:
-            break
+    settled = _settle_sigma(yc, ya, yb, t, sigma, L, coils is None, pair_tile)
+    if settled is None:
+        return None
+    sigma, L, (var, dofs, keep, amp2), (sigma2, misfit) = settled
     sigma_map = None
     local_guide, local = sigma, sigma
     for round_ in range(2 if len(spatial) >= 2 else 0):
@@ -608,7 +627,7 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
         log_var = np.log(np.maximum(var - misfit * amp2, 0.05 * sigma2))
         f_samples, f_cols = floor_samples(ya, t, local, L)
         full, _ = noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
-                                (index[f_cols], f_samples), L)
+                            (index[f_cols], f_samples), L)
         if full is None:
             break
         lo, hi = np.percentile(full[index], [5, 95])
@@ -630,17 +649,11 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
         if hi / lo <= MAP_SPREAD_TO_USE:
             sigma_map = None
             sigma = float(np.sqrt(sigma2))
-    local = sigma if sigma_map is None else sigma_map[index].astype(np.float64)
     if coils is not None:
         L, how, n_floor = float(coils), "given", 0
     elif sigma_map is not None:
         how, n_floor = "shape of the floor samples (moment ratio)", 0
     else:
-        level, n_floor = floor_level(ya, t, local, L)
-        if n_floor >= MIN_FLOOR_SAMPLES:
-            L, how = max(level, 1.0), "floor samples"
-        else:
-            from_decay = coils_from_decay(ya, t, local)
-            L, how = (from_decay, "decay shape") if from_decay is not None else (1.0, "assumed")
+        L, how, n_floor = _final_coils(ya, t, sigma, L)
     return EchoTrainNoise(sigma=sigma, sigma_map=sigma_map, n_voxels=int(var.size), coils=float(L),
                           coils_source=how, n_floor=n_floor)
