@@ -22,8 +22,13 @@ SPIKE_FACTOR = 10.0
 
 def invalid_voxels(signal2d) -> np.ndarray:
     """(n_voxels,) bool: NaN, inf or a negative value in any echo."""
+    out = np.empty(signal2d.shape[1], bool)
+    step = 1 << 18  # in chunks of voxels: no echo-sized temporary arrays
     with np.errstate(invalid="ignore"):
-        return ~np.all(np.isfinite(signal2d), axis=0) | np.any(signal2d < 0, axis=0)
+        for start in range(0, signal2d.shape[1], step):
+            y = signal2d[:, start:start + step]
+            out[start:start + step] = ~np.all(np.isfinite(y), axis=0) | np.any(y < 0, axis=0)
+    return out
 
 
 def spike_voxels(signal2d, invalid=None) -> np.ndarray:
