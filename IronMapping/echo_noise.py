@@ -287,7 +287,7 @@ def tile_ids(index, spatial):
 
 
 def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=1.0):
-    """Smooth noise SD map (flat, n_voxels) and the coil count used, or (None, coils).
+    """Smooth noise SD map (flat, n_voxels), or None where the noise is uniform or unmeasured.
 
     index, log_variance, dofs : voxels with residual variances (log, misfit removed) and their
     degrees of freedom. floor : optional (flat voxel index, magnitude) of pure-floor samples.
@@ -300,7 +300,7 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
     """
     tiles = tile_ids(index, spatial)
     if tiles is None:
-        return None, coils
+        return None
     tile_id, grid_shape, tile = tiles
     n_tiles = int(np.prod(grid_shape))
     d_values, d_index = np.unique(dofs, return_inverse=True)
@@ -332,7 +332,7 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
     weight = info.reshape(grid_shape)
     values = values.reshape(grid_shape)
     if weight.sum() == 0:
-        return None, coils
+        return None
     # g-factor maps vary over large distances; a tile far above the broad trend is misfit
     # (partial volume at an organ's edge, fat in marrow), not noise: it takes the trend
     trend_w = ndimage.gaussian_filter(weight, 2.0, mode="nearest")
@@ -351,13 +351,13 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
         log_s2 = log_s2[tuple(nearest)]
     lo, hi = np.percentile(log_s2.reshape(-1)[tile_id], [5, 95])
     if np.exp(0.5 * (hi - lo)) <= 0.9 * MAP_SPREAD_TO_USE:
-        return None, coils  # uniform noise: no map (the interpolation below costs more than the rest)
+        return None  # uniform noise: no map (the interpolation below costs more than the rest)
     full = ndimage.zoom(log_s2.astype(np.float32), [float(s) for s in tile], order=1, mode="nearest",
                         grid_mode=True)
     full = full[tuple(slice(0, n) for n in spatial)]
     if full.shape != tuple(spatial):  # zoom rounding: pad with the edge value
         full = np.pad(full, [(0, n - m) for n, m in zip(spatial, full.shape)], mode="edge")
-    return np.exp(0.5 * full).astype(np.float32).reshape(-1), coils
+    return np.exp(0.5 * full).astype(np.float32).reshape(-1)
 
 
 def _weighted_median(values, weights) -> float:
@@ -626,8 +626,8 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
         # is strong, floor samples where it has decayed to the floor
         log_var = np.log(np.maximum(var - misfit * amp2, 0.05 * sigma2))
         f_samples, f_cols = floor_samples(ya, t, local, L)
-        full, _ = noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
-                            (index[f_cols], f_samples), L)
+        full = noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
+                         (index[f_cols], f_samples), L)
         if full is None:
             break
         lo, hi = np.percentile(full[index], [5, 95])

@@ -137,17 +137,11 @@ def otsu_threshold(values, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between))])
 
 
-def automatic_mask(first_echo, noise: NoiseEstimate | None = None, k: float = 4.0):
-    """Tissue mask from the first echo: signal more than k noise-floor SDs above the floor.
+def automatic_mask(first_echo, noise: NoiseEstimate | None = None, k: float = 4.0, **kwargs):
+    """The body-outline tissue mask; kept here for old imports (see tissue_mask.automatic_mask)."""
+    from .tissue_mask import automatic_mask as body_mask
 
-    Without a noise estimate, Otsu's threshold on the first echo is used. The noise-based rule
-    keeps dark, heavily iron-loaded organs that an intensity threshold would drop.
-    """
-    first = np.nan_to_num(np.asarray(first_echo, dtype=np.float32), nan=0.0)
-    if noise is None:
-        return first > otsu_threshold(first)
-    threshold = noise_floor_mean(noise.sigma, noise.coils) + k * noise_floor_sd(noise.sigma, noise.coils)
-    return first > threshold
+    return body_mask(first_echo, noise, k, **kwargs)
 
 
 def bessel_ratio(order, z):

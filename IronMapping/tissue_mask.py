@@ -69,10 +69,10 @@ def fill_body(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
-def tissue_threshold(noise: NoiseEstimate):
+def tissue_threshold(noise: NoiseEstimate, k: float = FLOOR_SDS):
     """Signal level above which a first-echo sample is tissue (scalar or per-voxel array)."""
     sigma = noise.sigma if noise.sigma_map is None else noise.sigma_map
-    return noise_floor_mean(sigma, noise.coils) + FLOOR_SDS * noise_floor_sd(sigma, noise.coils)
+    return noise_floor_mean(sigma, noise.coils) + k * noise_floor_sd(sigma, noise.coils)
 
 
 def automatic_mask(first_echo, noise: NoiseEstimate | None = None, k: float = FLOOR_SDS,
@@ -90,8 +90,7 @@ def automatic_mask(first_echo, noise: NoiseEstimate | None = None, k: float = FL
     if noise is None:
         mask = first > robust_otsu(first[first > 0])
     else:
-        sigma = noise.sigma if noise.sigma_map is None else noise.sigma_map
-        threshold = noise_floor_mean(sigma, noise.coils) + k * noise_floor_sd(sigma, noise.coils)
+        threshold = tissue_threshold(noise, k)
         mask = first > threshold
         if second_echo is not None:
             second = np.nan_to_num(np.asarray(second_echo, dtype=np.float32), nan=0.0, posinf=0.0)
