@@ -455,14 +455,21 @@ def floor_level(y, t, sigma, coils=1.0):
 COIL_GRID = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 
 
+#: Voxels whose decay misfits the single exponential at every coil count by more than this
+#: quantile of chi-square (n_echoes - 2 dof) are left out of the coil-count likelihood.
+DECAY_FIT_QUANTILE = 0.999
+
+
 def coils_from_decay(y, t, sigma, max_voxels: int = 4000):
     """Effective coil count from decays that approach the floor, when no pure-floor samples exist.
 
     y : (n_echoes, n) magnitudes; sigma : scalar or (n,). Voxels whose first echoes stand well
     above the floor and whose last echo is below 10 sigma carry the floor level 2 L sigma^2 in
-    the shape of their squared signal (E[S^2] = A^2 + 2 L sigma^2). L is the value on COIL_GRID
-    (refined between neighbours) that gives the best Gaussian likelihood of S^2 with
-    Var(S^2) = 4 sigma^2 (A^2 + L sigma^2) over those voxels. None when fewer than 300 such voxels.
+    the shape of their squared signal (E[S^2] = A^2 + 2 L sigma^2). L maximises the exact
+    noncentral-chi likelihood at each L's squared-signal fit: on COIL_GRID, then on a fine grid
+    between the coarse minimum's neighbours, then interpolated. Voxels that no single exponential fits at any L (fat oscillation in
+    marrow, partial volume of two tissues) are left out: their misfit, not the floor, would set
+    L. None when fewer than 300 voxels remain.
     """
     sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
     if y.shape[0] < 6:
@@ -480,25 +487,44 @@ def coils_from_decay(y, t, sigma, max_voxels: int = 4000):
         return None
     idx = idx[np.linspace(0, idx.size - 1, min(idx.size, max_voxels)).astype(np.intp)]
     yn = y[:, idx] / sigma[idx]  # in units of the local noise SD
+    loglik, deviance = _decay_likelihoods(yn, t, COIL_GRID)
+    fits = (deviance.min(axis=0) < stats.chi2.ppf(DECAY_FIT_QUANTILE, y.shape[0] - 2)) \
+        & np.all(yn > 0, axis=0)
+    if fits.sum() < 300:
+        return None
+    grid = np.asarray(COIL_GRID)
+    cost = -loglik[:, fits].sum(axis=1)
+    k = int(np.argmin(cost))
+    if k in (0, grid.size - 1):
+        return float(grid[k])
+    # the cost is far from quadratic over the coarse grid's steps: search again finely between
+    # the neighbours of the coarse minimum, then interpolate
+    fine = np.exp(np.linspace(np.log(grid[k - 1]), np.log(grid[k + 1]), 9))
+    cost = -_decay_likelihoods(yn[:, fits], t, fine)[0].sum(axis=1)
+    k = int(np.clip(np.argmin(cost), 1, fine.size - 2))
+    x = np.log(fine[k - 1:k + 2])
+    coef = np.polyfit(x, cost[k - 1:k + 2], 2)
+    if coef[0] <= 0:
+        return float(fine[k])
+    return float(np.exp(np.clip(-coef[1] / (2 * coef[0]), x[0], x[2])))
+
+
+def _decay_likelihoods(yn, t, coil_grid):
+    """(log-likelihood, deviance), each (len(coil_grid), n): per voxel and coil count, at that
+    L's squared-signal fit; yn in units of sigma. The log-likelihood is the exact noncentral
+    chi with its L-dependent normalising terms; the deviance is the squared-signal residual sum
+    sum (S^2 - E[S^2])^2 / Var(S^2), about chi-square (n_echoes - 2) where the model holds."""
     y2 = yn * yn
-    cost = []
-    for L in COIL_GRID:
+    with np.errstate(divide="ignore"):
+        log_y = np.log(yn)
+    loglik, deviance = [], []
+    for L in coil_grid:
         bf = estimators.noise_corrected(yn, t, 1.0, L)
         a = np.nan_to_num(bf.s0 * np.exp(-np.outer(t, bf.r2star)), nan=0.0, posinf=0.0)
-        # the exact noncentral-chi likelihood at the fit for this L (plus the L-dependent
-        # normalising terms that the estimators leave out)
-        loglik = estimators._nc_chi_loglik(yn, a, 1.0, L).sum()
-        loglik += float(np.sum(L * np.log(yn)))  # M^L term of the density
-        cost.append(-loglik)
-    cost = np.asarray(cost)
-    k = int(np.argmin(cost))
-    if 0 < k < cost.size - 1:
-        x = np.log(COIL_GRID[k - 1:k + 2])
-        c = cost[k - 1:k + 2]
-        coef = np.polyfit(x, c, 2)
-        if coef[0] > 0:
-            return float(np.exp(np.clip(-coef[1] / (2 * coef[0]), x[0], x[2])))
-    return float(COIL_GRID[k])
+        a2 = a * a
+        loglik.append(estimators._nc_chi_loglik(yn, a, 1.0, L) + L * log_y.sum(axis=0))
+        deviance.append((((y2 - a2 - 2.0 * L) ** 2) / (4.0 * (a2 + L))).sum(axis=0))
+    return np.asarray(loglik), np.asarray(deviance)
 
 
 def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
@@ -584,6 +610,18 @@ def _final_coils(ya, t, sigma, L):
     return 1.0, "assumed", n_floor
 
 
+def _resettle_with_decay_coils(yc, ya, yb, t, sigma, L, pair_tile):
+    """(sigma, L) once more with the coil count read from the decay shape: L sets the
+    variance-deficit correction and the echo choice of the residual pass, and sigma the
+    likelihood that gave L, so each is redone once with the other."""
+    settled = _settle_sigma(yc, ya, yb, t, sigma, L, False, pair_tile)
+    if settled is None:
+        return sigma, L
+    sigma = settled[0]
+    again = coils_from_decay(ya, t, sigma)
+    return sigma, (L if again is None else again)
+
+
 def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None) -> EchoTrainNoise | None:
     """sigma (and a noise map where it varies) from the residuals of the echo decay.
 
@@ -655,5 +693,7 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
         how, n_floor = "shape of the floor samples (moment ratio)", 0
     else:
         L, how, n_floor = _final_coils(ya, t, sigma, L)
+        if how == "decay shape":
+            sigma, L = _resettle_with_decay_coils(yc, ya, yb, t, sigma, L, pair_tile)
     return EchoTrainNoise(sigma=sigma, sigma_map=sigma_map, n_voxels=int(var.size), coils=float(L),
                           coils_source=how, n_floor=n_floor)

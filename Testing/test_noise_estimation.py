@@ -9,6 +9,7 @@ import pytest
 
 from IronMapping import echo_noise
 from IronMapping.errors import InputError
+from IronMapping.fatmodel import fat_phasor
 from IronMapping.noise_source import background_purity, resolve_noise
 from IronMapping.phantom import make_phantom, noncentral_chi
 from IronMapping.phantom_abdomen import make_acquisition
@@ -60,6 +61,25 @@ def test_echo_train_sigma_without_any_air(coils, fat):
     assert est.sigma == pytest.approx(ph.noise_sigma, rel=0.03)
     assert est.sigma_map is None
     assert est.coils == pytest.approx(coils, rel=0.15)
+
+
+@pytest.mark.parametrize("coils", [4, 8, 12])
+def test_coil_count_from_the_decay_shape_ignores_voxels_no_exponential_fits(coils):
+    """No floor samples at all: L from the decay curves alone, with a tenth of the voxels
+    oscillating like fatty marrow (their misfit must not set L)."""
+    rng = np.random.default_rng(coils)
+    t = np.arange(1, 13) * 1e-3
+    n = 6000
+    r2 = rng.uniform(120, 200, n)
+    s0 = rng.uniform(800, 1200, n)
+    fatty = np.arange(n) < n // 10
+    fat_fraction = np.where(fatty, 0.4, 0.0)
+    amplitude = s0 * np.abs(1 - fat_fraction + fat_fraction * fat_phasor(t * 1e3, 1.5)[:, None]) \
+        * np.exp(-np.outer(t, r2))
+    sigma = 25.0
+    y = noncentral_chi(amplitude, sigma, coils, rng)
+    estimate = echo_noise.coils_from_decay(y, t, sigma)
+    assert estimate == pytest.approx(coils, rel=0.15)
 
 
 def test_background_purity_recognises_zeros_decay_and_tissue():
