@@ -52,6 +52,10 @@ MAP_SMOOTHING_TILES = 0.5
 #: The noise map is used only when it spans more than this ratio (95th / 5th percentile in
 #: tissue); below it, one pooled sigma is more precise than the map.
 MAP_SPREAD_TO_USE = 1.2
+#: A noise map made from fewer usable pairs than this share of those sampled is made again
+#: from up to MAP_MAX_RESAMPLING times as many.
+MAP_KEPT_SHARE = 0.4
+MAP_MAX_RESAMPLING = 4.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class EchoTrainNoise:
     coils_source : "given", "floor samples" (echoes at the floor), "decay shape" (decays
         approaching the floor) or "assumed" (1: nothing in the image reaches the floor).
     n_floor : number of pure-floor samples.
+    n_sampled : number of voxel pairs sampled (n_voxels of them had echoes far enough above
+        the floor).
     """
 
     sigma: float
@@ -73,6 +79,7 @@ class EchoTrainNoise:
     coils: float = 1.0
     coils_source: str = "assumed"
     n_floor: int = 0
+    n_sampled: int = 0
 
     def sigma_range(self) -> tuple[float, float]:
         """5th and 95th percentile of the noise map (sigma twice without a map)."""
@@ -287,7 +294,7 @@ def tile_ids(index, spatial):
 
 
 def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=1.0):
-    """Smooth noise SD map (flat, n_voxels), or None where the noise is uniform or unmeasured.
+    """Smooth noise SD map (a TileMap), or None where the noise is uniform or unmeasured.
 
     index, log_variance, dofs : voxels with residual variances (log, misfit removed) and their
     degrees of freedom. floor : optional (flat voxel index, magnitude) of pure-floor samples.
@@ -351,13 +358,35 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
         log_s2 = log_s2[tuple(nearest)]
     lo, hi = np.percentile(log_s2.reshape(-1)[tile_id], [5, 95])
     if np.exp(0.5 * (hi - lo)) <= 0.9 * MAP_SPREAD_TO_USE:
-        return None  # uniform noise: no map (the interpolation below costs more than the rest)
-    full = ndimage.zoom(log_s2.astype(np.float32), [float(s) for s in tile], order=1, mode="nearest",
-                        grid_mode=True)
-    full = full[tuple(slice(0, n) for n in spatial)]
-    if full.shape != tuple(spatial):  # zoom rounding: pad with the edge value
-        full = np.pad(full, [(0, n - m) for n, m in zip(spatial, full.shape)], mode="edge")
-    return np.exp(0.5 * full).astype(np.float32).reshape(-1)
+        return None  # uniform noise: no map
+    return TileMap(log_s2.astype(np.float32), tuple(tile), tuple(spatial))
+
+
+@dataclass(frozen=True)
+class TileMap:
+    """A noise SD map held as log variances on a coarse grid of tiles, interpolated linearly
+    (as ndimage.zoom with grid_mode) wherever it is asked for: at sampled voxels cheaply, on
+    the whole grid only when the map is used."""
+
+    log_variance: np.ndarray  # (tile grid shape) float32
+    tile: tuple               # voxels per tile along each axis
+    spatial: tuple            # the image's spatial shape
+
+    def at(self, flat_index) -> np.ndarray:
+        """sigma (float64) at the given flat voxel indices."""
+        coords = np.unravel_index(np.asarray(flat_index), self.spatial)
+        grid = [(c + 0.5) / s - 0.5 for c, s in zip(coords, self.tile)]
+        values = ndimage.map_coordinates(self.log_variance.astype(np.float64), grid, order=1, mode="nearest")
+        return np.exp(0.5 * values)
+
+    def full(self) -> np.ndarray:
+        """sigma (float32) at every voxel, flat."""
+        full = ndimage.zoom(self.log_variance, [float(s) for s in self.tile], order=1, mode="nearest",
+                            grid_mode=True)
+        full = full[tuple(slice(0, n) for n in self.spatial)]
+        if full.shape != tuple(self.spatial):  # zoom rounding: pad with the edge value
+            full = np.pad(full, [(0, n - m) for n, m in zip(self.spatial, full.shape)], mode="edge")
+        return np.exp(0.5 * full).astype(np.float32).reshape(-1)
 
 
 def _weighted_median(values, weights) -> float:
@@ -636,6 +665,18 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
     spatial = tuple(spatial) if spatial is not None else (signal2d.shape[1],)
     # few echoes leave few residual degrees of freedom per voxel: pool more voxels
     limit = MAX_SAMPLED_VOXELS * (3 if signal2d.shape[0] <= 5 else 1)
+    estimate = _estimate_from_triples(signal2d, t, candidates, spatial, coils, limit)
+    if estimate is not None and estimate.sigma_map is not None \
+            and estimate.n_voxels < MAP_KEPT_SHARE * estimate.n_sampled \
+            and estimate.n_sampled >= limit:
+        # a noise map from few usable pairs has coarse tiles that flatten the map's bumps
+        # (many coils raise the floor, a noisy centre darkens the echoes): sample more pairs
+        more = int(limit * min(MAP_MAX_RESAMPLING, MAP_KEPT_SHARE * estimate.n_sampled / max(estimate.n_voxels, 1)))
+        estimate = _estimate_from_triples(signal2d, t, candidates, spatial, coils, more) or estimate
+    return estimate
+
+
+def _estimate_from_triples(signal2d, t, candidates, spatial, coils, limit):
     guide, index, partner = neighbour_triples(np.asarray(candidates, bool), spatial, limit)
     if index.size < 200:
         return None
@@ -664,18 +705,19 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
         # is strong, floor samples where it has decayed to the floor
         log_var = np.log(np.maximum(var - misfit * amp2, 0.05 * sigma2))
         f_samples, f_cols = floor_samples(ya, t, local, L)
-        full = noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
-                         (index[f_cols], f_samples), L)
-        if full is None:
+        tiles = noise_map(index[keep], log_var, dofs, spatial, 2.0 * np.log(sigma),
+                          (index[f_cols], f_samples), L)
+        if tiles is None:
             break
-        lo, hi = np.percentile(full[index], [5, 95])
+        at_index = tiles.at(index)
+        lo, hi = np.percentile(at_index, [5, 95])
         if hi / lo <= MAP_SPREAD_TO_USE and round_ == 0:
             break
-        sigma_map, sigma = full, float(np.median(full[index]))
+        sigma_map, sigma = tiles, float(np.median(at_index))
         if round_ == 0:
             # once more with each voxel's own noise level and the calibrated L in the echo
             # choice and the variance-deficit correction, which sharpens the calibration
-            local_guide, local = full[guide].astype(np.float64), full[index].astype(np.float64)
+            local_guide, local = tiles.at(guide), at_index
             if coils is None:
                 L = _floor_coils(ya, t, local, L, pair_tile)
             var, dofs, keep, amp2 = _refine(yc, ya, yb, t, local_guide, local, L)
@@ -683,10 +725,12 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
                 return None
             sigma2, misfit = separate_misfit(var, dofs, amp2, None if pair_tile is None else pair_tile[keep])
     if sigma_map is not None:
-        lo, hi = np.percentile(sigma_map[index], [5, 95])
+        lo, hi = np.percentile(sigma_map.at(index), [5, 95])
         if hi / lo <= MAP_SPREAD_TO_USE:
             sigma_map = None
             sigma = float(np.sqrt(sigma2))
+        else:
+            sigma_map = sigma_map.full()
     if coils is not None:
         L, how, n_floor = float(coils), "given", 0
     elif sigma_map is not None:
@@ -696,4 +740,4 @@ def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None)
         if how == "decay shape":
             sigma, L = _resettle_with_decay_coils(yc, ya, yb, t, sigma, L, pair_tile)
     return EchoTrainNoise(sigma=sigma, sigma_map=sigma_map, n_voxels=int(var.size), coils=float(L),
-                          coils_source=how, n_floor=n_floor)
+                          coils_source=how, n_floor=n_floor, n_sampled=int(index.size))

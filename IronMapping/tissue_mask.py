@@ -54,19 +54,34 @@ def spike_voxels(signal2d, invalid=None) -> np.ndarray:
 
 
 def fill_body(mask: np.ndarray) -> np.ndarray:
-    """Fill the holes of a tissue mask in every slice (last two axes) and in 3-D."""
+    """Fill the holes of a tissue mask in every slice (last two axes) and in 3-D.
+
+    The same as scipy's binary_fill_holes per slice and then in 3-D, done by labelling the
+    background once (components that touch the border are outside) rather than flooding it
+    step by step, which costs several times more on a full abdomen.
+    """
+    mask = np.asarray(mask, bool)
     if mask.ndim < 2:
         return mask
-    if mask.ndim >= 3:
-        # in-plane flooding only: pad the slice axes with tissue so that the first and last
-        # slices are not wholly "border" and their holes get filled too
-        lead = mask.ndim - 2
-        padded = np.pad(mask, [(1, 1)] * lead + [(0, 0), (0, 0)], constant_values=True)
-        structure = np.zeros((3,) * mask.ndim, bool)
-        structure[(1,) * lead] = ndimage.generate_binary_structure(2, 1)
-        filled = ndimage.binary_fill_holes(padded, structure)[tuple([slice(1, -1)] * lead)]
-        return ndimage.binary_fill_holes(filled)
-    return ndimage.binary_fill_holes(mask)
+    nd = mask.ndim
+    filled = mask
+    if nd >= 3:
+        in_plane = np.zeros((3,) * nd, bool)
+        in_plane[(1,) * (nd - 2)] = ndimage.generate_binary_structure(2, 1)
+        filled = ~_outside(~mask, in_plane, (nd - 2, nd - 1))
+    return ~_outside(~filled, ndimage.generate_binary_structure(nd, 1), range(nd))
+
+
+def _outside(background, structure, border_axes) -> np.ndarray:
+    """Background components (connected by structure) that touch the array's border along any
+    of border_axes."""
+    labels, n = ndimage.label(background, structure)
+    touching = np.zeros(n + 1, bool)
+    for axis in border_axes:
+        touching[np.take(labels, 0, axis=axis)] = True
+        touching[np.take(labels, -1, axis=axis)] = True
+    touching[0] = False
+    return touching[labels]
 
 
 def tissue_threshold(noise: NoiseEstimate, k: float = FLOOR_SDS):

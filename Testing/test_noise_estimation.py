@@ -216,3 +216,36 @@ def test_resolve_noise_reports_every_estimate():
     for key in ("echo_train_sigma", "background_sigma", "background_moment_ratio", "coils_source"):
         assert key in noise.details
     assert noise.details["echo_train_sigma"] == pytest.approx(ph.noise_sigma, rel=0.05)
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (6, 40, 50), (2, 3, 30, 40)])
+def test_body_filling_equals_filling_holes_per_slice_then_in_3d(shape):
+    """fill_body labels the background once; it must equal scipy's hole filling in every
+    slice (slices not treated as border) followed by hole filling in 3-D."""
+    from scipy import ndimage
+
+    from IronMapping.tissue_mask import fill_body
+
+    rng = np.random.default_rng(len(shape))
+    for density in (0.3, 0.6, 0.9):
+        mask = ndimage.binary_opening(rng.random(shape) < density) | (rng.random(shape) < 0.5 * density)
+        expected = mask
+        if mask.ndim >= 3:
+            lead = mask.ndim - 2
+            structure = np.zeros((3,) * mask.ndim, bool)
+            structure[(1,) * lead] = ndimage.generate_binary_structure(2, 1)
+            padded = np.pad(mask, [(1, 1)] * lead + [(0, 0), (0, 0)], constant_values=True)
+            expected = ndimage.binary_fill_holes(padded, structure)[tuple([slice(1, -1)] * lead)]
+        expected = ndimage.binary_fill_holes(expected)
+        assert np.array_equal(fill_body(mask), expected)
+
+
+def test_noise_map_at_sampled_voxels_equals_the_full_interpolated_map():
+    rng = np.random.default_rng(3)
+    for spatial, tile in [((5, 128, 168), (4, 13, 13)), ((1, 64, 80), (1, 9, 9))]:
+        grid = tuple(-(-n // s) for n, s in zip(spatial, tile))
+        tiles = echo_noise.TileMap(rng.normal(0, 0.5, grid).astype(np.float32), tile, spatial)
+        full = tiles.full()
+        assert full.shape == (int(np.prod(spatial)),)
+        index = rng.integers(0, full.size, 4000)
+        np.testing.assert_allclose(tiles.at(index), full[index], rtol=1e-5)
