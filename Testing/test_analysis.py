@@ -129,6 +129,24 @@ def test_command_line_fit_writes_the_analysis_of_its_input(tmp_path):
     assert json.loads((out / "run.json").read_text())["warnings"] == direct.warnings
 
 
+def test_batch_study_records_the_analysis_warnings(tmp_path):
+    from IronMapping.batch import DONE_MARKER, Study, run_study
+    from test_pipeline import make_study
+
+    echoes, labels, _ = make_study(tmp_path, shape=(4, 24, 30))
+    outcome = run_study(Study("s1", [str(echoes)], str(labels)), tmp_path / "cohort",
+                        {"report": False})
+    assert outcome["status"] == "done", outcome
+    image = pipeline.load_image([echoes])
+    label_map = pipeline.load_labels(labels, image, None)
+    direct = analyse(image, labels=label_map.labels, label_names=label_map.names,
+                     terminology=label_map.terminology, notes=label_map.warnings)
+    done = json.loads((tmp_path / "cohort" / "s1" / DONE_MARKER).read_text())
+    assert done["warnings"] == direct.warnings
+    written = json.loads((tmp_path / "cohort" / "s1" / "summary.json").read_text())
+    assert written["regions"] == _json(direct.summary["regions"])
+
+
 def test_slicer_logic_and_pipeline_give_the_same_summary_and_warnings(phantom, tmp_path):
     mrml_fixtures = pytest.importorskip("mrml_fixtures")
     from IronMapping import scene as mrml
