@@ -6,15 +6,14 @@
     >>> result.summary["pattern"]["text"]
 
 Works inside Slicer and in plain Python with the ``slicer-core`` wheel (no Qt needed). All MRML
-access goes through :mod:`IronMapping.scene`; the numbers come from :mod:`IronMapping.relaxometry`
-and :mod:`IronMapping.quantification`.
+access goes through :mod:`IronMapping.scene`; the numbers come from :func:`IronMapping.analysis.analyse`
+(the same path as the command line and batch).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -32,7 +31,6 @@ except ImportError:  # plain Python with slicer-core, or no Slicer at all
 
 log = logging.getLogger(__name__)
 
-MAP_KEYS = ("r2star", "t2star", "s0", "quality", "status")
 WHOLE_IMAGE_REGION = "all fitted voxels"
 
 
@@ -41,8 +39,9 @@ class IronMappingResult(Mapping):
     """Output nodes by key ("r2star", "t2star", "s0", "quality", "status", "table", "plot",
     and "pdff" for fat-water fits) plus what produced them.
 
-    fit : relaxometry.RelaxometryFit; image : MultiEchoImage; summary : quantification dict
-    (issue 4 JSON shape); warnings : sentences worth showing; seconds : run time.
+    fit : relaxometry.RelaxometryFit; image : MultiEchoImage; summary : the statistics dict
+    (``quantification.Summary``); warnings : sentences worth showing (the analysis' warnings,
+    then the summary's notes), each once; seconds : run time.
     """
 
     nodes: dict
@@ -135,15 +134,14 @@ class IronMappingLogic(_LogicBase):
         Returns an :class:`IronMappingResult` (a mapping key -> output node). Bad input raises
         an IronMappingError subclass and leaves the scene as it was.
         """
-        from . import relaxometry
+        from .analysis import analyse, unique
 
         started = time.perf_counter()
         check_segmentation_node(segmentationNode)
         scene = mrml.mrml_scene(scene)
-        notes: list[str] = []
         with mrml.SceneTransaction(scene):
             image, desc = mrml.read_multiecho(inputNode, echoTimesMs, fieldStrengthT, scene)
-            notes.extend(image.metadata.get("warnings") or [])
+            notes: list[str] = []
             recorded = desc.field_strength_t
             if fieldStrengthT and recorded and abs(float(fieldStrengthT) - recorded) > 0.1:
                 notes.append(f"Field strength {float(fieldStrengthT):g} T given replaces the "
@@ -153,30 +151,21 @@ class IronMappingLogic(_LogicBase):
             if segmentationNode is not None:
                 regions = mrml.region_labels(segmentationNode, segmentIds, image, scene, desc.primary)
                 notes.extend(regions.overlaps)
-            mask = None
-            if maskThreshold:
-                mask = np.nan_to_num(image.signal[0]) > float(maskThreshold)
-                if not mask.any():
-                    raise InputError(
-                        f"No voxel has a first-echo signal above the mask threshold {maskThreshold:g}; "
-                        f"the first echo ranges up to {np.nanmax(image.signal[0]):g}. Lower the "
-                        "threshold or set it to 0 for the automatic mask.")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                fit = relaxometry.fit(
-                    image.signal, image.echo_times_ms, method=method, mask=mask,
-                    noise_sigma=noiseSigma, coils=coils, progress=progress, cancel=cancel,
-                    quantity=image.quantity, field_strength_t=image.field_strength_t,
-                    include_mask=None if regions is None else regions.labels > 0)
-                summary, labels, names = self._summarize(fit, image, regions, calibration, convertField)
-                summary["field_strength_source"] = field_strength_source(
-                    fieldStrengthT, image, desc.field_strength_t)
-                curves, fit_times = self._decay_curves(image, fit, labels, names, summary)
-            messages = [str(w.message) for w in caught if not issubclass(w.category, RuntimeWarning)]
-            # RuntimeWarnings are numpy arithmetic chatter, not advice for the user.
-            for text in messages + list(summary.get("warnings") or []) + list(summary.get("notes") or []):
-                if text and text not in notes:
-                    notes.append(text)
+            analysis = analyse(
+                image, labels=None if regions is None else regions.labels,
+                label_names=None if regions is None else dict(regions.label_names),
+                method=method, mask_threshold=maskThreshold, noise_sigma=noiseSigma, coils=coils,
+                calibration=calibration, convert_field=convertField,
+                terminology=None if regions is None else dict(regions.terminology),
+                whole_image_region=WHOLE_IMAGE_REGION,
+                field_strength_source=field_strength_source(fieldStrengthT, image, recorded),
+                notes=notes, cancel=cancel,
+                progress=None if progress is None else _fit_progress(progress))
+            fit, summary = analysis.fit, analysis.summary
+            curves, fit_times = self._decay_curves(image, fit, analysis.labels,
+                                                   analysis.label_names, summary)
+            # The panel also shows the summary's notes (unknown field strength, no reference...).
+            notes = unique(analysis.warnings + list(summary.get("notes") or []))
 
             attributes = self._table_attributes(fit, image, summary, notes)
             nodes = mrml.write_maps(desc, image, fit, reuse=reuseOutputs, scene=scene)
@@ -196,27 +185,6 @@ class IronMappingLogic(_LogicBase):
                                  warnings=notes, seconds=seconds)
 
     # ------------------------------------------------------------------ pieces
-
-    @staticmethod
-    def _summarize(fit, image, regions, calibration, convert_field):
-        from .quantification import summarize
-        from .relaxometry import Status
-
-        if regions is not None:
-            labels, names = regions.labels, dict(regions.label_names)
-        else:
-            labels = (fit.status == Status.FITTED).astype(np.uint16)
-            names = {1: WHOLE_IMAGE_REGION}
-        kwargs = {}
-        if convert_field:
-            kwargs["convert_field"] = True
-        if regions is not None and any(regions.terminology.values()):
-            kwargs["terminology"] = dict(regions.terminology)
-        summary = summarize(fit, labels, names, image.field_strength_t, calibration=calibration,
-                            signal=image.signal, echo_times_ms=image.echo_times_ms,
-                            voxel_volume_ml=image.voxel_volume_ml, ijk_to_ras=image.ijk_to_ras,
-                            complex_signal=image.metadata.get("complex_components"), **kwargs)
-        return summary, labels, names
 
     @staticmethod
     def _rows(summary) -> list[dict]:
@@ -267,6 +235,11 @@ class IronMappingLogic(_LogicBase):
             curves.append({"name": names[value], "mean": points, "fit": curve,
                            "r2star": roi.get("r2star"), "method": roi.get("method")})
         return curves, fit_times
+
+
+def _fit_progress(progress: Callable[[float], None]):
+    """The panel's progress(fraction) as the analysis' progress(stage, fraction) (fit stage)."""
+    return lambda stage, fraction: progress(fraction) if stage == "fit" and fraction is not None else None
 
 
 def field_strength_source(typed, image, recorded=None) -> str:

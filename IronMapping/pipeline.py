@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings as _warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
 from .errors import CalibrationError, InputError, OutputError
+from .analysis import summarize_fit, whole_image_figures  # noqa: F401 (public names)
 from .image import MultiEchoImage
 from .maps_io import (FORMATS, LabelMap, output_failure, output_path, read_labels,
                       resample_labels, write_maps)
@@ -38,6 +38,8 @@ FOCAL_CSV = "focal_findings.csv"
 REPORT_HTML = "report.html"
 REPORT_PDF = "report.pdf"  # beside the HTML when matplotlib is installed
 BASE_MAPS = ("r2star", "t2star", "s0", "quality", "status", "r2star_sd")
+NO_LABELS_WARNING = ("No label map was given: maps only, no organ statistics. Pass --labels to "
+                     "get them.")
 
 #: progress(stage, fraction): stage is "load", "fit", "statistics", "write" or "report";
 #: fraction is 0..1 within the stage, or None when unknown.
@@ -267,39 +269,27 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
     truth : phantom truth {region name: R2* 1/s} shown in the report.
     timings : seconds of earlier stages (e.g. {"load": 1.2}), recorded with this run's.
     """
+    from .analysis import analyse
     from .quantification import write_summary_json
-    from .relaxometry import fit as fit_maps
 
     timings = dict(timings or {})
-    notes: list[str] = []
     say = progress or (lambda stage, fraction: None)
     input_paths = [v for v in _flatten((inputs or {}).values())
                    if isinstance(v, (str, Path)) and Path(v).exists()]
     out = prepare_output_folder(out_dir, fmt, overwrite, input_paths)
-    notes += [str(w) for w in image.metadata.get("warnings", []) or []]
+    label_notes = []
     if label_map is not None:
         label_map = resample_labels(label_map, image.shape, image.ijk_to_ras)
-        notes += label_map.warnings
+        label_notes = label_map.warnings
 
-    t0 = time.perf_counter()
-    say("fit", 0.0)
-    with _warnings.catch_warnings(record=True) as caught:
-        _warnings.simplefilter("always")
-        fit = fit_maps(image.signal, image.echo_times_ms, method=method, noise_sigma=noise_sigma,
-                       coils=coils, progress=lambda f: say("fit", f), cancel=cancel,
-                       quantity=image.quantity, field_strength_t=image.field_strength_t,
-                       include_mask=None if label_map is None else label_map.labels > 0)
-    # The engine's notes are UserWarnings; numpy's RuntimeWarnings inside masked-out math are not.
-    notes += _unique([str(w.message) for w in caught if issubclass(w.category, UserWarning)
-                      and not issubclass(w.category, RuntimeWarning)]
-                     + list(getattr(fit, "warnings", [])))
-    timings["fit"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    say("statistics", None)
-    summary = summarise(fit, image, label_map, calibration, convert_field)
-    notes += [w for w in summary.get("warnings", []) if w not in notes]
-    timings["statistics"] = time.perf_counter() - t0
+    analysis = analyse(
+        image, labels=None if label_map is None else label_map.labels,
+        label_names=None if label_map is None else label_map.names, method=method,
+        noise_sigma=noise_sigma, coils=coils, calibration=calibration, convert_field=convert_field,
+        terminology=None if label_map is None else label_map.terminology,
+        no_labels_warning=NO_LABELS_WARNING, notes=label_notes, progress=say, cancel=cancel)
+    fit, summary, notes = analysis.fit, analysis.summary, analysis.warnings
+    timings.update(analysis.timings)
 
     t0 = time.perf_counter()
     say("write", None)
@@ -345,8 +335,8 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
         "research_use": RESEARCH_USE_STATEMENT,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inputs": dict(inputs or {}),
-        "method": fit.provenance(),
-        "calibration": summary.get("calibration"),
+        "method": analysis.provenance["method"],
+        "calibration": analysis.provenance["calibration"],
         "format": fmt,
         "files": {k: p.name for k, p in files.items()},
         "timings_s": timings,
@@ -359,59 +349,20 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
 
 def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibration=None,
               convert_field: bool = False) -> dict:
-    """The statistics dict of issue 4 (``quantification.summarize``).
+    """The statistics dict (``quantification.summarize``) of ``fit`` over ``label_map``.
 
-    Without a label map the dict has no regions and says so; the maps are still written.
+    Kept for callers of this name; it is :func:`IronMapping.analysis.summarize_fit`. Without a
+    label map the dict has no regions and says so.
     """
-    from . import quantification
-
-    if label_map is None:
-        labels = np.zeros(image.shape, dtype=np.int32)
-        names: dict[int, str] = {}
-    else:
-        labels, names = label_map.labels, label_map.names
-    terminology = None if label_map is None else (label_map.terminology or None)
-    summary = quantification.summarize(
-        fit, labels, names, image.field_strength_t, calibration=calibration,
-        signal=image.signal, echo_times_ms=image.echo_times_ms,
-        voxel_volume_ml=image.voxel_volume_ml, terminology=terminology,
-        convert_field=convert_field,
-        ijk_to_ras=image.ijk_to_ras, complex_signal=image.metadata.get("complex_components"))
-    summary = dict(summary)
-    summary["field_strength_source"] = image.metadata.get("field_strength_source")
-    summary["echo_time_source"] = image.metadata.get("echo_time_source")
-    summary["whole_image"] = whole_image_figures(fit)
-    if label_map is None:
-        summary.setdefault("warnings", [])
-        summary["warnings"] = list(summary["warnings"]) + [
-            "No label map was given: maps only, no organ statistics. Pass --labels to get them."]
-    return summary
-
-
-def whole_image_figures(fit) -> dict:
-    """How much of the image was fitted and the median R2*/T2* of the fitted tissue.
-
-    Returns a JSON-able dict: ``voxels``, ``fitted_voxels``, ``fitted_fraction`` (0-1),
-    ``r2star_median`` (1/s) and ``t2star_median`` (ms) over fitted voxels (None when none),
-    ``quantity`` ("T2*" or "T2").
-    """
-    from .relaxometry import Status
-
-    fitted = np.asarray(fit.status) == Status.FITTED
-    n_fitted = int(np.count_nonzero(fitted))
-    r2 = np.asarray(fit.r2star)[fitted]
-    t2 = np.asarray(fit.t2star)[fitted]
-    r2 = r2[np.isfinite(r2)]
-    t2 = t2[np.isfinite(t2)]
-    return {"voxels": int(fitted.size), "fitted_voxels": n_fitted,
-            "fitted_fraction": n_fitted / fitted.size if fitted.size else 0.0,
-            "r2star_median": float(np.median(r2)) if r2.size else None,
-            "t2star_median": float(np.median(t2)) if t2.size else None,
-            "quantity": getattr(fit, "quantity", "T2*")}
+    return summarize_fit(fit, image, None if label_map is None else label_map.labels,
+                         None if label_map is None else label_map.names, calibration=calibration,
+                         convert_field=convert_field,
+                         terminology=None if label_map is None else label_map.terminology,
+                         no_labels_warning=NO_LABELS_WARNING)
 
 
 def write_regions(path: Path, summary: Mapping[str, Any]) -> Path:
-    """regions.csv: one row per region, units in the column names (statistics issue's table)."""
+    """regions.csv: one row per region, units in the column names (``quantification.regions_table``)."""
     from .quantification import write_regions_csv
 
     return Path(write_regions_csv(summary, path))
@@ -449,10 +400,6 @@ def _flatten(values):
             yield from _flatten(v)
         else:
             yield v
-
-
-def _unique(items):
-    return list(dict.fromkeys(i for i in items if i))
 
 
 # --------------------------------------------------------------------------- entry points

@@ -30,7 +30,8 @@ from . import RESEARCH_USE_STATEMENT, __version__
 from .headline import (DASH, fmt, fmt_ratio, headline_html, is_neonatal_question, lesion_sentences,
                        focal_sentences, nh_sentence, organ_findings, pattern_facts, symbols, yes_no)
 from .io.metadata import json_default as _json_default
-from .report_figures import MAX_MONTAGE_SLICES, mean_decay  # noqa: F401 (public names)
+from .regions import mean_decay  # noqa: F401 (public name)
+from .report_figures import MAX_MONTAGE_SLICES  # noqa: F401 (public name)
 
 # (summary key, column header with unit, display quantity of headline.DISPLAY_PRECISION or a
 # format) for the table of every region.

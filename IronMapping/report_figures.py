@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .display import IronScale, draw_outlines, grey, iron_scale, plane_view, slice_position, upsample
+from .regions import mean_decay
 
 MAX_MONTAGE_SLICES = 24
 DPI = 100
@@ -346,18 +347,6 @@ def view_matrix(image):
 
 
 # --------------------------------------------------------------------------- decay plots
-
-def mean_decay(signal, labels, values) -> np.ndarray:
-    """Mean signal per echo of each label in ``values``: array [len(values), n_echoes]."""
-    flat = np.asarray(labels).ravel()
-    n = int(max(values)) + 1 if len(values) else 1
-    counts = np.bincount(flat, minlength=n).astype(np.float64)
-    out = np.empty((len(values), signal.shape[0]))
-    for e in range(signal.shape[0]):
-        sums = np.bincount(flat, weights=np.nan_to_num(signal[e].ravel()), minlength=n)
-        out[:, e] = sums[list(values)] / np.maximum(counts[list(values)], 1)
-    return out
-
 
 def _noise_floor(fit):
     from .noise import noise_floor_mean

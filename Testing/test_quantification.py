@@ -302,3 +302,18 @@ def test_calibration_refusal_note_has_no_python_booleans():
     liver = next(r for r in regions_table(s) if r["Region"] == "liver")
     assert "LIC not computed" in liver["Notes"]
     assert "True" not in liver["Notes"] and "--convert-field" in liver["Notes"]
+
+
+def test_the_typed_dicts_describe_the_summary():
+    from IronMapping.quantification import CalibrationBlock, RegionRow, Summary
+
+    s = phantom_summary("neonatal-haemochromatosis")
+    assert list(s) == list(Summary.__annotations__)
+    assert list(s["calibration"]) == list(CalibrationBlock.__annotations__)
+    optional = {"lic_grade", "lesion_reading", "focal_findings_n", "heterogeneity_robust_cv",
+                "heterogeneity_excess_cv"}
+    declared = set(RegionRow.__annotations__)
+    for row in s["regions"]:
+        assert declared - optional <= set(row), row["name"]
+        assert set(row) & optional <= declared
+    assert any("lic_grade" in r for r in s["regions"]) and any("lesion_reading" in r for r in s["regions"])
