@@ -28,10 +28,7 @@ default calibration (Wood 2005, 1.5 T) on 3 T data gives LIC null with a note in
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +37,7 @@ from . import RESEARCH_USE_STATEMENT, __version__
 from .calibration import (MG_PER_G_TO_UMOL_PER_G, get_calibration, liver_iron_concentration,
                           liver_iron_lower_bound, nominal_field)
 from .errors import CalibrationError, GeometryError, InputError
+from .fileio import json_safe, write_csv, write_json, write_text
 from .grading import DESCRIPTIVE_ONLY, GRADING_SCHEMES, grade_region
 from .organs import recognise_organ
 from .patterns import classify_pattern
@@ -65,22 +63,8 @@ _ROW_FIRST = ("name", "label_value", "organ", "organ_source", "n_voxels", "volum
               "grade")
 
 
-def _clean(value):
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
+#: JSON-safe copy (numpy scalars to Python, NaN/inf to None, tuples to lists); see fileio.
+_clean = json_safe
 
 
 def _lookup(mapping, value: int, name: str):
@@ -515,37 +499,14 @@ def regions_table(summary: dict) -> list[dict]:
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    path = Path(path)
-    if not path.parent.exists():
-        raise InputError(f"Cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="")
-        os.replace(tmp, path)
-    except OSError as exc:
-        from .maps_io import output_failure
-
-        if tmp.exists():
-            tmp.unlink()
-        raise output_failure(exc, path) from None
-    return path
+    return write_text(path, text)
 
 
 def write_regions_csv(summary: dict, path) -> Path:
     """Write `regions_table(summary)` as CSV (UTF-8, header with units). Returns the path."""
-    import io
-
-    rows = regions_table(summary)
-    headers = table_headers(summary)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=headers, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return _atomic_write(Path(path), buffer.getvalue())
+    return write_csv(path, table_headers(summary), regions_table(summary))
 
 
 def write_summary_json(summary: dict, path) -> Path:
     """Write the summary as strict JSON (no NaN). Returns the path."""
-    text = json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n"
-    return _atomic_write(Path(path), text)
+    return write_json(path, summary)

@@ -20,7 +20,6 @@ import base64
 import datetime as _dt
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -29,7 +28,7 @@ import numpy as np
 from . import RESEARCH_USE_STATEMENT, __version__
 from .headline import (DASH, fmt, fmt_ratio, headline_html, is_neonatal_question, lesion_sentences,
                        focal_sentences, nh_sentence, organ_findings, pattern_facts, symbols, yes_no)
-from .io.metadata import json_default as _json_default
+from .fileio import json_safe, replace_atomically, write_text
 from .report_figures import MAX_MONTAGE_SLICES, mean_decay  # noqa: F401 (public names)
 
 # (summary key, column header with unit, display quantity of headline.DISPLAY_PRECISION or a
@@ -100,9 +99,8 @@ def write_report(path, summary: Mapping[str, Any] | None, *, fit=None, image=Non
     if pdf and matplotlib_available():
         from .report_figures import write_pdf
 
-        tmp = target.with_name(target.name + ".tmp")
-        write_pdf(tmp, report.title, report.text_blocks, report.figures)
-        os.replace(tmp, target)
+        replace_atomically(target, lambda tmp: write_pdf(tmp, report.title, report.text_blocks,
+                                                         report.figures))
     elif target.exists() and (path.parent / "run.json").exists():
         target.unlink()  # an older run's PDF would no longer match this report
     return path
@@ -198,7 +196,7 @@ def build_report(summary, *, fit=None, image=None, labels=None, label_names=None
     parts.append('<section id="inputs"><h2>Inputs and software</h2>'
                  + _inputs_section(inputs, image, fit, timings) + "</section>")
     parts.append('<details class="json"><summary>Full summary (JSON, full precision)</summary><pre>'
-                 f"{_e(json.dumps(summary, indent=1, default=_json_default))}</pre></details>")
+                 f"{_e(json.dumps(json_safe(summary), indent=1))}</pre></details>")
     parts.append(f'<footer class="research">{_e(RESEARCH_USE_STATEMENT)}</footer>')
     body = "\n".join(parts)
     page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
@@ -359,7 +357,7 @@ def _ratio_table(ratios) -> str:
 def _sir_table(sir) -> str:
     """Signal intensity ratio region / reference per echo: a row per region, a column per TE."""
     if not isinstance(sir, Mapping) or not isinstance(sir.get("regions"), Mapping):
-        return f"<pre>{_e(json.dumps(sir, indent=1, default=_json_default))}</pre>"
+        return f"<pre>{_e(json.dumps(json_safe(sir), indent=1))}</pre>"
     te = list(sir.get("echo_times_ms") or [])
     head = "<th>Region</th>" + "".join(f"<th>TE {t:g} ms</th>" for t in te)
     rows = []
@@ -509,9 +507,7 @@ def _region_masks(labels, label_names, regions) -> list[tuple[str, np.ndarray]]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 _CSS = """
