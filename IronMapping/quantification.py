@@ -28,7 +28,6 @@ default calibration (Wood 2005, 1.5 T) on 3 T data gives LIC null with a note in
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
