@@ -40,21 +40,15 @@ from .fileio import json_safe, write_csv, write_json, write_text
 from .grading import DESCRIPTIVE_ONLY, GRADING_SCHEMES, grade_region
 from .organs import recognise_organ
 from .patterns import classify_pattern
-from .quantities import REGION_QUANTITIES, display_value, label_for
+from .quantities import REGION_QUANTITIES, SUMMARY_UNITS, display_value, label_for
 from .regions import (DEFAULT_MIN_QUALITY, DEFAULT_ROI_METHOD, LESION_COVERAGE_FACTOR,
                       compare_lesion, label_masks, region_statistics, roi_fit,
                       signal_intensity_ratio)
 
 DEFAULT_REFERENCE_ORGAN = "skeletal muscle"
 
-UNITS = {
-    "volume_ml": "mL", "n_voxels": "voxels", "n_included": "voxels", "excluded_fraction": "fraction 0-1",
-    "r2star_*": "1/s", "t2star_*": "ms", "r2star_roi_fit": "1/s", "t2star_roi_fit": "ms",
-    "lic_mg_per_g": "mg Fe/g dry weight", "lic_umol_per_g": "umol Fe/g dry weight",
-    "lic_lower_bound": "mg Fe/g dry weight", "r2star_censored_fraction": "fraction 0-1",
-    "field_strength_t": "T", "echo_times_ms": "ms", "reference_ratio_r2star": "ratio",
-    "sir_to_reference": "ratio per echo", "quality_median": "R^2 (0-1)",
-}
+#: Units of the summary's numeric keys (summary["units"]), from IronMapping.quantities.
+UNITS = SUMMARY_UNITS
 
 _ROW_FIRST = ("name", "label_value", "organ", "organ_source", "n_voxels", "volume_ml",
               "r2star_median", "r2star_lower_bound", "r2star_censored_fraction", "r2star_mean",

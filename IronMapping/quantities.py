@@ -174,6 +174,7 @@ class MapQuantity:
     dtype : data type in files and nodes.
     description : one sentence for file sidecars and node attributes.
     node_name : Slicer node name after the input's name ("<input> R2*").
+    node_class : Slicer node class (the status codes are a label map).
     colour_map : "iron" (black-red-yellow-white, more iron hotter), "iron-reversed" (T2*:
         shorter hotter), "grey", or "status" (a labelled colour per status code).
     window : display window (lo, hi) in ``unit``; None ends are robust percentiles
@@ -194,6 +195,7 @@ class MapQuantity:
     dtype: str
     description: str
     node_name: str
+    node_class: str = "vtkMRMLScalarVolumeNode"
     colour_map: str = "grey"
     window: tuple = (None, None)
     window_percentiles: tuple = (0.5, 99.5)
@@ -238,7 +240,7 @@ MAPS: tuple[MapQuantity, ...] = (
                 window=(0.0, 1.0), source="quality"),
     MapQuantity("status", "status", "code", "{status}", "uint8",
                 "Why a voxel was or was not fitted (codes in the sidecar).", "fit status",
-                colour_map="status", source="status"),
+                node_class="vtkMRMLLabelMapVolumeNode", colour_map="status", source="status"),
     MapQuantity("r2star_sd", "SD of R2*", "1/s", "s-1", "float32",
                 "Uncertainty (standard deviation) of R2*.", "R2* SD", source="uncertainty",
                 relaxation=True, spin_echo_stem="r2_sd"),

@@ -29,22 +29,19 @@ from . import RESEARCH_USE_STATEMENT, __version__
 from .headline import (DASH, fmt, fmt_ratio, headline_html, is_neonatal_question, lesion_sentences,
                        focal_sentences, nh_sentence, organ_findings, pattern_facts, symbols, yes_no)
 from .fileio import json_safe, replace_atomically, write_text
+from .quantities import BY_KEY
 from .report_figures import MAX_MONTAGE_SLICES, mean_decay  # noqa: F401 (public names)
 
+#: headline.DISPLAY_PRECISION quantity of each unit of IronMapping.quantities ("{}": as text).
+_DISPLAY_OF_UNIT = {"1/s": "r2star", "ms": "t2star", "mg Fe/g dw": "lic", "mL": "volume",
+                    "%": "percent", "": "{}"}
+#: Summary keys of the report's table of every region, in order.
+REGION_KEYS = ("name", "volume_ml", "r2star_median", "r2star_iqr", "r2star_roi_fit",
+               "t2star_median", "t2star_roi_fit", "lic_mg_per_g", "grade", "excluded_fraction")
 # (summary key, column header with unit, display quantity of headline.DISPLAY_PRECISION or a
-# format) for the table of every region.
-REGION_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("name", "Region", "{}"),
-    ("volume_ml", "Volume (mL)", "volume"),
-    ("r2star_median", "R2* median (1/s)", "r2star"),
-    ("r2star_iqr", "R2* IQR (1/s)", "r2star"),
-    ("r2star_roi_fit", "R2* ROI fit (1/s)", "r2star"),
-    ("t2star_median", "T2* median (ms)", "t2star"),
-    ("t2star_roi_fit", "T2* ROI fit (ms)", "t2star"),
-    ("lic_mg_per_g", "LIC (mg Fe/g dw)", "lic"),
-    ("grade", "Grade", "{}"),
-    ("excluded_fraction", "Excluded (%)", "percent"),
-)
+# format), headers and units from IronMapping.quantities.
+REGION_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (key, BY_KEY[key].label, _DISPLAY_OF_UNIT[BY_KEY[key].unit]) for key in REGION_KEYS)
 
 LESION_COLUMNS = (
     ("lesion", "Lesion", "{}"), ("background", "Background", "{}"),

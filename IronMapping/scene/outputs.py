@@ -12,20 +12,15 @@ import numpy as np
 from .. import RESEARCH_USE_STATEMENT, __version__
 from ..fileio import json_safe
 from ..image import MultiEchoImage
+from ..quantities import MAP_BY_KEY, MAPS, map_arrays
 from .core import (ATTRIBUTE_PREFIX, INPUT_REFERENCE_ROLE, _get_or_create, _place_in_hierarchy,
                    _set_attributes, _slicer, find_output, mrml_scene, nodes_by_class, outputs_of)
 from .inputs import InputDescription, _sequence_of_proxy
 
 
-#: Output key -> (node name suffix, node class). Suffixes of R2*/T2* lose the star for spin echo.
-MAP_OUTPUTS = {
-    "r2star": ("R2*", "vtkMRMLScalarVolumeNode"),
-    "t2star": ("T2*", "vtkMRMLScalarVolumeNode"),
-    "s0": ("S0", "vtkMRMLScalarVolumeNode"),
-    "quality": ("fit quality R^2", "vtkMRMLScalarVolumeNode"),
-    "status": ("fit status", "vtkMRMLLabelMapVolumeNode"),
-    "pdff": ("PDFF", "vtkMRMLScalarVolumeNode"),
-}
+#: Output key -> (node name suffix, node class), from :data:`IronMapping.quantities.MAPS`.
+#: Suffixes of R2*/T2* lose the star for spin echo.
+MAP_OUTPUTS = {m.key: (m.node_name, m.node_class) for m in MAPS if m.scene}
 
 
 def _colour_table(scene, key: str, name: str, colours: np.ndarray, names: Sequence[str] | None = None):
@@ -84,33 +79,27 @@ def _robust_range(values: np.ndarray, lo_pct=1.0, hi_pct=99.0, floor=None) -> tu
 
 
 def _quantity_names(quantity: str) -> dict:
-    star = "*" if quantity == "T2*" else ""
-    return {"r2star": f"R2{star}", "t2star": f"T2{star}"}
+    return {k: MAP_BY_KEY[k].name_for(quantity) for k in ("r2star", "t2star")}
 
 
 def write_maps(desc: InputDescription, image: MultiEchoImage, fit, extra_attributes=None,
                reuse: bool = True, scene=None) -> dict:
-    """Create or update one volume node per map of ``fit`` (r2star, t2star, s0, quality,
-    status, and pdff when the fit has it). Returns {key: node}."""
+    """Create or update one volume node per map of ``fit`` shown in Slicer (the maps of
+    :data:`IronMapping.quantities.MAPS` with ``scene``: r2star, t2star, s0, quality, status,
+    r2star_sd, and pdff when the fit has it). Returns {key: node}."""
     slicer = _slicer()
     from ..maps_io import map_metadata
 
     scene = mrml_scene(scene)
     provenance = fit.provenance()
-    names = _quantity_names(fit.quantity)
-    arrays = {"r2star": fit.r2star, "t2star": fit.t2star, "s0": fit.s0, "quality": fit.quality,
-              "status": fit.status}
-    if "pdff" in getattr(fit, "maps", {}):
-        arrays["pdff"] = fit.maps["pdff"]
     matrix = slicer.util.vtkMatrixFromArray(image.ijk_to_ras)
     transform = desc.primary.GetParentTransformNode() if hasattr(desc.primary, "GetParentTransformNode") else None
     nodes = {}
-    for key, array in arrays.items():
-        suffix, class_name = MAP_OUTPUTS[key]
-        suffix = names.get(key, suffix)
-        node = _get_or_create(scene, desc.primary, key, class_name, f"{desc.name} {suffix}", reuse)
-        dtype = np.uint8 if key == "status" else np.float32
-        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array, dtype=dtype))
+    for key, array in map_arrays(fit, "scene").items():
+        spec = MAP_BY_KEY[key]
+        node = _get_or_create(scene, desc.primary, key, spec.node_class,
+                              f"{desc.name} {spec.name_for(fit.quantity)}", reuse)
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array, dtype=spec.dtype))
         node.SetIJKToRASMatrix(matrix)
         if transform is not None:
             node.SetAndObserveTransformNodeID(transform.GetID())
@@ -129,8 +118,8 @@ def write_maps(desc: InputDescription, image: MultiEchoImage, fit, extra_attribu
             "Warnings": list(getattr(fit, "warnings", [])),
             "Provenance": provenance,
         }
-        if key == "status":
-            attrs["StatusCodes"] = meta.get("status_codes", {})
+        if "status_codes" in meta:
+            attrs["StatusCodes"] = meta["status_codes"]
         attrs.update(extra_attributes or {})
         _set_attributes(node, attrs)
         _display_map(scene, node, key, np.asarray(array), fit.quantity)
@@ -140,42 +129,36 @@ def write_maps(desc: InputDescription, image: MultiEchoImage, fit, extra_attribu
 
 
 def _display_map(scene, node, key, array, quantity):
+    """Colour table, window and (R2*) colour legend of a map node, as its MAPS entry says."""
     slicer = _slicer()
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
     if display is None:
         return
-    names = _quantity_names(quantity)
-    if key == "status":
+    spec = MAP_BY_KEY[key]
+    name = spec.name_for(quantity)
+    if spec.colour_map == "status":
         colours, labels = status_colours()
-        table = _colour_table(scene, "status", "IronMapping fit status", colours, labels)
+        table = _colour_table(scene, key, f"IronMapping {name}", colours, labels)
         display.SetAndObserveColorNodeID(table.GetID())
         return
-    if key in ("r2star", "t2star"):
-        table = _colour_table(scene, key, f"IronMapping {names[key]}", iron_colours(reverse=key == "t2star"))
+    if spec.colour_map in ("iron", "iron-reversed"):
+        table = _colour_table(scene, key, f"IronMapping {name}",
+                              iron_colours(reverse=spec.colour_map == "iron-reversed"))
         display.SetAndObserveColorNodeID(table.GetID())
-        lo, hi = _robust_range(array, 1.0, 99.0, floor=0.0)
-        if key == "t2star":
-            lo = 0.0
-    elif key == "pdff":
-        lo, hi = 0.0, 100.0
-        grey = scene.GetNodeByID("vtkMRMLColorTableNodeGrey")
-        if grey is not None:
-            display.SetAndObserveColorNodeID(grey.GetID())
-    elif key == "quality":
-        lo, hi = 0.0, 1.0
-        grey = scene.GetNodeByID("vtkMRMLColorTableNodeGrey")
-        if grey is not None:
-            display.SetAndObserveColorNodeID(grey.GetID())
     else:
-        lo, hi = _robust_range(array, 0.5, 99.5, floor=0.0)
         grey = scene.GetNodeByID("vtkMRMLColorTableNodeGrey")
         if grey is not None:
             display.SetAndObserveColorNodeID(grey.GetID())
+    lo, hi = spec.window
+    if lo is None or hi is None:
+        robust_lo, robust_hi = _robust_range(array, *spec.window_percentiles, floor=0.0)
+        lo = robust_lo if lo is None else lo
+        hi = robust_hi if hi is None else hi
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(lo, hi)
-    if key == "r2star" and hasattr(slicer, "vtkSlicerColorLogic"):
+    if spec.legend and hasattr(slicer, "vtkSlicerColorLogic"):
         legend = None
         for i in range(node.GetNumberOfDisplayNodes()):
             if node.GetNthDisplayNode(i) is not None and node.GetNthDisplayNode(i).IsA("vtkMRMLColorLegendDisplayNode"):
@@ -186,7 +169,7 @@ def _display_map(scene, node, key, array, quantity):
             except Exception:  # legends are a convenience; an old Slicer may lack them
                 legend = None
         if legend is not None:
-            legend.SetTitleText(f"{names['r2star']} (1/s)")
+            legend.SetTitleText(f"{name} ({spec.unit})")
             legend.SetLabelFormat("%.0f")
 
 
