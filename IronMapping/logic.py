@@ -32,7 +32,6 @@ except ImportError:  # plain Python with slicer-core, or no Slicer at all
 
 log = logging.getLogger(__name__)
 
-MAP_KEYS = ("r2star", "t2star", "s0", "quality", "status")
 WHOLE_IMAGE_REGION = "all fitted voxels"
 
 

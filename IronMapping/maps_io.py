@@ -26,10 +26,11 @@ import numpy as np
 
 from . import __version__, RESEARCH_USE_STATEMENT
 from .errors import GeometryError, InputError
+from .io.geometry import LPS_TO_RAS, sitk_ijk_to_ras
 from .quantities import MAP_BY_KEY, MAPS, map_arrays
 from .fileio import first_line as _first_line, output_failure, replace_atomically, write_json
 
-_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_LPS_FROM_RAS = LPS_TO_RAS  # the same flip both ways
 
 #: What each map file holds: name -> (quantity, unit, dtype, description), from
 #: :data:`IronMapping.quantities.MAPS`.
@@ -80,11 +81,7 @@ def ijk_to_ras_from_sitk(image) -> np.ndarray:
     """The Slicer ``ijk_to_ras`` (4x4, RAS mm) of a 3-D SimpleITK image."""
     if image.GetDimension() != 3:
         raise GeometryError(f"Expected a 3-D image, got {image.GetDimension()}-D.")
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
-    lps[:3, 3] = image.GetOrigin()
-    return _LPS_FROM_RAS @ lps
+    return sitk_ijk_to_ras(image)
 
 
 def image_from_array(array, ijk_to_ras):
