@@ -44,7 +44,7 @@ from .inputs import (ECHO_TIME_TAG, FIELD_STRENGTH_TAG, SCANNING_SEQUENCE_TAG, M
                      _apply_dicom_facts, _describe_sequence, read_multiecho,
                      add_multiecho_sequence, _make_proxy)  # noqa: F401
 from .segments import (Regions, segment_ids_of, segment_masks, region_labels, segment_terminology,
-                       add_label_segmentation)  # noqa: F401
+                       add_label_segmentation, import_labels)  # noqa: F401
 from .outputs import (MAP_OUTPUTS, _colour_table, iron_colours, status_colours, _robust_range,
                       _quantity_names, write_maps, _display_map, _UNIT_IN_NAME, write_table,
                       _cell_text, table_rows, write_plot, r2star_map_for)  # noqa: F401

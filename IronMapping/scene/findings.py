@@ -3,14 +3,13 @@ their table."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import RESEARCH_USE_STATEMENT, __version__
 from ..errors import InputError
 from ..image import MultiEchoImage
-from .core import ATTRIBUTE_PREFIX, _get_or_create, _node_ids, _place_in_hierarchy, _set_attributes, _slicer, mrml_scene
+from .core import ATTRIBUTE_PREFIX, _get_or_create, _place_in_hierarchy, _set_attributes, mrml_scene
 from .inputs import InputDescription
 from .outputs import write_table
+from .segments import import_labels
 
 
 FOCAL_COLOURS = {
@@ -41,7 +40,6 @@ def write_focal_findings(desc: InputDescription, image: MultiEchoImage, findings
     same node. Returns {"focal_segmentation": node, "focal_table": node}."""
     from ..focal import findings_label_map, findings_table
 
-    slicer = _slicer()
     scene = mrml_scene(scene)
     node = _get_or_create(scene, desc.primary, "focal_findings", "vtkMRMLSegmentationNode",
                           f"{desc.name} focal findings", reuse)
@@ -51,16 +49,7 @@ def write_focal_findings(desc: InputDescription, image: MultiEchoImage, findings
     segmentation.RemoveAllSegments()
     if findings:
         labels = findings_label_map(findings, image.shape)
-        before = _node_ids(scene)
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{desc.name} focal labels")
-        slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels))
-        labelmap.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(image.ijk_to_ras))
-        ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, node)
-        for node_id in _node_ids(scene) - before:
-            temporary = scene.GetNodeByID(node_id)
-            if temporary is not None and not temporary.IsA("vtkMRMLSubjectHierarchyNode"):
-                scene.RemoveNode(temporary)
-        if not ok:
+        if not import_labels(scene, node, labels, image.ijk_to_ras, f"{desc.name} focal labels"):
             raise InputError(f"Could not make segments of the focal findings of {desc.name!r}.")
         by_value = {int(f.get("label_value", n)): f for n, f in enumerate(findings, start=1)}
         for n in range(segmentation.GetNumberOfSegments()):

@@ -152,12 +152,8 @@ def add_label_segmentation(labels: np.ndarray, label_names: dict, ijk_to_ras, na
     with SceneTransaction(scene) as transaction:
         segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         segmentation.CreateDefaultDisplayNodes()
-        before = _node_ids(scene)
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{name} labels")
-        slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels, dtype=np.uint8))
-        labelmap.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras))
-        ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation)
-        if not ok:
+        labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        if not import_labels(scene, segmentation, labels, ijk_to_ras, f"{name} labels"):
             raise InputError(f"Could not make segments from the label map '{name}'.")
         seg = segmentation.GetSegmentation()
         values = [int(v) for v in np.unique(labels) if v]
@@ -165,9 +161,22 @@ def add_label_segmentation(labels: np.ndarray, label_names: dict, ijk_to_ras, na
             segment = seg.GetNthSegment(i)
             if segment is not None and value in label_names:
                 segment.SetName(label_names[value])
-        for node_id in _node_ids(scene) - before:
-            node = scene.GetNodeByID(node_id)
-            if node is not None and not node.IsA("vtkMRMLSubjectHierarchyNode"):
-                scene.RemoveNode(node)
         _ = transaction
     return segmentation
+
+
+def import_labels(scene, segmentation_node, labels: np.ndarray, ijk_to_ras, name: str) -> bool:
+    """Add one segment per label value of ``labels`` [k, j, i] (placed by ``ijk_to_ras``) to
+    ``segmentation_node`` through a temporary label map node, removed again. True on success."""
+    slicer = _slicer()
+    before = _node_ids(scene)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+    slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels))
+    labelmap.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(np.asarray(ijk_to_ras, float)))
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+        labelmap, segmentation_node)
+    for node_id in _node_ids(scene) - before:
+        node = scene.GetNodeByID(node_id)
+        if node is not None and not node.IsA("vtkMRMLSubjectHierarchyNode"):
+            scene.RemoveNode(node)
+    return bool(ok)
