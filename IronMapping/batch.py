@@ -220,8 +220,7 @@ def run_study(study: Study | Mapping[str, Any], out_root, options: Mapping[str, 
         return asdict(StudyOutcome(study.study_id, "failed", seconds, message, str(out)))
 
 
-def _write_json_atomic(path: Path, payload) -> None:
-    write_json(path, payload)
+_write_json_atomic = write_json
 
 
 # --------------------------------------------------------------------------- the cohort

@@ -230,8 +230,7 @@ def prepare_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=())
     return out
 
 
-def _write_json(path: Path, payload) -> Path:
-    return write_json(path, payload)
+_write_json = write_json
 
 
 # --------------------------------------------------------------------------- the run

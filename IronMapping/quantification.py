@@ -36,7 +36,7 @@ from . import RESEARCH_USE_STATEMENT, __version__
 from .calibration import (MG_PER_G_TO_UMOL_PER_G, get_calibration, liver_iron_concentration,
                           liver_iron_lower_bound, nominal_field)
 from .errors import CalibrationError, GeometryError, InputError
-from .fileio import json_safe, write_csv, write_json, write_text
+from .fileio import json_safe, write_csv, write_json
 from .grading import DESCRIPTIVE_ONLY, GRADING_SCHEMES, grade_region
 from .organs import recognise_organ
 from .patterns import classify_pattern
@@ -489,10 +489,6 @@ def regions_table(summary: dict) -> list[dict]:
         row["Notes"] = _sentence_join(notes)
         rows.append(row)
     return rows
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    return write_text(path, text)
 
 
 def write_regions_csv(summary: dict, path) -> Path:

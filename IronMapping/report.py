@@ -91,7 +91,7 @@ def write_report(path, summary: Mapping[str, Any] | None, *, fit=None, image=Non
     report = build_report(summary, fit=fit, image=image, labels=labels, label_names=label_names,
                           inputs=inputs, figures=figures, warnings=warnings, timings=timings,
                           truth=truth, title=title)
-    _atomic_write(path, report.html)
+    write_text(path, report.html)
     target = pdf_path(path)
     if pdf and matplotlib_available():
         from .report_figures import write_pdf
@@ -501,10 +501,6 @@ def _region_masks(labels, label_names, regions) -> list[tuple[str, np.ndarray]]:
     order = [r.get("name") for r in regions if r.get("name") in by_name]
     order += [n for n in by_name if n not in order]
     return [(name, labels == by_name[name]) for name in order]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    write_text(path, text)
 
 
 _CSS = """

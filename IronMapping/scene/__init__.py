@@ -1,5 +1,6 @@
-"""The bridge between IronMapping and a Slicer MRML scene (with the Segment Statistics plugin and
-the sample data, the only code that touches MRML).
+"""The bridge between IronMapping and a Slicer MRML scene. With ``IronMapping.py``, ``logic.py``,
+``segment_statistics.py`` and ``sample_data.py`` it is the only code that uses Slicer, Qt or
+MRML (``Testing/test_slicer_glue.py`` checks).
 
 Reading
     :func:`read_multiecho` turns a volume sequence (MultiVolumeImporter's default), a legacy
