@@ -13,7 +13,8 @@ Every text, JSON, CSV or binary output of IronMapping is written through this mo
 arrays become Python numbers and lists, NaN and infinity become None (``null``), paths and
 other objects become text.
 
-    >>> from IronMapping.fileio import write_json, json_safe
+    >>> import numpy as np
+    >>> from IronMapping.fileio import json_safe
     >>> json_safe({"r2star": np.float32(45.5), "sd": float("nan")})
     {'r2star': 45.5, 'sd': None}
 """
@@ -41,10 +42,18 @@ from .errors import InputError, OutputError
 def json_safe(value: Any, max_list: int | None = None) -> Any:
     """A copy of ``value`` that ``json.dumps(..., allow_nan=False)`` accepts.
 
-    Dicts (keys as text), lists, tuples and arrays are copied item by item; numpy scalars
-    become Python numbers; NaN and +-infinity become None; None, text, bools and ints pass;
-    anything else (paths, enums of other kinds, ...) becomes its text. With ``max_list``,
-    longer sequences keep their first ``max_list`` items plus a "... N more" entry.
+    Parameters
+    ----------
+    value : any
+        Dicts (keys become text), lists, tuples, sets and arrays of any shape are copied item
+        by item; numpy scalars become Python numbers; NaN and +-infinity become None; None,
+        text, bools and ints pass; anything else (paths, ...) becomes its text.
+    max_list : int, optional
+        Longer sequences keep their first ``max_list`` items plus a "... N more" entry.
+
+    Returns
+    -------
+    The JSON-safe copy (dict, list, str, int, float, bool or None).
     """
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, max_list) for k, v in value.items()}
@@ -93,10 +102,21 @@ def replace_atomically(path, produce: Callable[[Path], Any], keep_extension: boo
                        ) -> Path:
     """Call ``produce(temporary_path)`` to write the file, then move it onto ``path``.
 
-    ``keep_extension`` names the temporary file ``.<pid>.tmp.<name>`` so that writers that
-    choose the format by the file ending (ITK, matplotlib) see the real one; otherwise it is
-    ``<name>.<pid>.tmp``. On any failure the temporary file is removed; an OSError becomes the
-    :class:`OutputError` of :func:`output_failure`. Returns ``path``.
+    Parameters
+    ----------
+    path : str or Path
+        The file to (re)place; its folder must exist (else InputError).
+    produce : callable
+        ``produce(tmp)`` writes the whole file at ``tmp`` (same folder as ``path``).
+    keep_extension : bool
+        Name the temporary file ``.<pid>.tmp.<name>`` so that writers choosing the format by
+        the file ending (ITK, matplotlib) see the real one; otherwise ``<name>.<pid>.tmp``.
+
+    Returns
+    -------
+    Path
+        ``path``. On any failure the temporary file is removed and ``path`` is left as it was;
+        an OSError becomes the :class:`OutputError` of :func:`output_failure`.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -151,7 +171,14 @@ def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
 
 def write_csv(path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
               lineterminator: str = "\n") -> Path:
-    """Write rows (dicts keyed by column) as UTF-8 CSV atomically; returns the path."""
+    """Write rows as UTF-8 CSV atomically; returns the path.
+
+    Parameters
+    ----------
+    columns : header row, in order.
+    rows : dicts keyed by column; missing keys and None are empty cells.
+    lineterminator : "\\n" (regions.csv, focal_findings.csv) or "\\r\\n" (batch tables).
+    """
     return write_text(path, csv_text(columns, rows, lineterminator))
 
 
