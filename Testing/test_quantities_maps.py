@@ -60,13 +60,19 @@ def test_files_and_slicer_get_the_same_maps(mrml_scene, phantom, tmp_path):
     assert display.GetWindowLevelMax() == pytest.approx(np.percentile(finite, 99.5), rel=1e-5)
 
 
-def test_spin_echo_sd_map_is_named_r2_in_files_and_nodes(mrml_scene, phantom, tmp_path):
-    sequence, _ = mrml.add_multiecho_sequence(phantom.image, "knee MESE", scene=mrml_scene)
-    desc = mrml.describe_input(sequence, mrml_scene)
+@pytest.fixture(scope="module")
+def spin_echo_fit(phantom):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit(phantom.image.signal, phantom.image.echo_times_ms, quantity="T2")
-    nodes = mrml.write_maps(desc, phantom.image, result, scene=mrml_scene)
+        return fit(phantom.image.signal, phantom.image.echo_times_ms, quantity="T2")
+
+
+def test_spin_echo_sd_map_is_named_r2_in_files_and_nodes(mrml_scene, phantom, spin_echo_fit,
+                                                         tmp_path):
+    result = spin_echo_fit
+    sequence = mrml.add_multiecho_sequence(phantom.image, "knee MESE", scene=mrml_scene)[0]
+    nodes = mrml.write_maps(mrml.describe_input(sequence, mrml_scene), phantom.image, result,
+                            scene=mrml_scene)
     assert nodes["r2star_sd"].GetName() == "knee MESE R2 SD"
     assert mrml.output_attributes(nodes["r2star_sd"])["Quantity"] == "SD of R2"
     written = maps_io.write_maps(tmp_path, maps_io.maps_of_fit(result), phantom.image.ijk_to_ras,
