@@ -30,7 +30,6 @@ from .io.geometry import LPS_TO_RAS, sitk_ijk_to_ras
 from .quantities import MAP_BY_KEY, MAPS, map_arrays
 from .fileio import first_line as _first_line, output_failure, replace_atomically, write_json
 
-_LPS_FROM_RAS = LPS_TO_RAS  # the same flip both ways
 
 #: What each map file holds: name -> (quantity, unit, dtype, description), from
 #: :data:`IronMapping.quantities.MAPS`.
@@ -66,7 +65,7 @@ def sitk_geometry(ijk_to_ras) -> tuple[tuple, tuple, tuple]:
         raise GeometryError(
             f"ijk_to_ras must be a finite 4x4 matrix; got {np.shape(m)}. Read the image with "
             "IronMapping's readers so its geometry is set.")
-    lps = _LPS_FROM_RAS @ m
+    lps = LPS_TO_RAS @ m  # the flip is its own inverse: RAS to LPS
     columns = lps[:3, :3]
     spacing = np.linalg.norm(columns, axis=0)
     if np.any(spacing <= 0) or abs(np.linalg.det(columns)) < 1e-12 * np.prod(spacing):
