@@ -126,3 +126,21 @@ def test_segment_statistics_units_come_from_the_quantities_table():
     assert MEASUREMENTS["r2star_median"][2:] == ("1/s", ("s-1", "per second"))
     assert MEASUREMENTS["lic"][2] == quantities.BY_KEY["lic_mg_per_g"].unit
     assert MEASUREMENTS["t2star_median"][3][0] == quantities.BY_KEY["t2star_median"].ucum
+
+
+def test_an_optional_map_a_later_fit_lacks_is_removed_from_the_scene(mrml_scene):
+    ph = make_phantom("normal", shape=(2, 12, 14), snr=80.0, coils=4, fat_fraction=0.2, seed=3)
+    sequence, _ = mrml.add_multiecho_sequence(ph.image, "fatty", scene=mrml_scene)
+    desc = mrml.describe_input(sequence, mrml_scene)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fat_water = fit(ph.image.signal, ph.image.echo_times_ms, method="fat-water",
+                        field_strength_t=ph.image.field_strength_t)
+        plain = fit(ph.image.signal, ph.image.echo_times_ms, method="nlls")
+    first = mrml.write_maps(desc, ph.image, fat_water, scene=mrml_scene)
+    assert "pdff" in first and mrml.find_output(sequence, "pdff", mrml_scene) is first["pdff"]
+    kept = mrml.write_maps(desc, ph.image, plain, reuse=False, scene=mrml_scene)
+    assert "pdff" not in kept and mrml.find_output(sequence, "pdff", mrml_scene) is not None
+    again = mrml.write_maps(desc, ph.image, plain, scene=mrml_scene)
+    assert "pdff" not in again and mrml.find_output(sequence, "pdff", mrml_scene) is None
+    assert again["r2star"] is kept["r2star"]  # the others are updated in place

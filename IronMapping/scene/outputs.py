@@ -14,7 +14,8 @@ from ..fileio import json_safe
 from ..image import MultiEchoImage
 from ..quantities import MAP_BY_KEY, MAPS, map_arrays
 from .core import (ATTRIBUTE_PREFIX, INPUT_REFERENCE_ROLE, _get_or_create, _place_in_hierarchy,
-                   _set_attributes, _slicer, find_output, mrml_scene, nodes_by_class, outputs_of)
+                   _set_attributes, _slicer, find_output, mrml_scene, nodes_by_class, outputs_of,
+                   remove_outputs)
 from .inputs import InputDescription, _sequence_of_proxy
 
 
@@ -86,7 +87,9 @@ def write_maps(desc: InputDescription, image: MultiEchoImage, fit, extra_attribu
                reuse: bool = True, scene=None) -> dict:
     """Create or update one volume node per map of ``fit`` shown in Slicer (the maps of
     :data:`IronMapping.quantities.MAPS` with ``scene``: r2star, t2star, s0, quality, status,
-    r2star_sd, and pdff when the fit has it). Returns {key: node}."""
+    r2star_sd, and pdff when the fit has it). With ``reuse``, the nodes of optional maps an
+    earlier run made and this fit lacks (a PDFF map after a fit without fat-water) are
+    removed. Returns {key: node}."""
     slicer = _slicer()
     from ..maps_io import map_metadata
 
@@ -124,6 +127,8 @@ def write_maps(desc: InputDescription, image: MultiEchoImage, fit, extra_attribu
         _set_attributes(node, attrs)
         _display_map(scene, node, key, np.asarray(array), fit.quantity)
         nodes[key] = node
+    if reuse:
+        remove_outputs(desc.primary, [m.key for m in MAPS if m.scene and m.key not in nodes], scene)
     _place_in_hierarchy(scene, desc.primary, nodes.values())
     return nodes
 
