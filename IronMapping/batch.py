@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping
 
 from . import __version__
 from .errors import InputError
+from .fileio import json_text, output_failure, write_csv, write_json
 
 DONE_MARKER = "done.json"
 ERROR_RECORD = "error.json"
@@ -172,7 +173,7 @@ def is_done(study: Study, out_root, options: Mapping[str, Any]) -> bool:
     record = _done_record(folder)
     if record is None or missing_outputs(folder):
         return False
-    return record.get("fingerprint") == json.loads(json.dumps(fingerprint(study, options)))
+    return record.get("fingerprint") == json.loads(json_text(fingerprint(study, options)))
 
 
 def run_study(study: Study | Mapping[str, Any], out_root, options: Mapping[str, Any] | None = None
@@ -219,10 +220,7 @@ def run_study(study: Study | Mapping[str, Any], out_root, options: Mapping[str, 
         return asdict(StudyOutcome(study.study_id, "failed", seconds, message, str(out)))
 
 
-def _write_json_atomic(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+_write_json_atomic = write_json
 
 
 # --------------------------------------------------------------------------- the cohort
@@ -252,8 +250,6 @@ def run_batch(study_list, out_dir, *, workers: int | None = None, scheduler: str
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        from .maps_io import output_failure
-
         raise output_failure(exc, out / COHORT_CSV) from None
     options = dict(options or {})
     options.pop("progress", None)
@@ -406,15 +402,4 @@ def write_status(out_dir, outcomes) -> Path:
 
 
 def _write_csv(path: Path, columns, rows) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except OSError as exc:
-        from .maps_io import output_failure
-
-        raise output_failure(exc, path) from None
-    return path
+    return write_csv(path, columns, rows, lineterminator="\r\n")

@@ -657,18 +657,6 @@ def findings_columns() -> list[str]:
 
 def write_focal_csv(summary: dict, path):
     """focal_findings.csv from summary["focal_findings"] (header only when none). Returns the path."""
-    import csv
-    import io
-    import os
-    from pathlib import Path
+    from .fileio import write_csv
 
-    path = Path(path)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=findings_columns(), lineterminator="\n")
-    writer.writeheader()
-    for row in findings_table(summary.get("focal_findings") or []):
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8", newline="")
-    os.replace(tmp, path)
-    return path
+    return write_csv(path, findings_columns(), findings_table(summary.get("focal_findings") or []))

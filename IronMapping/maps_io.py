@@ -17,45 +17,40 @@ ITK's NIfTI reader (so also Slicer) shows NaN as 0: read the ``status`` map to t
 from __future__ import annotations
 
 import csv
-import errno
-import json
-import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
-from .errors import GeometryError, InputError, OutputError
+from .errors import GeometryError, InputError
+from .io.geometry import LPS_TO_RAS, sitk_ijk_to_ras
+from .quantities import MAP_BY_KEY, MAPS, map_arrays
+from .fileio import first_line as _first_line, output_failure, replace_atomically, write_json
 
-_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-#: What each map file holds: name -> (quantity, unit, dtype, description).
+#: What each map file holds: name -> (quantity, unit, dtype, description), from
+#: :data:`IronMapping.quantities.MAPS`.
 MAP_SPECS: dict[str, tuple[str, str, str, str]] = {
-    "r2star": ("R2*", "1/s", "float32", "Transverse relaxation rate R2* (R2 for spin echo)."),
-    "t2star": ("T2*", "ms", "float32", "Relaxation time T2* = 1000 / R2* (T2 for spin echo)."),
-    "s0": ("S0", "a.u.", "float32", "Signal extrapolated to echo time 0, scanner units."),
-    "quality": ("R^2", "1", "float32", "Coefficient of determination of the fit, 0..1."),
-    "status": ("status", "code", "uint8", "Why a voxel was or was not fitted (codes in the sidecar)."),
-    "r2star_sd": ("SD of R2*", "1/s", "float32", "Uncertainty (standard deviation) of R2*."),
-    "lic": ("LIC", "mg Fe/g dry weight", "float32",
-            "Liver iron concentration from R2*, in liver voxels only (NaN elsewhere)."),
-    "pdff": ("PDFF", "%", "float32", "Proton density fat fraction from the fat-water fit."),
-}
+    m.key: (m.quantity, m.unit, m.dtype, m.description) for m in MAPS if m.files}
 
 FORMATS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
 #: File names of the rate/time maps of spin-echo data: the file says what it holds (R2, T2),
 #: while the keys stay "r2star"/"t2star" for scripts.
-SPIN_ECHO_FILE_STEMS = {"r2star": "r2", "t2star": "t2", "r2star_sd": "r2_sd"}
+SPIN_ECHO_FILE_STEMS = {m.key: m.spin_echo_stem for m in MAPS if m.spin_echo_stem}
 
 
 def map_file_stem(name: str, quantity: str = "T2*") -> str:
     """File name (without extension) of map ``name``: ``r2``/``t2``/``r2_sd`` for spin echo."""
-    return SPIN_ECHO_FILE_STEMS.get(name, name) if quantity == "T2" else name
+    return MAP_BY_KEY[name].file_stem(quantity) if name in MAP_BY_KEY else name
+
+
+def maps_of_fit(fit) -> dict[str, np.ndarray]:
+    """{map name: array [k, j, i]} of every map of ``fit`` that is written to files (see
+    :data:`IronMapping.quantities.MAPS`; LIC is computed from the regions and added later)."""
+    return map_arrays(fit, "files")
 
 
 # --------------------------------------------------------------------------- geometry
@@ -70,7 +65,7 @@ def sitk_geometry(ijk_to_ras) -> tuple[tuple, tuple, tuple]:
         raise GeometryError(
             f"ijk_to_ras must be a finite 4x4 matrix; got {np.shape(m)}. Read the image with "
             "IronMapping's readers so its geometry is set.")
-    lps = _LPS_FROM_RAS @ m
+    lps = LPS_TO_RAS @ m  # the flip is its own inverse: RAS to LPS
     columns = lps[:3, :3]
     spacing = np.linalg.norm(columns, axis=0)
     if np.any(spacing <= 0) or abs(np.linalg.det(columns)) < 1e-12 * np.prod(spacing):
@@ -85,11 +80,7 @@ def ijk_to_ras_from_sitk(image) -> np.ndarray:
     """The Slicer ``ijk_to_ras`` (4x4, RAS mm) of a 3-D SimpleITK image."""
     if image.GetDimension() != 3:
         raise GeometryError(f"Expected a 3-D image, got {image.GetDimension()}-D.")
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
-    lps[:3, 3] = image.GetOrigin()
-    return _LPS_FROM_RAS @ lps
+    return sitk_ijk_to_ras(image)
 
 
 def image_from_array(array, ijk_to_ras):
@@ -172,96 +163,6 @@ def _volume_from_image(image, path) -> Volume:
     return Volume(sitk.GetArrayFromImage(image), ijk_to_ras_from_sitk(image), metadata, Path(path))
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_NO_PERMISSION = {errno.EACCES, errno.EPERM}
-
-
-def _folder_of(path) -> Path:
-    p = Path(path)
-    return p if p.is_dir() else p.parent
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} GB"
-
-
-def output_failure(exc: BaseException, path, needed_bytes: int | None = None) -> OutputError:
-    """An :class:`OutputError` naming the real cause of a failed write and the folder.
-
-    ``exc`` is the OSError of a Python write, or the RuntimeError of an ITK writer (which
-    carries no errno: the folder is then examined for the usual causes).
-    """
-    path = Path(path)
-    folder = _folder_of(path)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    code = getattr(exc, "errno", None)
-    if code is None:
-        code = _diagnose(folder, needed_bytes)
-    where = f"the output folder {str(_folder_of(path))!r}"
-    if code in _NO_SPACE:
-        try:
-            free = f" ({_bytes(shutil.disk_usage(folder).free)} free)"
-        except OSError:
-            free = ""
-        text = (f"Cannot write {path.name} in {where}: no space left on the device{free}. Free "
-                "some space or choose another --out folder on a disk with room.")
-    elif code == errno.EROFS:
-        text = (f"Cannot write in {where}: it is on a read-only file system. Choose a writable "
-                "--out folder.")
-    elif code in _NO_PERMISSION:
-        text = (f"Cannot write in {where}: permission denied. Choose a folder you may write in "
-                "(--out), or ask for write permission.")
-    elif code == errno.ENOENT:
-        text = f"Cannot write {path.name}: {where} does not exist and could not be created."
-    else:
-        reason = getattr(exc, "strerror", None) or _first_line(exc)
-        text = (f"Cannot write {path.name} in {where} ({reason}). Check that the folder is "
-                "writable and the disk has room.")
-    error = OutputError(text)
-    error.errno = code
-    return error
-
-
-def _diagnose(folder: Path, needed_bytes: int | None) -> int | None:
-    """Best guess of the errno behind a write that failed without one (ITK writers)."""
-    if not folder.exists():
-        return errno.ENOENT
-    try:
-        if os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
-            return errno.EROFS
-    except (OSError, AttributeError):
-        pass
-    if not os.access(folder, os.W_OK):
-        return errno.EACCES
-    try:
-        if shutil.disk_usage(folder).free < max(int(needed_bytes or 0), 1 << 16):
-            return errno.ENOSPC
-    except OSError:
-        pass
-    probe = folder / ".ironmapping-write-test"
-    try:
-        with open(probe, "wb") as fh:
-            fh.write(b"\0" * min(max(int(needed_bytes or 0), 1 << 16), 1 << 24))
-    except OSError as exc:
-        return exc.errno
-    finally:
-        try:
-            probe.unlink()
-        except OSError:
-            pass
-    return None
-
-
 def output_path(out_dir, name: str, fmt: str = "nrrd") -> Path:
     """Where map ``name`` goes in ``out_dir`` for format ``fmt`` ("nrrd" or "nifti")."""
     if fmt not in FORMATS:
@@ -310,30 +211,22 @@ def write_volume(path, array, ijk_to_ras, metadata: Mapping[str, Any] | None = N
     if is_nifti:
         note = " ".join(f"{k}={metadata[k]}" for k in ("quantity", "unit") if k in metadata)
         image.SetMetaData("ITK_FileNotes", f"IronMapping {note}"[:79])
-    writer = sitk.ImageFileWriter()
-    writer.SetFileName(str(path))
-    writer.SetUseCompression(bool(compress))
-    if compress and not is_nifti:
-        writer.SetCompressionLevel(1)  # fast gzip: maps are large and mostly incompressible floats
-    try:
-        writer.Execute(image)
-    except RuntimeError as exc:
-        raise output_failure(exc, path, np.asarray(array).nbytes) from None
+
+    def execute(tmp: Path) -> None:
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(tmp))
+        writer.SetUseCompression(bool(compress))
+        if compress and not is_nifti:
+            writer.SetCompressionLevel(1)  # fast gzip: maps are large, mostly incompressible floats
+        try:
+            writer.Execute(image)
+        except RuntimeError as exc:
+            raise output_failure(exc, path, np.asarray(array).nbytes) from None
+
+    replace_atomically(path, execute, keep_extension=True)
     if sidecar:
-        _write_json(sidecar_path(path), metadata)
+        write_json(sidecar_path(path), metadata)
     return path
-
-
-def _write_json(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=False)
-                       + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp.exists():
-            tmp.unlink()
-        raise output_failure(exc, path) from None
 
 
 def _status_codes() -> dict[str, str]:
@@ -355,10 +248,9 @@ def map_metadata(name: str, provenance: Mapping[str, Any] | None = None,
                  quantity_override: str | None = None, extra: Mapping[str, Any] | None = None
                  ) -> dict[str, Any]:
     """Header / sidecar content for map ``name`` (see :data:`MAP_SPECS`)."""
-    quantity, unit, _, description = MAP_SPECS[name]
-    if quantity_override == "T2" and name in ("r2star", "t2star", "r2star_sd"):
-        quantity = quantity.replace("*", "")
-        description = description.replace("R2*", "R2").replace("T2*", "T2")
+    spec = MAP_BY_KEY[name]
+    quantity, unit = spec.quantity_for(quantity_override or "T2*"), spec.unit
+    description = spec.description_for(quantity_override or "T2*")
     prov = dict(provenance or {})
     meta: dict[str, Any] = {
         "map": name,

@@ -23,13 +23,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .io.metadata import json_default as _json_default
 from . import __version__, RESEARCH_USE_STATEMENT
 from .errors import CalibrationError, InputError, OutputError
 from .analysis import summarize_fit, whole_image_figures  # noqa: F401 (public names)
+from .fileio import write_json
 from .image import MultiEchoImage
-from .maps_io import (FORMATS, LabelMap, output_failure, output_path, read_labels,
+from .maps_io import (FORMATS, LabelMap, maps_of_fit, output_failure, output_path, read_labels,
                       resample_labels, write_maps)
+from .quantities import MAPS
 
 RUN_RECORD = "run.json"
 REGIONS_CSV = "regions.csv"
@@ -37,7 +38,8 @@ SUMMARY_JSON = "summary.json"
 FOCAL_CSV = "focal_findings.csv"
 REPORT_HTML = "report.html"
 REPORT_PDF = "report.pdf"  # beside the HTML when matplotlib is installed
-BASE_MAPS = ("r2star", "t2star", "s0", "quality", "status", "r2star_sd")
+#: Maps every run writes; LIC (liver labelled) and PDFF (fat-water) may follow (quantities.MAPS).
+BASE_MAPS = tuple(m.key for m in MAPS if m.files and m.source and not m.optional)
 NO_LABELS_WARNING = ("No label map was given: maps only, no organ statistics. Pass --labels to "
                      "get them.")
 
@@ -148,7 +150,7 @@ def load_labels(path, image: MultiEchoImage, names_path=None) -> LabelMap:
 
 # --------------------------------------------------------------------------- output folder
 
-def planned_outputs(fmt: str, maps: Sequence[str] = BASE_MAPS + ("lic", "pdff"),
+def planned_outputs(fmt: str, maps: Sequence[str] = tuple(m.key for m in MAPS if m.files),
                     report: bool = True) -> list[str]:
     """File names a run may write into its output folder (gradient- and spin-echo names)."""
     from .maps_io import map_file_stem
@@ -230,19 +232,7 @@ def prepare_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=())
     return out
 
 
-def _write_json(path: Path, payload) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n",
-                       encoding="utf-8")
-        os.replace(tmp, path)
-    except OutputError:
-        raise
-    except OSError as exc:
-        if tmp.exists():
-            tmp.unlink()
-        raise output_failure(exc, path) from None
-    return path
+_write_json = write_json
 
 
 # --------------------------------------------------------------------------- the run
@@ -293,11 +283,8 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
 
     t0 = time.perf_counter()
     say("write", None)
-    maps = {"r2star": fit.r2star, "t2star": fit.t2star, "s0": fit.s0, "quality": fit.quality,
-            "status": fit.status, "r2star_sd": fit.uncertainty}
+    maps = maps_of_fit(fit)
     extra: dict[str, dict] = {}
-    if "pdff" in fit.maps:  # fat-water method: proton density fat fraction in percent
-        maps["pdff"] = np.asarray(fit.maps["pdff"], dtype=np.float32)
     lic = liver_iron_map(fit, label_map, summary, image.field_strength_t, calibration,
                          convert_field)
     if lic is not None:

@@ -28,10 +28,6 @@ default calibration (Wood 2005, 1.5 T) on 3 T data gives LIC null with a note in
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -42,24 +38,19 @@ from . import RESEARCH_USE_STATEMENT, __version__
 from .calibration import (MG_PER_G_TO_UMOL_PER_G, get_calibration, liver_iron_concentration,
                           liver_iron_lower_bound, nominal_field)
 from .errors import CalibrationError, GeometryError, InputError
+from .fileio import json_safe, write_csv, write_json
 from .grading import DESCRIPTIVE_ONLY, GRADING_SCHEMES, grade_region
 from .organs import recognise_organ
 from .patterns import classify_pattern
-from .quantities import REGION_QUANTITIES, display_value, label_for
+from .quantities import REGION_QUANTITIES, SUMMARY_UNITS, display_value, label_for
 from .regions import (DEFAULT_MIN_QUALITY, DEFAULT_ROI_METHOD, LESION_COVERAGE_FACTOR,
                       compare_lesion, label_masks, region_statistics, roi_fit,
                       signal_intensity_ratio)
 
 DEFAULT_REFERENCE_ORGAN = "skeletal muscle"
 
-UNITS = {
-    "volume_ml": "mL", "n_voxels": "voxels", "n_included": "voxels", "excluded_fraction": "fraction 0-1",
-    "r2star_*": "1/s", "t2star_*": "ms", "r2star_roi_fit": "1/s", "t2star_roi_fit": "ms",
-    "lic_mg_per_g": "mg Fe/g dry weight", "lic_umol_per_g": "umol Fe/g dry weight",
-    "lic_lower_bound": "mg Fe/g dry weight", "r2star_censored_fraction": "fraction 0-1",
-    "field_strength_t": "T", "echo_times_ms": "ms", "reference_ratio_r2star": "ratio",
-    "sir_to_reference": "ratio per echo", "quality_median": "R^2 (0-1)",
-}
+#: Units of the summary's numeric keys (summary["units"]), from IronMapping.quantities.
+UNITS = SUMMARY_UNITS
 
 _ROW_FIRST = ("name", "label_value", "organ", "organ_source", "n_voxels", "volume_ml",
               "r2star_median", "r2star_lower_bound", "r2star_censored_fraction", "r2star_mean",
@@ -67,22 +58,8 @@ _ROW_FIRST = ("name", "label_value", "organ", "organ_source", "n_voxels", "volum
               "grade")
 
 
-def _clean(value):
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
+#: JSON-safe copy (numpy scalars to Python, NaN/inf to None, tuples to lists); see fileio.
+_clean = json_safe
 
 
 def _lookup(mapping, value: int, name: str):
@@ -772,38 +749,11 @@ def regions_table(summary: dict) -> list[dict]:
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    path = Path(path)
-    if not path.parent.exists():
-        raise InputError(f"Cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="")
-        os.replace(tmp, path)
-    except OSError as exc:
-        from .maps_io import output_failure
-
-        if tmp.exists():
-            tmp.unlink()
-        raise output_failure(exc, path) from None
-    return path
-
-
 def write_regions_csv(summary: dict, path) -> Path:
     """Write `regions_table(summary)` as CSV (UTF-8, header with units). Returns the path."""
-    import io
-
-    rows = regions_table(summary)
-    headers = table_headers(summary)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=headers, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return _atomic_write(Path(path), buffer.getvalue())
+    return write_csv(path, table_headers(summary), regions_table(summary))
 
 
 def write_summary_json(summary: dict, path) -> Path:
     """Write the summary as strict JSON (no NaN). Returns the path."""
-    text = json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n"
-    return _atomic_write(Path(path), text)
+    return write_json(path, summary)

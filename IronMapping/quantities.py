@@ -1,10 +1,16 @@
-"""The quantities IronMapping reports per region: one table for every place a person reads them.
+"""The quantities IronMapping reports: one table for every place a person reads them.
 
-Each entry says what a summary key holds: its column label (with the unit), the unit, the
-precision the measurement supports for display, and the UCUM code of the unit (Unified Code
-for Units of Measure, https://ucum.org, as DICOM SR and Slicer's Segment Statistics use).
-regions.csv and the Slicer statistics table take their columns and rounding from here;
-summary.json keeps full precision.
+:data:`REGION_QUANTITIES`: what each per-region summary key holds: its column label (with the
+unit), the unit, the precision the measurement supports for display, and the UCUM code of the
+unit (Unified Code for Units of Measure, https://ucum.org, as DICOM SR and Slicer's Segment
+Statistics use). regions.csv, the report's region table, the Slicer statistics table and the
+Segment Statistics plugin take their columns, units and rounding from here; summary.json keeps
+full precision (its units, in the JSON's own scale, are :data:`SUMMARY_UNITS`).
+
+:data:`MAPS`: every voxel map: what it holds, its unit and UCUM code, file data type, Slicer
+node name and class, colour map and window, and whether it is written to files
+(``maps_io``/``pipeline``) and to the Slicer scene (``scene``). Adding a map is one entry here
+(plus computing it).
 
     >>> from IronMapping.quantities import REGION_QUANTITIES, display_value
     >>> display_value("r2star_median", 450.19834899902344)
@@ -96,6 +102,25 @@ BY_KEY = {q.key: q for q in REGION_QUANTITIES}
 BY_LABEL = {q.label: q for q in REGION_QUANTITIES}
 
 
+#: UCUM code -> its meaning in words (the coded entries of Slicer's Segment Statistics).
+UCUM_MEANINGS = {
+    "s-1": "per second", "ms": "millisecond", "mL": "milliliter", "%": "percent",
+    "mg/g": "milligram per gram", "umol/g": "micromole per gram", "{voxels}": "voxels",
+    "1": "ratio", "[arb'U]": "arbitrary unit", "{status}": "status code",
+}
+
+#: Units of the numeric keys of the summary (summary.json's "units"), in the JSON's scale:
+#: fractions 0-1, not the percent shown in tables.
+SUMMARY_UNITS = {
+    "volume_ml": "mL", "n_voxels": "voxels", "n_included": "voxels", "excluded_fraction": "fraction 0-1",
+    "r2star_*": "1/s", "t2star_*": "ms", "r2star_roi_fit": "1/s", "t2star_roi_fit": "ms",
+    "lic_mg_per_g": "mg Fe/g dry weight", "lic_umol_per_g": "umol Fe/g dry weight",
+    "lic_lower_bound": "mg Fe/g dry weight", "r2star_censored_fraction": "fraction 0-1",
+    "field_strength_t": "T", "echo_times_ms": "ms", "reference_ratio_r2star": "ratio",
+    "sir_to_reference": "ratio per echo", "quality_median": "R^2 (0-1)",
+}
+
+
 def label_for(quantity: Quantity, relaxation: str = "T2*") -> str:
     """The column label; R2/T2 instead of R2*/T2* for spin-echo maps (``relaxation="T2"``)."""
     if relaxation == "T2":
@@ -134,3 +159,116 @@ def display_value(key: str, value):
         return int(number)
     rounded = round(number, quantity.decimals)
     return rounded + 0.0  # no "-0.0"
+
+
+# --------------------------------------------------------------------------- maps
+
+@dataclass(frozen=True)
+class MapQuantity:
+    """One voxel map (array [k, j, i] on the image grid).
+
+    key : map key ("r2star"); the file stem for gradient echo and ``IronMapping.Output`` of
+        the Slicer node.
+    quantity : what it holds as shown ("R2*"); "*" is dropped for spin echo when ``relaxation``.
+    unit, ucum : unit as shown and its UCUM code.
+    dtype : data type in files and nodes.
+    description : one sentence for file sidecars and node attributes.
+    node_name : Slicer node name after the input's name ("<input> R2*").
+    node_class : Slicer node class (the status codes are a label map).
+    colour_map : "iron" (black-red-yellow-white, more iron hotter), "iron-reversed" (T2*:
+        shorter hotter), "grey", or "status" (a labelled colour per status code).
+    window : display window (lo, hi) in ``unit``; None ends are robust percentiles
+        ``window_percentiles`` of the map's finite values (lo floored at 0).
+    legend : a colour legend is shown beside the map in Slicer.
+    source : attribute of the fit holding the array, "maps.<name>" for ``fit.maps[name]``, or
+        "" for maps computed after the fit (LIC, from the regions).
+    optional : only some fits have it (PDFF: fat-water methods).
+    relaxation : R2*/T2* wording becomes R2/T2 for spin echo; the spin-echo file stem is
+        ``spin_echo_stem``.
+    files, scene : written by ``maps_io.write_maps`` (pipeline) / shown in Slicer (scene).
+    """
+
+    key: str
+    quantity: str
+    unit: str
+    ucum: str
+    dtype: str
+    description: str
+    node_name: str
+    node_class: str = "vtkMRMLScalarVolumeNode"
+    colour_map: str = "grey"
+    window: tuple = (None, None)
+    window_percentiles: tuple = (0.5, 99.5)
+    legend: bool = False
+    source: str = ""
+    optional: bool = False
+    relaxation: bool = False
+    spin_echo_stem: str | None = None
+    files: bool = True
+    scene: bool = True
+
+    def name_for(self, relaxation: str = "T2*") -> str:
+        """Node name suffix; R2/T2 for spin echo (``relaxation="T2"``)."""
+        return self.node_name.replace("*", "") if relaxation == "T2" and self.relaxation else self.node_name
+
+    def quantity_for(self, relaxation: str = "T2*") -> str:
+        return self.quantity.replace("*", "") if relaxation == "T2" and self.relaxation else self.quantity
+
+    def description_for(self, relaxation: str = "T2*") -> str:
+        if relaxation == "T2" and self.relaxation:
+            return self.description.replace("R2*", "R2").replace("T2*", "T2")
+        return self.description
+
+    def file_stem(self, relaxation: str = "T2*") -> str:
+        return self.spin_echo_stem if relaxation == "T2" and self.spin_echo_stem else self.key
+
+
+#: Every map, in the order files and nodes are written.
+MAPS: tuple[MapQuantity, ...] = (
+    MapQuantity("r2star", "R2*", "1/s", "s-1", "float32",
+                "Transverse relaxation rate R2* (R2 for spin echo).", "R2*",
+                colour_map="iron", window_percentiles=(1.0, 99.0), legend=True, source="r2star",
+                relaxation=True, spin_echo_stem="r2"),
+    MapQuantity("t2star", "T2*", "ms", "ms", "float32",
+                "Relaxation time T2* = 1000 / R2* (T2 for spin echo).", "T2*",
+                colour_map="iron-reversed", window=(0.0, None), window_percentiles=(1.0, 99.0),
+                source="t2star", relaxation=True, spin_echo_stem="t2"),
+    MapQuantity("s0", "S0", "a.u.", "[arb'U]", "float32",
+                "Signal extrapolated to echo time 0, scanner units.", "S0", source="s0"),
+    MapQuantity("quality", "R^2", "1", "1", "float32",
+                "Coefficient of determination of the fit, 0..1.", "fit quality R^2",
+                window=(0.0, 1.0), source="quality"),
+    MapQuantity("status", "status", "code", "{status}", "uint8",
+                "Why a voxel was or was not fitted (codes in the sidecar).", "fit status",
+                node_class="vtkMRMLLabelMapVolumeNode", colour_map="status", source="status"),
+    MapQuantity("r2star_sd", "SD of R2*", "1/s", "s-1", "float32",
+                "Uncertainty (standard deviation) of R2*.", "R2* SD", source="uncertainty",
+                relaxation=True, spin_echo_stem="r2_sd"),
+    # LIC needs the liver region and a calibration: the pipeline computes it after the fit;
+    # the Slicer module reports LIC per segment (table, Segment Statistics) instead.
+    MapQuantity("lic", "LIC", "mg Fe/g dry weight", "mg/g", "float32",
+                "Liver iron concentration from R2*, in liver voxels only (NaN elsewhere).", "LIC",
+                colour_map="iron", scene=False),
+    MapQuantity("pdff", "PDFF", "%", "%", "float32",
+                "Proton density fat fraction from the fat-water fit.", "PDFF",
+                window=(0.0, 100.0), source="maps.pdff", optional=True),
+)
+
+MAP_BY_KEY = {m.key: m for m in MAPS}
+
+
+def map_arrays(fit, target: str = "files") -> dict:
+    """{map key: array [k, j, i]} of the maps of ``fit`` written to ``target`` ("files" or
+    "scene"); optional maps the fit lacks and maps computed later (LIC) are left out."""
+    arrays = {}
+    for m in MAPS:
+        if not m.source or not getattr(m, target):
+            continue
+        if m.source.startswith("maps."):
+            value = (getattr(fit, "maps", None) or {}).get(m.source[len("maps."):])
+        else:
+            value = getattr(fit, m.source, None)
+        if value is None and m.optional:
+            continue
+        arrays[m.key] = value
+    return arrays

@@ -20,7 +20,6 @@ import base64
 import datetime as _dt
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -29,24 +28,21 @@ import numpy as np
 from . import RESEARCH_USE_STATEMENT, __version__
 from .headline import (DASH, fmt, fmt_ratio, headline_html, is_neonatal_question, lesion_sentences,
                        focal_sentences, nh_sentence, organ_findings, pattern_facts, symbols, yes_no)
-from .io.metadata import json_default as _json_default
+from .fileio import json_safe, replace_atomically, write_text
+from .quantities import BY_KEY
 from .regions import mean_decay  # noqa: F401 (public name)
 from .report_figures import MAX_MONTAGE_SLICES  # noqa: F401 (public name)
 
+#: headline.DISPLAY_PRECISION quantity of each unit of IronMapping.quantities ("{}": as text).
+_DISPLAY_OF_UNIT = {"1/s": "r2star", "ms": "t2star", "mg Fe/g dw": "lic", "mL": "volume",
+                    "%": "percent", "": "{}"}
+#: Summary keys of the report's table of every region, in order.
+REGION_KEYS = ("name", "volume_ml", "r2star_median", "r2star_iqr", "r2star_roi_fit",
+               "t2star_median", "t2star_roi_fit", "lic_mg_per_g", "grade", "excluded_fraction")
 # (summary key, column header with unit, display quantity of headline.DISPLAY_PRECISION or a
-# format) for the table of every region.
-REGION_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("name", "Region", "{}"),
-    ("volume_ml", "Volume (mL)", "volume"),
-    ("r2star_median", "R2* median (1/s)", "r2star"),
-    ("r2star_iqr", "R2* IQR (1/s)", "r2star"),
-    ("r2star_roi_fit", "R2* ROI fit (1/s)", "r2star"),
-    ("t2star_median", "T2* median (ms)", "t2star"),
-    ("t2star_roi_fit", "T2* ROI fit (ms)", "t2star"),
-    ("lic_mg_per_g", "LIC (mg Fe/g dw)", "lic"),
-    ("grade", "Grade", "{}"),
-    ("excluded_fraction", "Excluded (%)", "percent"),
-)
+# format), headers and units from IronMapping.quantities.
+REGION_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (key, BY_KEY[key].label, _DISPLAY_OF_UNIT[BY_KEY[key].unit]) for key in REGION_KEYS)
 
 LESION_COLUMNS = (
     ("lesion", "Lesion", "{}"), ("background", "Background", "{}"),
@@ -96,14 +92,13 @@ def write_report(path, summary: Mapping[str, Any] | None, *, fit=None, image=Non
     report = build_report(summary, fit=fit, image=image, labels=labels, label_names=label_names,
                           inputs=inputs, figures=figures, warnings=warnings, timings=timings,
                           truth=truth, title=title)
-    _atomic_write(path, report.html)
+    write_text(path, report.html)
     target = pdf_path(path)
     if pdf and matplotlib_available():
         from .report_figures import write_pdf
 
-        tmp = target.with_name(target.name + ".tmp")
-        write_pdf(tmp, report.title, report.text_blocks, report.figures)
-        os.replace(tmp, target)
+        replace_atomically(target, lambda tmp: write_pdf(tmp, report.title, report.text_blocks,
+                                                         report.figures))
     elif target.exists() and (path.parent / "run.json").exists():
         target.unlink()  # an older run's PDF would no longer match this report
     return path
@@ -199,7 +194,7 @@ def build_report(summary, *, fit=None, image=None, labels=None, label_names=None
     parts.append('<section id="inputs"><h2>Inputs and software</h2>'
                  + _inputs_section(inputs, image, fit, timings) + "</section>")
     parts.append('<details class="json"><summary>Full summary (JSON, full precision)</summary><pre>'
-                 f"{_e(json.dumps(summary, indent=1, default=_json_default))}</pre></details>")
+                 f"{_e(json.dumps(json_safe(summary), indent=1))}</pre></details>")
     parts.append(f'<footer class="research">{_e(RESEARCH_USE_STATEMENT)}</footer>')
     body = "\n".join(parts)
     page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
@@ -360,7 +355,7 @@ def _ratio_table(ratios) -> str:
 def _sir_table(sir) -> str:
     """Signal intensity ratio region / reference per echo: a row per region, a column per TE."""
     if not isinstance(sir, Mapping) or not isinstance(sir.get("regions"), Mapping):
-        return f"<pre>{_e(json.dumps(sir, indent=1, default=_json_default))}</pre>"
+        return f"<pre>{_e(json.dumps(json_safe(sir), indent=1))}</pre>"
     te = list(sir.get("echo_times_ms") or [])
     head = "<th>Region</th>" + "".join(f"<th>TE {t:g} ms</th>" for t in te)
     rows = []
@@ -507,12 +502,6 @@ def _region_masks(labels, label_names, regions) -> list[tuple[str, np.ndarray]]:
     order = [r.get("name") for r in regions if r.get("name") in by_name]
     order += [n for n in by_name if n not in order]
     return [(name, labels == by_name[name]) for name in order]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 _CSS = """

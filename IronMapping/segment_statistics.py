@@ -18,28 +18,37 @@ import logging
 import numpy as np
 
 from .errors import CalibrationError
+from .quantities import BY_KEY, UCUM_MEANINGS
 
 log = logging.getLogger(__name__)
 
-#: key -> (name, description, unit, UCUM code of the unit)
-MEASUREMENTS = {
-    "r2star_median": ("R2* median", "Median R2* of the fitted voxels", "1/s", ("/s", "per second")),
-    "r2star_mean": ("R2* mean", "Mean R2* of the fitted voxels", "1/s", ("/s", "per second")),
-    "r2star_sd": ("R2* SD", "Standard deviation of R2* of the fitted voxels", "1/s", ("/s", "per second")),
-    "t2star_median": ("T2* median", "Median T2* (1000 / R2*) of the fitted voxels", "ms", ("ms", "millisecond")),
+# key -> (name, description, summary key of IronMapping.quantities whose unit it has)
+_PLUGIN_MEASUREMENTS = {
+    "r2star_median": ("R2* median", "Median R2* of the fitted voxels", "r2star_median"),
+    "r2star_mean": ("R2* mean", "Mean R2* of the fitted voxels", "r2star_mean"),
+    "r2star_sd": ("R2* SD", "Standard deviation of R2* of the fitted voxels", "r2star_sd"),
+    "t2star_median": ("T2* median", "Median T2* (1000 / R2*) of the fitted voxels", "t2star_median"),
     "lic": ("LIC", "Liver iron concentration from the median R2* (liver segments only; calibration "
-                   "named in the R2* map's help)", "mg Fe/g dry weight", ("mg/g", "milligram per gram")),
-    "fitted_percent": ("Fitted voxels", "Share of the segment's voxels with a valid R2* fit", "%", ("%", "percent")),
-    "censored_percent": ("R2* censored voxels", "Share of the counted voxels whose decay is faster than the "
-                         "echoes can measure (ranked above every value)", "%", ("%", "percent")),
-    "r2star_lower_bound": ("R2* lower bound", "Given when more than half of the voxels decay faster than the "
-                           "echoes can measure: the median R2* is above this value", "1/s", ("/s", "per second")),
-    "r2star_median_text": ("R2* median (text)", "Median R2*, or '> bound' when it is beyond what the echoes "
-                           "can measure", "1/s", ("/s", "per second")),
-    "lic_lower_bound": ("LIC lower bound", "Liver iron concentration at the R2* lower bound (liver segments "
-                        "whose median R2* is beyond what the echoes can measure)", "mg Fe/g dry weight",
-                        ("mg/g", "milligram per gram")),
+                   "named in the R2* map's help)", "lic_mg_per_g"),
+    "fitted_percent": ("Fitted voxels", "Share of the segment's voxels with a valid R2* fit",
+                       "excluded_fraction"),
+    "censored_percent": ("R2* censored voxels", "Share of the counted voxels whose decay is faster "
+                         "than the echoes can measure (ranked above every value)",
+                         "r2star_censored_fraction"),
+    "r2star_lower_bound": ("R2* lower bound", "Given when more than half of the voxels decay faster "
+                           "than the echoes can measure: the median R2* is above this value",
+                           "r2star_lower_bound"),
+    "r2star_median_text": ("R2* median (text)", "Median R2*, or '> bound' when it is beyond what the "
+                           "echoes can measure", "r2star_median"),
+    "lic_lower_bound": ("LIC lower bound", "Liver iron concentration at the R2* lower bound (liver "
+                        "segments whose median R2* is beyond what the echoes can measure)",
+                        "lic_lower_bound"),
 }
+#: key -> (name, description, unit, (UCUM code, its meaning)); units from IronMapping.quantities.
+MEASUREMENTS = {
+    key: (name, description, BY_KEY[quantity].unit,
+          (BY_KEY[quantity].ucum, UCUM_MEANINGS[BY_KEY[quantity].ucum]))
+    for key, (name, description, quantity) in _PLUGIN_MEASUREMENTS.items()}
 DEFAULT_KEYS = ("r2star_median", "t2star_median", "lic", "fitted_percent", "r2star_lower_bound",
                 "lic_lower_bound")
 

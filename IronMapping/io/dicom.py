@@ -30,7 +30,6 @@ from .checks import (field_strength_from, quantity_from_sequence, reconcile_echo
                      stack_echoes)
 from .geometry import slice_stack_ijk_to_ras
 
-ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 NOT_DICOM_SUFFIXES = (".nii", ".nii.gz", ".json", ".nrrd", ".nhdr", ".txt", ".md", ".mat",
                       ".png", ".jpg", ".jpeg", ".csv", ".py", ".xml", ".zip", ".mha", ".mhd",
                       ".raw", ".html", ".pdf", ".tsv", ".gz", ".bval", ".bvec", ".npy", ".npz")
