@@ -25,7 +25,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage, special, stats
 
 from . import estimators
 
@@ -55,6 +55,9 @@ MAP_SPREAD_TO_USE = 1.2
 #: A noise map made from fewer usable pairs than this share of those sampled is made again
 #: from up to MAP_MAX_RESAMPLING times as many.
 MAP_KEPT_SHARE = 0.4
+#: A map is made only where the tiles' log variances spread more than this many times what
+#: their sampling noise explains.
+MAP_SIGNIFICANCE = 2.0
 MAP_MAX_RESAMPLING = 4.0
 
 
@@ -324,6 +327,11 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
     info_res = np.where(res_ok, count * np.median(dofs) / 2.0, 0.0)
     values = np.where(res_ok, np.nan_to_num(med), 0.0)
     info = info_res.copy()
+    # sampling variance of each tile's log variance: a median of log chi^2_d / d values
+    # (variance trigamma(d/2) each, the median pi/2 times the mean's), or the log of a mean of
+    # floor powers (relative variance 1/L per sample)
+    d_typical = float(np.median(dofs))
+    sampling_var = np.where(res_ok, 0.5 * np.pi * special.polygamma(1, 0.5 * d_typical) / np.maximum(count, 1), np.inf)
     if floor is not None and floor[0].size:
         f_tile = np.ravel_multi_index(tuple(c // s for c, s in zip(np.unravel_index(floor[0], spatial), tile)),
                                       grid_shape)
@@ -336,6 +344,7 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
         # is what the noise-floor models need; elsewhere the residuals give sigma
         values = np.where(f_ok, log_m2 - np.log(2.0 * coils), values)
         info = np.where(f_ok, f_count * coils, info_res)
+        sampling_var = np.where(f_ok, 1.0 / np.maximum(f_count * coils, 1), sampling_var)
     weight = info.reshape(grid_shape)
     values = values.reshape(grid_shape)
     if weight.sum() == 0:
@@ -347,6 +356,8 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
         trend = ndimage.gaussian_filter(values * weight, 2.0, mode="nearest") / trend_w
     hot = (weight > 0) & np.isfinite(trend) & (values > trend + 2.0 * np.log(HOT_TILE))
     values = np.where(hot, trend, values)
+    if not _varies_beyond_sampling(values.reshape(-1), sampling_var, weight.reshape(-1) > 0):
+        return None
     # light smoothing across tiles: enough to fill empty tiles and steady sparse ones, little
     # enough to follow a g-factor map that rises two-fold over a few tiles
     smoothed_w = ndimage.gaussian_filter(weight, MAP_SMOOTHING_TILES, mode="nearest")
@@ -387,6 +398,15 @@ class TileMap:
         if full.shape != tuple(self.spatial):  # zoom rounding: pad with the edge value
             full = np.pad(full, [(0, n - m) for n, m in zip(self.spatial, full.shape)], mode="edge")
         return np.exp(0.5 * full).astype(np.float32).reshape(-1)
+
+
+def _varies_beyond_sampling(values, sampling_var, measured) -> bool:
+    """True when the tiles' log variances spread more than their sampling noise explains
+    (MAP_SIGNIFICANCE times it): otherwise a map would only add the tiles' noise to the fit."""
+    if measured.sum() < 4:
+        return False
+    v = values[measured]
+    return float(np.var(v)) > MAP_SIGNIFICANCE * float(np.mean(sampling_var[measured]))
 
 
 def _weighted_median(values, weights) -> float:

@@ -249,3 +249,13 @@ def test_noise_map_at_sampled_voxels_equals_the_full_interpolated_map():
         assert full.shape == (int(np.prod(spatial)),)
         index = rng.integers(0, full.size, 4000)
         np.testing.assert_allclose(tiles.at(index), full[index], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, quick, seed", [("three-echo", False, 0), ("three-echo", True, 11), ("cropped", False, 0)])
+def test_uniform_noise_gets_no_map_from_the_tiles_sampling_noise(name, quick, seed):
+    """With one residual degree of freedom per voxel (three echoes) the tiles scatter by
+    several per cent by chance alone; a map made from that scatter only adds noise."""
+    ph = make_acquisition(name, quick=quick, seed=seed)
+    result = quiet(ph.image.signal, ph.image.echo_times_ms)
+    assert result.noise_sigma_map is None
+    assert result.noise_sigma == pytest.approx(ph.noise_sigma, rel=0.04)

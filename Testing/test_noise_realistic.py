@@ -30,7 +30,6 @@ from IronMapping.relaxometry import Status, fit
 PI_MAP = pytest.mark.xfail(strict=False, reason=(
     "16-coil parallel-imaging map on the quick 4-slice, 5 mm grid: too few voxels for tiles that "
     "follow the 2.2-fold bump (spleen local sigma +10-15 %; the full-size benchmark gives +3 %)"))
-FEW_DOF = pytest.mark.xfail(strict=False, reason="three echoes leave one residual degree of freedom per voxel: sigma +-5 %")
 CENSORED = pytest.mark.xfail(strict=False, reason=(
     "R2* 1300 with TE1 0.9 ms, 8 coils, SNR 27 sits at the censoring limit: half the liver is "
     "censored and a lower bound is given instead of the median, with the noise given too"))
@@ -108,7 +107,7 @@ def fitted_median(r2, status, mask):
 
 SIGMA_CASES = ["air", "four-echo", "cropped", "cropped-below-lungs", "cropped-iron", "zero-filled",
                known(PI_MAP, "parallel-imaging"), "severe-1300", "severe-2000", "quantised",
-               known(FEW_DOF, "three-echo")]
+               "three-echo"]
 
 
 @pytest.mark.parametrize("name", SIGMA_CASES)
