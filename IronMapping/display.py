@@ -334,13 +334,13 @@ def upsample(plane: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
     Parameters
     ----------
-    plane : ndarray, shape (rows, cols, ...)
+    plane : ndarray, shape (n_rows, n_cols, ...)
     rows, cols : int
-        Factors.
+        Enlargement factors along the rows and the columns.
 
     Returns
     -------
-    ndarray, shape (rows * factor, cols * factor, ...)
+    ndarray, shape (n_rows * rows, n_cols * cols, ...)
     """
     return np.repeat(np.repeat(plane, rows, axis=0), cols, axis=1)
 
