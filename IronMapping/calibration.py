@@ -222,7 +222,8 @@ def nominal_field(field_strength_t) -> float | None:
     Returns
     -------
     float or None
-        1.5 or 3.0 for fields within `FIELD_TOLERANCE_T` of them, else the value itself; None for None.
+        1.5 or 3.0 for fields within `FIELD_TOLERANCE_T` of them, else the value itself;
+        None for None.
     """
     if field_strength_t is None:
         return None

@@ -202,7 +202,7 @@ def mask_from_runs(runs, shape) -> np.ndarray:
 
 
 def findings_label_map(findings, shape) -> np.ndarray:
-    """Label map of findings: finding n (its "label_value", else 1-based) where it lies, 0 elsewhere.
+    """Label map of findings: finding n (its "label_value", else 1-based) where it lies.
 
     Parameters
     ----------
@@ -214,6 +214,7 @@ def findings_label_map(findings, shape) -> np.ndarray:
     Returns
     -------
     uint16 ndarray, shape (k, j, i)
+        0 outside every finding.
     """
     out = np.zeros(tuple(shape), np.uint16)
     for n, finding in enumerate(findings, start=1):

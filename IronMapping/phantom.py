@@ -130,7 +130,9 @@ class Phantom:
 
 
 def default_echo_times_ms(field_strength_t: float) -> np.ndarray:
-    """Default echo times in ms: 12 echoes, TE1 = dTE = 1.0 ms at 1.5 T; 16, TE1 = dTE = 0.6 ms at 3 T.
+    """Default echo times in ms.
+
+    12 echoes, TE1 = dTE = 1.0 ms at 1.5 T; 16 echoes, TE1 = dTE = 0.6 ms at 3 T.
 
     Parameters
     ----------

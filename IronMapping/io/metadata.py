@@ -13,7 +13,7 @@ ARRAY_KEYS = ("complex_components",)
 
 
 def json_safe(metadata: dict, max_list: int = 64) -> dict:
-    """A copy of image metadata that ``json.dumps`` accepts (see :func:`IronMapping.fileio.json_safe`).
+    """A copy of image metadata that ``json.dumps`` accepts (see :func:`fileio.json_safe`).
 
     Arrays in ``ARRAY_KEYS`` are replaced by their shapes, numpy scalars/arrays become Python
     numbers/lists, NaN and infinity None, and long lists (e.g. hundreds of source paths) are cut
