@@ -260,8 +260,9 @@ def grade_region(organ: str | None, field_strength_t, r2star_per_s=None, t2star_
     -------
     dict
         JSON-able. Keys: grade (str or None), iron_loaded (True / False / None), quantity, value,
-        unit, criterion (the band in words), source, reference, basis, notes (list of str); when
-        graded also field_strength_t; for the liver with an LIC, lic_grade and lic_criterion.
+        unit, criterion (the band in words), source, reference, basis, notes (list of str); with
+        a scheme at this field also field_strength_t; for the liver with an LIC, lic_grade and
+        lic_criterion.
     """
     out = {"grade": None, "iron_loaded": None, "quantity": None, "value": None, "unit": None,
            "criterion": None, "source": None, "reference": None, "basis": basis, "notes": []}
