@@ -1,10 +1,33 @@
 """IronMapping: tissue iron from multi-echo MRI (3D Slicer extension library).
 
-Pure numpy/scipy/SimpleITK/pydicom code; no Qt. The only module that talks to MRML is
-``IronMapping.scene``. Research use only: not for clinical decisions.
+Research use only: not for clinical decisions. Submodules are imported on first use, so
+``import IronMapping`` stays light and ``help(IronMapping.relaxometry.fit)`` works right after
+it.
 
-Submodules are imported on first use, so ``import IronMapping`` stays light and
-``help(IronMapping.relaxometry.fit)`` works right after it.
+Modules
+-------
+Fitting
+    ``relaxometry`` (R2*/T2* maps: ``fit``), ``estimators`` (vectorised estimators), ``crlb``,
+    ``reference_fit`` (slow exact ML, for validation), ``fatwater`` package and ``fatmodel``
+    (fat-corrected R2* and PDFF), ``noise``, ``noise_source``, ``echo_noise`` (noise level and
+    coil count), ``tissue_mask`` (which voxels are fitted).
+Analysis
+    ``analysis`` (the one path fit -> summary -> warnings), ``quantification`` (``summarize``),
+    ``regions`` (region statistics, ROI fits), ``calibration`` (LIC), ``grading``, ``organs``,
+    ``patterns``, ``focal`` and ``focal_phase`` (focal findings), ``quantities`` (the table of
+    reported quantities and maps), ``headline`` (the answer in words).
+Files and runs
+    ``io`` package (``load_multiecho``: DICOM, NIfTI, NRRD), ``image`` (``MultiEchoImage``),
+    ``maps_io`` (map and label files), ``fileio`` (atomic writes, strict JSON), ``report``,
+    ``report_figures``, ``display``, ``pipeline`` (headless run), ``batch``, ``cli``.
+Digital reference objects
+    ``phantom``, ``phantom_abdomen``.
+Slicer glue (the only code that uses Slicer, Qt or MRML; ``Testing/test_slicer_glue.py``
+checks)
+    ``scene`` package (MRML nodes in and out), ``logic`` (``IronMappingLogic``),
+    ``segment_statistics`` (Segment Statistics plugin), ``sample_data`` (Sample Data entries),
+    and the scripted module ``IronMapping.py`` beside this package. Everything else is plain
+    numpy/scipy/SimpleITK/pydicom/vtk.
 """
 
 import importlib

@@ -34,16 +34,26 @@ NO_LABELS_WARNING = "No label map was given: maps only, no organ statistics."
 class AnalysisResult:
     """What :func:`analyse` produced.
 
-    fit : relaxometry.RelaxometryFit (maps (k, j, i): r2star 1/s, t2star ms, s0, quality, status).
-    summary : the statistics dict (:class:`IronMapping.quantification.Summary` shape) with
+    Attributes
+    ----------
+    fit : RelaxometryFit
+        Maps of shape (k, j, i): r2star 1/s, t2star ms, s0, quality, status.
+    summary : dict
+        The statistics dict (:class:`IronMapping.quantification.Summary` shape) with
         ``field_strength_source``, ``echo_time_source`` and ``whole_image`` added.
-    warnings : sentences for the user, in order, each once.
-    provenance : JSON-able record: software, fit method (``fit.provenance()``), calibration,
-        field strength (T) and echo times (ms) with where they came from.
-    image : the MultiEchoImage that was fitted.
-    labels : (k, j, i) integer regions the summary used (0 background); label_names :
-        {label value: region name}.
-    timings : seconds of the "fit" and "statistics" stages.
+    warnings : list of str
+        Sentences for the user, in order, each once.
+    provenance : dict
+        JSON-able record: software, fit method (``fit.provenance()``), calibration, field
+        strength (T) and echo times (ms) with where they came from.
+    image : MultiEchoImage
+        The image that was fitted.
+    labels : int ndarray, shape (k, j, i)
+        Regions the summary used (0 background).
+    label_names : dict of int to str
+        Label value to region name.
+    timings : dict of str to float
+        Seconds of the "fit" and "statistics" stages.
     """
 
     fit: Any
@@ -70,25 +80,57 @@ def analyse(echoes, echo_times_ms=None, labels=None, label_names: Mapping[int, s
 
     Parameters
     ----------
-    echoes : MultiEchoImage, or magnitudes (n_echoes, k, j, i) with ``echo_times_ms``.
-    echo_times_ms : (n_echoes,) ms; only with an array (an image has its own).
-    labels : (k, j, i) integers on the image grid (0 background), or None.
-    label_names : {label value: region name}; the organ is recognised from the name.
-    method : ``relaxometry.METHODS`` ("auto" = the engine's default).
-    field_strength_t, quantity, ijk_to_ras : with an array only (an image has its own).
-    mask : (k, j, i) bool, voxels to fit; mask_threshold : or fit only voxels whose first echo
-        is above this (None/0: the engine's automatic mask).
-    noise_sigma, coils : noise SD per coil channel and receive coil count, when known.
-    calibration, convert_field, terminology : as ``quantification.summarize``.
-    whole_image_region : without labels, summarise every fitted voxel as one region of this
-        name; None gives maps only and adds ``no_labels_warning`` to the summary's warnings.
-    field_strength_source, echo_time_source : where these came from, in words (default: the
-        image's metadata).
-    notes : warnings from reading the inputs (label resampling, overlaps, ...), put first after
-        the image's own ``metadata["warnings"]``.
-    progress, cancel : see :data:`Progress`; cancel() -> True raises FitCancelled.
+    echoes : MultiEchoImage or ndarray, shape (n_echoes, k, j, i)
+        An image, or magnitudes with ``echo_times_ms``.
+    echo_times_ms : ndarray, shape (n_echoes,), optional
+        Echo times in ms; only with an array (an image has its own).
+    labels : int ndarray, shape (k, j, i), optional
+        Regions on the image grid (0 background).
+    label_names : dict of int to str, optional
+        Label value to region name; the organ is recognised from the name.
+    method : str
+        One of ``relaxometry.METHODS`` ("auto" = the engine's default).
+    field_strength_t : float, optional
+        Field strength in T; with an array only (an image has its own), as are ``quantity``
+        and ``ijk_to_ras``.
+    quantity : str, optional
+        "T2*" or "T2".
+    ijk_to_ras : ndarray, shape (4, 4), optional
+        Voxel index to RAS mm.
+    mask : bool ndarray, shape (k, j, i), optional
+        Voxels to fit.
+    mask_threshold : float, optional
+        Or fit only voxels whose first echo is above this (signal units; None/0: the engine's
+        automatic mask).
+    noise_sigma : float, optional
+        Noise SD per coil channel (signal units), when known.
+    coils : float, optional
+        Receive coil count, when known.
+    calibration, convert_field, terminology
+        As ``quantification.summarize``.
+    whole_image_region : str, optional
+        Without labels, summarise every fitted voxel as one region of this name; None gives
+        maps only and adds ``no_labels_warning`` to the summary's warnings.
+    field_strength_source, echo_time_source : str, optional
+        Where these came from, in words (default: the image's metadata).
+    no_labels_warning : str
+        Warning added when there are no regions.
+    notes : iterable of str
+        Warnings from reading the inputs (label resampling, overlaps, ...), put first after the
+        image's own ``metadata["warnings"]``.
+    progress : callable, optional
+        See :data:`Progress`.
+    cancel : callable, optional
+        ``cancel() -> True`` raises FitCancelled.
 
-    Raises IronMappingError subclasses (InputError, CalibrationError, FitCancelled, ...).
+    Returns
+    -------
+    AnalysisResult
+
+    Raises
+    ------
+    IronMappingError
+        Its subclasses (InputError, CalibrationError, FitCancelled, ...).
     """
     from . import relaxometry
 
@@ -139,11 +181,28 @@ def summarize_fit(fit, image: MultiEchoImage, labels=None,
                   convert_field: bool = False, terminology: Mapping[int, str] | None = None,
                   field_strength_source: str | None = None, echo_time_source: str | None = None,
                   no_labels_warning: str = NO_LABELS_WARNING) -> dict:
-    """``quantification.summarize`` of ``fit`` over ``image``'s regions, plus where the field
-    strength and echo times came from and the whole-image figures (:func:`whole_image_figures`).
+    """``quantification.summarize`` of a fit over an image's regions, plus provenance figures.
 
-    labels : (k, j, i) integers or None (no regions; ``no_labels_warning`` is added to the
-    summary's warnings). Returns the summary dict.
+    Adds where the field strength and echo times came from and the whole-image figures
+    (:func:`whole_image_figures`).
+
+    Parameters
+    ----------
+    fit : RelaxometryFit
+    image : MultiEchoImage
+    labels : int ndarray, shape (k, j, i), optional
+        None: no regions; ``no_labels_warning`` is added to the summary's warnings.
+    label_names : dict of int to str, optional
+    calibration, convert_field, terminology
+        As ``quantification.summarize``.
+    field_strength_source, echo_time_source : str, optional
+        Where these came from, in words (default: the image's metadata).
+    no_labels_warning : str
+
+    Returns
+    -------
+    dict
+        The summary.
     """
     from .quantification import summarize
 
@@ -171,9 +230,16 @@ def summarize_fit(fit, image: MultiEchoImage, labels=None,
 def whole_image_figures(fit) -> dict:
     """How much of the image was fitted and the median R2*/T2* of the fitted tissue.
 
-    Returns a JSON-able dict: ``voxels``, ``fitted_voxels``, ``fitted_fraction`` (0-1),
-    ``r2star_median`` (1/s) and ``t2star_median`` (ms) over fitted voxels (None when none),
-    ``quantity`` ("T2*" or "T2").
+    Parameters
+    ----------
+    fit : RelaxometryFit
+
+    Returns
+    -------
+    dict
+        JSON-able: ``voxels``, ``fitted_voxels``, ``fitted_fraction`` (0-1), ``r2star_median``
+        (1/s) and ``t2star_median`` (ms) over fitted voxels (None when none), ``quantity``
+        ("T2*" or "T2").
     """
     from .relaxometry import Status
 
@@ -191,8 +257,23 @@ def whole_image_figures(fit) -> dict:
 
 
 def threshold_mask(image: MultiEchoImage, threshold: float) -> np.ndarray:
-    """Voxels (k, j, i) whose first echo is above ``threshold`` (signal units); refuses a
-    threshold that leaves none."""
+    """Voxels whose first echo is above a threshold.
+
+    Parameters
+    ----------
+    image : MultiEchoImage
+    threshold : float
+        Signal units.
+
+    Returns
+    -------
+    bool ndarray, shape (k, j, i)
+
+    Raises
+    ------
+    InputError
+        When the threshold leaves no voxel.
+    """
     first = np.nan_to_num(image.signal[0])
     mask = first > float(threshold)
     if not mask.any():
@@ -204,7 +285,16 @@ def threshold_mask(image: MultiEchoImage, threshold: float) -> np.ndarray:
 
 
 def unique(items: Iterable[str]) -> list[str]:
-    """Non-empty strings in first-seen order, each once."""
+    """Non-empty strings in first-seen order, each once.
+
+    Parameters
+    ----------
+    items : iterable of str
+
+    Returns
+    -------
+    list of str
+    """
     return list(dict.fromkeys(str(i) for i in items if i))
 
 

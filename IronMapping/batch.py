@@ -57,7 +57,22 @@ class Study:
 
 @dataclass
 class StudyOutcome:
-    """What happened to one study in this batch run."""
+    """What happened to one study in this batch run.
+
+    Attributes
+    ----------
+    study_id : str
+    status : str
+        "done", "skipped" (already done) or "failed".
+    seconds : float
+        Run time in s.
+    error : str
+        The error of a failed study.
+    out_dir : str
+        The study's output folder.
+    details : dict
+        E.g. the number of warnings.
+    """
 
     study_id: str
     status: str               # "done", "skipped" (already done) or "failed"
@@ -69,6 +84,17 @@ class StudyOutcome:
 
 @dataclass
 class BatchResult:
+    """What :func:`run_batch` did.
+
+    Attributes
+    ----------
+    out_dir : Path
+        Root output folder.
+    outcomes : list of StudyOutcome
+        In study-list order.
+    cohort_csv, status_csv : Path
+        cohort.csv and batch_status.csv.
+    """
     out_dir: Path
     outcomes: list[StudyOutcome]
     cohort_csv: Path
@@ -76,13 +102,31 @@ class BatchResult:
 
     @property
     def failed(self) -> list[StudyOutcome]:
+        """The outcomes of failed studies."""
         return [o for o in self.outcomes if o.status == "failed"]
 
 
 # --------------------------------------------------------------------------- the list
 
 def read_study_list(path) -> list[Study]:
-    """Parse and check the study list CSV; raises InputError naming the row that is wrong."""
+    """Parse and check the study list CSV.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV with the header ``study_id,input,labels`` (see the module docstring).
+
+    Returns
+    -------
+    list of Study
+        Paths made absolute (relative to the list's folder).
+
+    Raises
+    ------
+    InputError
+        Naming the row that is wrong (bad or repeated study_id, empty input), or for a missing
+        file, header or study.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Study list {str(path)!r} does not exist. Give a CSV with the header "
@@ -134,7 +178,19 @@ def _resolve(text: str, base: Path) -> str:
 # --------------------------------------------------------------------------- one study
 
 def fingerprint(study: Study, options: Mapping[str, Any]) -> dict:
-    """What a done study was made from; a different fingerprint means run it again."""
+    """What a done study was made from; a different fingerprint means run it again.
+
+    Parameters
+    ----------
+    study : Study
+    options : mapping
+        The run's options; only :data:`FINGERPRINT_OPTIONS` count (with their defaults).
+
+    Returns
+    -------
+    dict
+        study_id, input, labels, label_names, options.
+    """
     return {"study_id": study.study_id, "input": list(study.input), "labels": study.labels,
             "label_names": study.label_names,
             "options": {k: options.get(k, default) for k, default in FINGERPRINT_OPTIONS.items()}}
@@ -153,10 +209,19 @@ def _done_record(folder: Path) -> dict | None:
 
 
 def missing_outputs(folder) -> list[str]:
-    """Output files of a finished study that are missing (or not files); [] when complete.
+    """Output files of a finished study that are missing (or not files).
 
-    The list is what done.json records plus :data:`REQUIRED_OUTPUTS`; without a done.json
-    the study is not finished and ``["done.json"]`` is returned.
+    The list is what done.json records plus :data:`REQUIRED_OUTPUTS`.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The study's output folder.
+
+    Returns
+    -------
+    list of str
+        File names; [] when complete, ``["done.json"]`` without a done.json (not finished).
     """
     folder = Path(folder)
     record = _done_record(folder)
@@ -167,8 +232,23 @@ def missing_outputs(folder) -> list[str]:
 
 
 def is_done(study: Study, out_root, options: Mapping[str, Any]) -> bool:
-    """True when the study's done marker matches this study and these options and every
-    output it lists is still there (a study whose outputs are incomplete runs again)."""
+    """Whether a study is done with these options.
+
+    True when the study's done marker matches this study and these options and every output it
+    lists is still there (a study whose outputs are incomplete runs again).
+
+    Parameters
+    ----------
+    study : Study
+    out_root : str or Path
+        Root output folder.
+    options : mapping
+        The run's options.
+
+    Returns
+    -------
+    bool
+    """
     folder = Path(out_root) / study.study_id
     record = _done_record(folder)
     if record is None or missing_outputs(folder):
@@ -180,8 +260,22 @@ def run_study(study: Study | Mapping[str, Any], out_root, options: Mapping[str, 
               ) -> dict:
     """Run one study (a picklable task for process pools and Dask workers).
 
-    Never raises for a study's own failure: returns ``{"status": "failed", "error": ...}`` and
-    writes ``error.json`` in its folder. Returns a dict of StudyOutcome fields.
+    Never raises for a study's own failure: returns status "failed" with the error and writes
+    ``error.json`` in its folder.
+
+    Parameters
+    ----------
+    study : Study or mapping
+        A Study or a dict of its fields.
+    out_root : str or Path
+        Root output folder; the study writes to ``out_root/<study_id>``.
+    options : mapping, optional
+        Keyword arguments for ``pipeline.run_files``.
+
+    Returns
+    -------
+    dict
+        The fields of a StudyOutcome.
     """
     from .pipeline import run_files
 
@@ -228,19 +322,38 @@ _write_json_atomic = write_json
 def run_batch(study_list, out_dir, *, workers: int | None = None, scheduler: str | None = None,
               options: Mapping[str, Any] | None = None, force: bool = False,
               report: Callable[[str], None] | None = None) -> BatchResult:
-    """Run every study of ``study_list`` not already done; write cohort.csv and batch_status.csv.
+    """Run every study of a list not already done; write cohort.csv and batch_status.csv.
 
     Parameters
     ----------
-    study_list : CSV path (see module docstring) or a list of Study.
-    out_dir : root output folder; one sub-folder per study.
-    workers : local worker processes (default: number of cores, at most the pending studies);
-        1 runs in this process.
-    scheduler : address of an existing Dask scheduler (``tcp://host:8786``) or a
-        ``dask.distributed.Client``; studies are then submitted there instead.
-    options : keyword arguments for ``pipeline.run`` (method, calibration, fmt, ...).
-    force : run every study again, done or not.
-    report : called with one line of progress per study (for stderr).
+    study_list : str, Path or list of Study
+        CSV path (see the module docstring) or a list of Study.
+    out_dir : str or Path
+        Root output folder; one sub-folder per study.
+    workers : int, optional
+        Local worker processes (default: number of cores, at most the pending studies); 1 runs
+        in this process.
+    scheduler : str or dask.distributed.Client, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``) or a client; studies are
+        then submitted there instead.
+    options : mapping, optional
+        Keyword arguments for ``pipeline.run`` (method, calibration, fmt, ...).
+    force : bool
+        Run every study again, done or not.
+    report : callable, optional
+        Called with one line of progress per study (for stderr).
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    InputError
+        For a bad study list, out_dir that is a file, workers < 1, or an unreachable or missing
+        Dask scheduler.
+    OutputError
+        When the output folder cannot be made.
     """
     say = report or (lambda line: None)
     studies = read_study_list(study_list) if not isinstance(study_list, list) else study_list
@@ -363,7 +476,20 @@ def _run_dask(pending, out, options, scheduler, record) -> None:
 
 
 def write_cohort(out_dir, studies, outcomes: Mapping[str, StudyOutcome]) -> Path:
-    """cohort.csv: ``study_id``, ``study_status``, ``error`` and every regions.csv column."""
+    """Write cohort.csv: ``study_id``, ``study_status``, ``error`` and every regions.csv column.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Root output folder.
+    studies : list of Study
+    outcomes : mapping of str to StudyOutcome
+        By study_id.
+
+    Returns
+    -------
+    Path
+    """
     out = Path(out_dir)
     rows: list[dict] = []
     for study in studies:
@@ -394,7 +520,18 @@ def write_cohort(out_dir, studies, outcomes: Mapping[str, StudyOutcome]) -> Path
 
 
 def write_status(out_dir, outcomes) -> Path:
-    """batch_status.csv: one row per study with its status, time, error and folder."""
+    """Write batch_status.csv: one row per study with its status, time (s), error and folder.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Root output folder.
+    outcomes : list of StudyOutcome
+
+    Returns
+    -------
+    Path
+    """
     columns = ["study_id", "status", "seconds", "error", "out_dir"]
     rows = [{"study_id": o.study_id, "status": o.status, "seconds": f"{o.seconds:.2f}",
              "error": o.error, "out_dir": o.out_dir} for o in outcomes]

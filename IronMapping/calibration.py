@@ -59,7 +59,18 @@ class Calibration:
     verification: str = ""
 
     def lic(self, r2star_per_s):
-        """LIC (mg Fe/g dry weight) from R2* (1/s); NaN in, NaN out; array or scalar."""
+        """LIC from R2* with this calibration.
+
+        Parameters
+        ----------
+        r2star_per_s : float or ndarray
+            R2* in 1/s, any shape; NaN in gives NaN out.
+
+        Returns
+        -------
+        float or ndarray
+            LIC in mg Fe/g dry weight, same shape (a float for scalar input).
+        """
         r2 = np.asarray(r2star_per_s, dtype=np.float64)
         c = self.coefficients
         if self.form == "linear":
@@ -72,7 +83,18 @@ class Calibration:
         return out if out.ndim else float(out)
 
     def r2star(self, lic_mg_per_g):
-        """Inverse: R2* (1/s) that this calibration maps to the given LIC."""
+        """Inverse of `lic`: the R2* this calibration maps to a given LIC.
+
+        Parameters
+        ----------
+        lic_mg_per_g : float or ndarray
+            LIC in mg Fe/g dry weight, any shape.
+
+        Returns
+        -------
+        float or ndarray
+            R2* in 1/s, same shape (a float for scalar input).
+        """
         lic = np.asarray(lic_mg_per_g, dtype=np.float64)
         c = self.coefficients
         if self.form == "linear":
@@ -82,6 +104,7 @@ class Calibration:
         return out if out.ndim else float(out)
 
     def to_dict(self) -> dict:
+        """JSON-able dict of all fields (the LIC range as a list or None)."""
         d = asdict(self)
         d["valid_lic_range_mg_per_g"] = (list(self.valid_lic_range_mg_per_g)
                                          if self.valid_lic_range_mg_per_g else None)
@@ -158,8 +181,23 @@ FIELD_CONVERSIONS = {
 
 
 def get_calibration(calibration=None) -> Calibration:
-    """A Calibration from its name (case-insensitive, e.g. "Wood 2005", "wood2005"), an
-    instance, or None for the default."""
+    """Look up a calibration.
+
+    Parameters
+    ----------
+    calibration : str, Calibration or None
+        Name or label, case-insensitive and ignoring punctuation ("Wood 2005", "wood2005"); an
+        instance is returned as is; None gives `DEFAULT_CALIBRATION`.
+
+    Returns
+    -------
+    Calibration
+
+    Raises
+    ------
+    CalibrationError
+        For an unknown name.
+    """
     if calibration is None:
         return CALIBRATIONS[DEFAULT_CALIBRATION]
     if isinstance(calibration, Calibration):
@@ -174,7 +212,19 @@ def get_calibration(calibration=None) -> Calibration:
 
 
 def nominal_field(field_strength_t) -> float | None:
-    """1.5 or 3.0 for fields within FIELD_TOLERANCE_T of them, else the value itself."""
+    """Nominal field strength of a scanner.
+
+    Parameters
+    ----------
+    field_strength_t : float or None
+        Field strength in T.
+
+    Returns
+    -------
+    float or None
+        1.5 or 3.0 for fields within `FIELD_TOLERANCE_T` of them, else the value itself;
+        None for None.
+    """
     if field_strength_t is None:
         return None
     b0 = float(field_strength_t)
@@ -185,10 +235,26 @@ def nominal_field(field_strength_t) -> float | None:
 
 
 def convert_r2star_field(r2star_per_s, from_t: float, to_t: float):
-    """Liver R2* measured at from_t (T) expressed at to_t (T) with `FIELD_CONVERSIONS`.
+    """Liver R2* measured at one field expressed at another, with `FIELD_CONVERSIONS`.
 
-    Returns (converted R2* in 1/s, conversion dict). Raises CalibrationError when no published
-    conversion exists for that pair of fields.
+    Parameters
+    ----------
+    r2star_per_s : float or ndarray
+        R2* in 1/s at ``from_t``, any shape.
+    from_t, to_t : float
+        Field strengths in T (compared after `nominal_field`).
+
+    Returns
+    -------
+    r2star : float or ndarray
+        Converted R2* in 1/s, same shape; NaN where the converted T2* is not positive.
+    conversion : dict
+        The `FIELD_CONVERSIONS` entry used (equation, citation, doi, valid range, note).
+
+    Raises
+    ------
+    CalibrationError
+        When no published conversion exists for that pair of fields.
     """
     key = (nominal_field(from_t), nominal_field(to_t))
     conv = FIELD_CONVERSIONS.get(key)
@@ -205,14 +271,36 @@ def convert_r2star_field(r2star_per_s, from_t: float, to_t: float):
 
 def liver_iron_concentration(r2star_per_s, field_strength_t, calibration=None,
                              convert_field: bool = False):
-    """LIC (mg Fe/g dry weight) from liver R2* (1/s) measured at field_strength_t (T).
+    """LIC from liver R2* measured at ``field_strength_t``.
 
-    Returns (lic, info) where info is a JSON-able dict: calibration name, citation, doi,
-    equation, field_strength_t, the field of the data, any conversion applied, warnings.
-
-    Raises CalibrationError when the field strength is unknown, or when the calibration was
-    made at another field and ``convert_field`` is False (or no conversion is published).
     Do not use for the spleen or other organs: these are liver calibrations.
+
+    Parameters
+    ----------
+    r2star_per_s : float or ndarray
+        Liver R2* in 1/s, any shape.
+    field_strength_t : float or None
+        Field strength of the data in T.
+    calibration : str, Calibration or None
+        See `get_calibration`; None for the default (Wood 2005).
+    convert_field : bool
+        Allow the published field-strength conversion of R2* (Ina 2018) when the calibration was
+        made at another field; a warning is then added to ``info``.
+
+    Returns
+    -------
+    lic : float or ndarray
+        LIC in mg Fe/g dry weight, same shape as ``r2star_per_s``.
+    info : dict
+        JSON-able: calibration name, label, citation, doi, equation, field_strength_t (of the
+        calibration), data_field_strength_t, valid_lic_range_mg_per_g, conversion (or None),
+        warnings (list of str; also when the LIC is outside the calibrated range).
+
+    Raises
+    ------
+    CalibrationError
+        When the field strength is unknown, or the calibration was made at another field and
+        ``convert_field`` is False (or no conversion is published).
     """
     cal = get_calibration(calibration)
     info = {"name": cal.name, "label": cal.label, "citation": cal.citation, "doi": cal.doi,
@@ -257,12 +345,30 @@ def liver_iron_concentration(r2star_per_s, field_strength_t, calibration=None,
 
 def liver_iron_lower_bound(r2star_lower_bound, field_strength_t, calibration=None,
                            convert_field: bool = False):
-    """Lower bound on LIC (mg Fe/g dry weight) from a lower bound on liver R2* (1/s).
+    """Lower bound on LIC from a lower bound on liver R2*.
 
     For a liver whose R2* is only known to exceed a value (decay faster than the echoes can
     measure). Every calibration here, and the 3 T to 1.5 T conversion, increases with R2*, so
     the LIC at the R2* bound is a lower bound on the LIC; this is checked, not assumed.
-    Returns (lic_lower_bound, info) as `liver_iron_concentration`, which raises the same errors.
+
+    Parameters
+    ----------
+    r2star_lower_bound : float or ndarray
+        Lower bound on liver R2* in 1/s.
+    field_strength_t, calibration, convert_field
+        As in `liver_iron_concentration`.
+
+    Returns
+    -------
+    lic_lower_bound : float or ndarray
+        Lower bound on LIC in mg Fe/g dry weight.
+    info : dict
+        As in `liver_iron_concentration`.
+
+    Raises
+    ------
+    CalibrationError
+        As `liver_iron_concentration`, and when the calibration does not increase with R2* there.
     """
     lic, info = liver_iron_concentration(r2star_lower_bound, field_strength_t, calibration,
                                          convert_field)

@@ -56,6 +56,7 @@ exit codes:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ironmapping`` with its demo, fit and batch sub-commands."""
     from .calibration import CALIBRATIONS, DEFAULT_CALIBRATION
     from .relaxometry import DEFAULT_METHOD, METHODS
 
@@ -191,7 +192,18 @@ def _float_list(text: str) -> list[float]:
 # --------------------------------------------------------------------------- progress
 
 class Progress:
-    """Stage and percentage on stderr: one updating line on a terminal, sparse lines otherwise."""
+    """Stage and percentage on stderr: one updating line on a terminal, sparse lines otherwise.
+
+    Called as ``progress(stage, fraction)`` with a stage name ("load", "fit", "statistics",
+    "write", "report") and a fraction 0..1 or None.
+
+    Parameters
+    ----------
+    stream : text stream
+        Where to write (stderr).
+    enabled : bool
+        False writes nothing (``--quiet``).
+    """
 
     _NAMES = {"load": "reading input", "fit": "fitting", "statistics": "organ statistics",
               "write": "writing maps and tables", "report": "writing report"}
@@ -235,6 +247,12 @@ class Progress:
             self.stream.write("\n")
 
     def line(self, text: str) -> None:
+        """Write one line of text, ending any progress line first.
+
+        Parameters
+        ----------
+        text : str
+        """
         if self.enabled:
             self._end_line()
             self.stage = None
@@ -242,6 +260,7 @@ class Progress:
             self.stream.flush()
 
     def close(self) -> None:
+        """End any progress line."""
         if self.enabled:
             self._end_line()
             self.stage = None
@@ -369,7 +388,20 @@ _COMMANDS = {"demo": _cmd_demo, "fit": _cmd_fit, "batch": _cmd_batch}
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
-    """Run the command line; returns the exit code (see :data:`EXIT_CODES`)."""
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+    stdout, stderr : text stream, optional
+        Where results and progress, warnings and errors go (default the process's).
+
+    Returns
+    -------
+    int
+        The exit code (see :data:`EXIT_CODES`).
+    """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     parser = build_parser()

@@ -34,7 +34,19 @@ _LETTERS = (("R", "L"), ("A", "P"), ("S", "I"))
 
 
 def direction_letters(vector, secondary: float = 0.35) -> str:
-    """Anatomical letters of a RAS direction: (0, 0, 1) -> 'S'; oblique (0.8, 0.6, 0) -> 'RA'."""
+    """Anatomical letters of a RAS direction: (0, 0, 1) -> 'S'; oblique (0.8, 0.6, 0) -> 'RA'.
+
+    Parameters
+    ----------
+    vector : array-like, shape (3,)
+        RAS direction (any length).
+    secondary : float
+        Least component (of the unit vector) for a second letter.
+
+    Returns
+    -------
+    str
+    """
     v = np.asarray(vector, dtype=np.float64)
     v = v / (np.linalg.norm(v) or 1.0)
     order = np.argsort(-np.abs(v))
@@ -47,13 +59,22 @@ def direction_letters(vector, secondary: float = 0.35) -> str:
 
 @dataclass(frozen=True)
 class PlaneView:
-    """How to turn a stored slice array [j, i] into the displayed image [row, column].
+    """How to turn a stored slice array (j, i) into the displayed image (row, column).
 
-    plane : "axial", "coronal" or "sagittal" (nearest, for oblique slices too)
-    transpose : swap the stored axes first; flip_rows / flip_cols : then reverse them
-    letters : {"left", "right", "top", "bottom"} anatomical letters at the image edges
-    row_mm, col_mm : pixel size of the displayed image (mm)
-    normal_letters : the direction slices advance in (e.g. "S"), for slice positions
+    Attributes
+    ----------
+    plane : str
+        "axial", "coronal" or "sagittal" (nearest, for oblique slices too).
+    transpose : bool
+        Swap the stored axes first.
+    flip_rows, flip_cols : bool
+        Then reverse them.
+    letters : dict of str to str
+        {"left", "right", "top", "bottom"}: anatomical letters at the image edges.
+    row_mm, col_mm : float
+        Pixel size of the displayed image in mm.
+    normal_letters : str
+        The direction slices advance in (e.g. "S"), for slice positions.
     """
 
     plane: str
@@ -66,7 +87,17 @@ class PlaneView:
     normal_letters: str = ""
 
     def apply(self, plane2d: np.ndarray) -> np.ndarray:
-        """The displayed image of a stored slice (any trailing channel axes are kept)."""
+        """The displayed image of a stored slice.
+
+        Parameters
+        ----------
+        plane2d : ndarray, shape (j, i, ...)
+            Any trailing channel axes are kept.
+
+        Returns
+        -------
+        ndarray, shape (rows, cols, ...)
+        """
         out = np.swapaxes(plane2d, 0, 1) if self.transpose else plane2d
         if self.flip_rows:
             out = out[::-1]
@@ -80,7 +111,12 @@ def plane_view(ijk_to_ras) -> PlaneView:
 
     Parameters
     ----------
-    ijk_to_ras : (4, 4) voxel (i, j, k) to RAS mm matrix of the image.
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel (i, j, k) to RAS mm matrix of the image.
+
+    Returns
+    -------
+    PlaneView
     """
     m = np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3]
     spacing = np.linalg.norm(m, axis=0)
@@ -105,7 +141,21 @@ def plane_view(ijk_to_ras) -> PlaneView:
 
 
 def slice_position(ijk_to_ras, k: int, shape) -> str:
-    """Where slice k lies along its dominant axis, as a radiologist reads it: 'S 12.0 mm'."""
+    """Where slice k lies along its dominant axis, as a radiologist reads it: 'S 12.0 mm'.
+
+    Parameters
+    ----------
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    k : int
+        Slice index.
+    shape : tuple of int
+        (..., k, j, i) of the image.
+
+    Returns
+    -------
+    str
+    """
     m = np.asarray(ijk_to_ras, dtype=np.float64)
     nk, nj, ni = shape[-3:]
     centre = m @ np.array([(ni - 1) / 2.0, (nj - 1) / 2.0, float(k), 1.0])
@@ -132,9 +182,18 @@ BACKGROUND_RGB = (0.0, 0.0, 0.0)
 class IronScale:
     """Colours for R2* (1/s).
 
-    kind : "bands" (liver bands, equal share of the colour bar each) or "log"
-    limits : band limits in 1/s, from 0 to the top of the scale (bands) or (low, high) (log)
-    labels : band names; source : where the limits come from; field_strength_t
+    Attributes
+    ----------
+    kind : str
+        "bands" (liver bands, equal share of the colour bar each) or "log".
+    limits : tuple of float
+        Band limits in 1/s, from 0 to the top of the scale (bands), or (low, high) (log).
+    labels : tuple of str
+        Band names.
+    source : str
+        Where the limits come from.
+    field_strength_t : float or None
+        Field strength in T of the bands.
     """
 
     kind: str
@@ -144,7 +203,17 @@ class IronScale:
     field_strength_t: float | None = None
 
     def position(self, values) -> np.ndarray:
-        """Place of each value on the colour bar, 0..1 (clipped); NaN stays NaN."""
+        """Place of each value on the colour bar, 0..1 (clipped); NaN stays NaN.
+
+        Parameters
+        ----------
+        values : ndarray
+            R2* in 1/s, any shape.
+
+        Returns
+        -------
+        ndarray, same shape
+        """
         v = np.asarray(values, dtype=np.float64)
         if self.kind == "bands":
             n = len(self.limits) - 1
@@ -165,6 +234,18 @@ class IronScale:
         return np.linspace(0.0, 1.0, len(_LOG_RAMP)), np.array(_LOG_RAMP)
 
     def rgb_of_position(self, pos) -> np.ndarray:
+        """Colours of colour-bar positions; black (BACKGROUND_RGB) for NaN.
+
+        Parameters
+        ----------
+        pos : ndarray
+            Positions 0..1, any shape.
+
+        Returns
+        -------
+        float32 ndarray, shape pos.shape + (3,)
+            RGB 0..1.
+        """
         xs, colours = self._knots()
         pos = np.asarray(pos, dtype=np.float64)
         out = np.empty(pos.shape + (3,), np.float32)
@@ -175,7 +256,18 @@ class IronScale:
         return out
 
     def rgb(self, values) -> np.ndarray:
-        """RGB (float 0..1, shape values.shape + (3,)); black where not fitted (NaN)."""
+        """Colours of R2* values; black where not fitted (NaN).
+
+        Parameters
+        ----------
+        values : ndarray
+            R2* in 1/s, any shape.
+
+        Returns
+        -------
+        float32 ndarray, shape values.shape + (3,)
+            RGB 0..1.
+        """
         return self.rgb_of_position(self.position(values))
 
     def ticks(self) -> list[tuple[float, str]]:
@@ -188,6 +280,17 @@ class IronScale:
         return [(float(self.position(v)), f"{v:g}") for v in values]
 
     def describe(self, rate: str = "R2*") -> str:
+        """The colour scale in words, with its source, for reports.
+
+        Parameters
+        ----------
+        rate : str
+            "R2*", or "R2" for spin echo.
+
+        Returns
+        -------
+        str
+        """
         if self.kind == "bands":
             bands = ", ".join(f"{label} {self.limits[n]:g}-{self.limits[n + 1]:g}"
                               for n, label in enumerate(self.labels))
@@ -200,7 +303,19 @@ class IronScale:
 
 
 def iron_scale(field_strength_t, quantity: str = "T2*") -> IronScale:
-    """The liver-band scale at 1.5 T or 3 T; a log scale otherwise (unknown field, spin echo)."""
+    """The liver-band scale at 1.5 T or 3 T; a log scale otherwise (unknown field, spin echo).
+
+    Parameters
+    ----------
+    field_strength_t : float or None
+        Field strength in T.
+    quantity : str
+        "T2*"; "T2" (spin echo) gives the log scale.
+
+    Returns
+    -------
+    IronScale
+    """
     from .grading import find_scheme
 
     scheme = find_scheme("liver", field_strength_t, "R2*") if quantity == "T2*" else None
@@ -215,13 +330,35 @@ def iron_scale(field_strength_t, quantity: str = "T2*") -> IronScale:
 # --------------------------------------------------------------------------- outlines
 
 def upsample(plane: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Nearest-neighbour enlargement by integer factors (keeps label values exact)."""
+    """Nearest-neighbour enlargement by integer factors (keeps label values exact).
+
+    Parameters
+    ----------
+    plane : ndarray, shape (n_rows, n_cols, ...)
+    rows, cols : int
+        Enlargement factors along the rows and the columns.
+
+    Returns
+    -------
+    ndarray, shape (n_rows * rows, n_cols * cols, ...)
+    """
     return np.repeat(np.repeat(plane, rows, axis=0), cols, axis=1)
 
 
 def outline_masks(labels2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(edge, halo): the one-pixel boundary inside each labelled region and a one-pixel ring
-    around it, so an outline drawn white on black shows on any colour."""
+    """The one-pixel boundary inside each labelled region and a one-pixel ring around it.
+
+    An outline drawn white on black shows on any colour.
+
+    Parameters
+    ----------
+    labels2d : int ndarray, shape (rows, cols)
+        0 is background.
+
+    Returns
+    -------
+    edge, halo : bool ndarray, shape (rows, cols)
+    """
     lab = np.asarray(labels2d)
     edge = np.zeros(lab.shape, bool)
     diff_v = lab[:-1, :] != lab[1:, :]
@@ -240,7 +377,18 @@ def outline_masks(labels2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def draw_outlines(rgb: np.ndarray, labels2d: np.ndarray) -> np.ndarray:
-    """``rgb`` [rows, cols, 3] with white region outlines on a black halo (in place, returned)."""
+    """White region outlines on a black halo, drawn into an RGB image (in place, returned).
+
+    Parameters
+    ----------
+    rgb : ndarray, shape (rows, cols, 3)
+    labels2d : int ndarray, shape (rows, cols)
+
+    Returns
+    -------
+    ndarray, shape (rows, cols, 3)
+        ``rgb``.
+    """
     edge, halo = outline_masks(labels2d)
     rgb[halo] = 0.0
     rgb[edge] = 1.0
@@ -248,6 +396,17 @@ def draw_outlines(rgb: np.ndarray, labels2d: np.ndarray) -> np.ndarray:
 
 
 def grey(plane: np.ndarray, high: float) -> np.ndarray:
-    """A grey RGB image of ``plane`` windowed 0..high (NaN black)."""
+    """A grey RGB image of a plane windowed 0..high (NaN black).
+
+    Parameters
+    ----------
+    plane : ndarray, shape (rows, cols)
+    high : float
+        Value shown white, in the plane's units.
+
+    Returns
+    -------
+    float32 ndarray, shape (rows, cols, 3)
+    """
     g = np.clip(np.nan_to_num(np.asarray(plane, dtype=np.float32) / max(high, 1e-12)), 0.0, 1.0)
     return np.repeat(g[..., None], 3, axis=-1)

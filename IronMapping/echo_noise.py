@@ -65,15 +65,23 @@ MAP_MAX_RESAMPLING = 4.0
 class EchoTrainNoise:
     """Noise estimated from fit residuals across echoes.
 
-    sigma : float, pooled noise SD per real channel (signal units); median of the map if any.
-    sigma_map : (n_voxels,) float32 noise SD per voxel, or None where the noise is uniform.
-    n_voxels : number of voxel pairs whose residuals were pooled.
-    coils : effective coil count L (floor E[M^2] = 2 L sigma^2).
-    coils_source : "given", "floor samples" (echoes at the floor), "decay shape" (decays
-        approaching the floor) or "assumed" (1: nothing in the image reaches the floor).
-    n_floor : number of pure-floor samples.
-    n_sampled : number of voxel pairs sampled (n_voxels of them had echoes far enough above
-        the floor).
+    Attributes
+    ----------
+    sigma : float
+        Pooled noise SD per real channel (signal units); median of the map if any.
+    sigma_map : float32 ndarray, shape (n_voxels,), or None
+        Noise SD per voxel (signal units), None where the noise is uniform.
+    n_voxels : int
+        Voxel pairs whose residuals were pooled.
+    coils : float
+        Effective coil count L (floor E[M^2] = 2 L sigma^2).
+    coils_source : str
+        "given", "floor samples" (echoes at the floor), "decay shape" (decays approaching the
+        floor) or "assumed" (1: nothing in the image reaches the floor).
+    n_floor : int
+        Pure-floor samples.
+    n_sampled : int
+        Voxel pairs sampled (n_voxels of them had echoes far enough above the floor).
     """
 
     sigma: float
@@ -85,7 +93,7 @@ class EchoTrainNoise:
     n_sampled: int = 0
 
     def sigma_range(self) -> tuple[float, float]:
-        """5th and 95th percentile of the noise map (sigma twice without a map)."""
+        """5th and 95th percentile of the noise map in signal units (sigma twice without a map)."""
         if self.sigma_map is None:
             return (self.sigma, self.sigma)
         lo, hi = np.percentile(self.sigma_map, [5, 95])
@@ -108,16 +116,36 @@ def _decay_residuals(y, t, w):
 def paired_residual_variances(ya, yb, t, n_keep, coils=1.0, sigma=None):
     """Noise variance from the decay residuals of neighbouring voxel pairs.
 
-    ya, yb : (n_echoes, n) magnitudes of n voxel pairs (spatial neighbours); t : (n_echoes,) s;
-    n_keep : (n,) leading echoes to use, chosen on a *third* neighbour so that the choice does
-    not truncate the noise of the echoes used (choosing on their own values would keep only
-    the echoes whose noise lifted them above the threshold).
-    Both voxels of a pair are fitted on the same leading echoes. Model misfit (fat
-    oscillation, a second T2* component) is nearly the same in neighbours and cancels in the
-    difference of their residuals, while noise adds: E|r_a - r_b|^2 = 2 sigma^2 (n - 2).
-    Returns (variance, dof, keep): variance (n_kept,) in signal units squared, corrected for the
-    small variance deficit of noncentral-chi magnitude when ``sigma`` is given; dof (n_kept,)
-    of the chi-square the variance follows (sigma^2 chi^2_dof / dof); keep (n,) bool, the pairs used.
+    Both voxels of a pair are fitted on the same leading echoes. Model misfit (fat oscillation,
+    a second T2* component) is nearly the same in neighbours and cancels in the difference of
+    their residuals, while noise adds: E|r_a - r_b|^2 = 2 sigma^2 (n - 2).
+
+    Parameters
+    ----------
+    ya, yb : ndarray, shape (n_echoes, n)
+        Magnitudes of n voxel pairs (spatial neighbours), signal units.
+    t : ndarray, shape (n_echoes,)
+        Echo times in s.
+    n_keep : int ndarray, shape (n,)
+        Leading echoes to use, chosen on a *third* neighbour so that the choice does not
+        truncate the noise of the echoes used (choosing on their own values would keep only the
+        echoes whose noise lifted them above the threshold).
+    coils : float
+        Effective coil count L, for the correction below.
+    sigma : float or ndarray, shape (n,), optional
+        Noise SD; when given, the variance is corrected for the small variance deficit of
+        noncentral-chi magnitude.
+
+    Returns
+    -------
+    variance : ndarray, shape (n_kept,)
+        Signal units squared.
+    dof : ndarray, shape (n_kept,)
+        Degrees of freedom of the chi-square the variance follows (sigma^2 chi^2_dof / dof).
+    keep : bool ndarray, shape (n,)
+        The pairs used.
+    amplitude2 : ndarray, shape (n_kept,)
+        Mean squared fitted signal over the echoes used (signal units squared).
     """
     keep = n_keep >= MIN_ECHOES_FOR_RESIDUALS
     ya, yb, n_keep = ya[:, keep], yb[:, keep], n_keep[keep]
@@ -174,14 +202,27 @@ def _quietest_stratum(log_var, dofs, amplitude) -> float:
 def separate_misfit(variance, dofs, amplitude2, groups=None):
     """Noise variance sigma^2 and a misfit coefficient c^2 from variance = sigma^2 + c^2 A^2.
 
-    variance, dofs : per-pair residual variances and their degrees of freedom; amplitude2 :
-    mean squared signal over the echoes used; groups : optional tile id per pair. Real tissue is
-    never exactly mono-exponential (partial volume, several compartments, flow): the relative
-    misfit is roughly constant, so its variance grows with A^2 while the noise does not. The
-    robust variance (shape-fitted mode) is found in amplitude strata and a line through them
-    gives sigma^2 at A = 0. With tiles, the amplitude dependence is tested *within* tiles, so
-    that noise varying in space (parallel imaging) is not taken for misfit.
-    Returns (sigma2, c2); c2 is 0 when the misfit is negligible (pure-noise residuals).
+    Real tissue is never exactly mono-exponential (partial volume, several compartments, flow):
+    the relative misfit is roughly constant, so its variance grows with A^2 while the noise does
+    not. The robust variance (shape-fitted mode) is found in amplitude strata and a line through
+    them gives sigma^2 at A = 0. With tiles, the amplitude dependence is tested *within* tiles,
+    so that noise varying in space (parallel imaging) is not taken for misfit.
+
+    Parameters
+    ----------
+    variance, dofs : ndarray, shape (n,)
+        Per-pair residual variances (signal units squared) and their degrees of freedom.
+    amplitude2 : ndarray, shape (n,)
+        Mean squared signal over the echoes used.
+    groups : int ndarray, shape (n,), optional
+        Tile id per pair.
+
+    Returns
+    -------
+    sigma2 : float
+        Noise variance (signal units squared).
+    c2 : float
+        Misfit coefficient; 0 when the misfit is negligible (pure-noise residuals).
     """
     log_var = np.log(variance)
     overall = float(np.exp(pooled_log_mode(log_var, dofs)))
@@ -210,7 +251,22 @@ def separate_misfit(variance, dofs, amplitude2, groups=None):
 
 
 def neighbour_triples(candidates, spatial, limit: int = MAX_SAMPLED_VOXELS):
-    """Flat indices (c, a, b) of at most `limit` runs of three candidate voxels along the last axis."""
+    """Runs of three candidate voxels along the last axis.
+
+    Parameters
+    ----------
+    candidates : bool ndarray, shape (n_voxels,)
+        Voxels that may hold tissue.
+    spatial : tuple of int
+        Spatial shape (k, j, i).
+    limit : int
+        At most this many runs, spread evenly.
+
+    Returns
+    -------
+    c, a, b : int ndarray, shape (n_runs,)
+        Flat indices of the three voxels of each run (a = c + 1, b = c + 2).
+    """
     n_last = spatial[-1] if spatial else candidates.size
     ok = candidates[:-2] & candidates[1:-1] & candidates[2:]
     c = np.flatnonzero(ok)
@@ -224,7 +280,20 @@ _BIN = 0.02
 
 
 def log_chi2_density(x, dofs) -> np.ndarray:
-    """Density of log(chi^2_d / d) at x for the mixture of the given dofs (peak at x = 0)."""
+    """Density of log(chi^2_d / d) for a mixture of degrees of freedom (peak at x = 0).
+
+    Parameters
+    ----------
+    x : ndarray
+        Points, any shape.
+    dofs : int ndarray
+        Degrees of freedom of the mixture's members.
+
+    Returns
+    -------
+    ndarray
+        Density at x (0 outside the tabulated range).
+    """
     d_values, counts = np.unique(np.asarray(dofs), return_counts=True)
     table = sum(c * _log_chi2_table(int(d)) for d, c in zip(d_values, counts)) / counts.sum()
     return np.interp(np.asarray(x, dtype=np.float64), _LOG_GRID, table, left=0.0, right=0.0)
@@ -246,6 +315,18 @@ def pooled_log_mode(log_variance, dofs) -> float:
     histogram on the left flank and the peak only (from 2.5 spreads below the peak to half a
     spread above), where misfit hardly reaches. Precise to a fraction of a per cent with a few
     thousand voxels and unmoved by an inflated right tail.
+
+    Parameters
+    ----------
+    log_variance : ndarray, shape (n,)
+        Natural log of residual variances (signal units squared).
+    dofs : int ndarray, shape (n,)
+        Their degrees of freedom.
+
+    Returns
+    -------
+    float
+        log sigma^2.
     """
     lv = np.asarray(log_variance, dtype=np.float64)
     dofs = np.asarray(dofs)
@@ -285,7 +366,21 @@ def _tile_shape(spatial, n_samples) -> tuple[int, ...]:
 
 
 def tile_ids(index, spatial):
-    """(tile id per sample, tile grid shape, tile edges) for noise-map tiles, or None (too few)."""
+    """Noise-map tiles of sampled voxels.
+
+    Parameters
+    ----------
+    index : int ndarray, shape (n,)
+        Flat voxel indices.
+    spatial : tuple of int
+        Spatial shape (k, j, i).
+
+    Returns
+    -------
+    (tile_id, grid_shape, tile) or None
+        Tile id per sample (shape (n,)), the tile grid shape and the voxels per tile along each
+        axis; None for fewer than two spatial axes or fewer than 4 tiles.
+    """
     if len(spatial) < 2:
         return None
     tile = _tile_shape(spatial, index.size)
@@ -297,16 +392,35 @@ def tile_ids(index, spatial):
 
 
 def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=1.0):
-    """Smooth noise SD map (a TileMap), or None where the noise is uniform or unmeasured.
+    """Smooth noise SD map, or None where the noise is uniform or unmeasured.
 
-    index, log_variance, dofs : voxels with residual variances (log, misfit removed) and their
-    degrees of freedom. floor : optional (flat voxel index, magnitude) of pure-floor samples.
     The residual variances are pooled in tiles (median after trimming misfit outliers,
     corrected for the chi^2 median). Where the signal is too weak for residuals (the centre of a
     parallel-imaging image, a dark iron-loaded liver) the floor samples carry the local noise:
     E[M^2] = 2 L sigma^2 with the given coil count L. Tiles with floor samples take the floor's
     sigma (so that the floor level 2 L sigma^2 is exact there), the others the residuals'; the
     tiles are lightly smoothed and interpolated back to the voxel grid.
+
+    Parameters
+    ----------
+    index : int ndarray, shape (n,)
+        Flat indices of voxels with residual variances.
+    log_variance : ndarray, shape (n,)
+        Their log variances, misfit removed.
+    dofs : int ndarray, shape (n,)
+        Their degrees of freedom.
+    spatial : tuple of int
+        Spatial shape (k, j, i).
+    log_sigma2 : float
+        Pooled log sigma^2, for tiles without residuals.
+    floor : (int ndarray, ndarray), optional
+        (flat voxel index, magnitude) of pure-floor samples.
+    coils : float
+        Effective coil count L of the floor samples.
+
+    Returns
+    -------
+    TileMap or None
     """
     tiles = tile_ids(index, spatial)
     if tiles is None:
@@ -375,23 +489,45 @@ def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=
 
 @dataclass(frozen=True)
 class TileMap:
-    """A noise SD map held as log variances on a coarse grid of tiles, interpolated linearly
-    (as ndimage.zoom with grid_mode) wherever it is asked for: at sampled voxels cheaply, on
-    the whole grid only when the map is used."""
+    """A noise SD map held as log variances on a coarse grid of tiles.
+
+    Interpolated linearly (as ndimage.zoom with grid_mode) wherever it is asked for: at sampled
+    voxels cheaply, on the whole grid only when the map is used.
+
+    Attributes
+    ----------
+    log_variance : float32 ndarray, shape of the tile grid
+        log sigma^2 per tile.
+    tile : tuple of int
+        Voxels per tile along each axis.
+    spatial : tuple of int
+        The image's spatial shape (k, j, i).
+    """
 
     log_variance: np.ndarray  # (tile grid shape) float32
     tile: tuple               # voxels per tile along each axis
     spatial: tuple            # the image's spatial shape
 
     def at(self, flat_index) -> np.ndarray:
-        """sigma (float64) at the given flat voxel indices."""
+        """Noise SD at given voxels.
+
+        Parameters
+        ----------
+        flat_index : int ndarray
+            Flat voxel indices, any shape.
+
+        Returns
+        -------
+        float64 ndarray, same shape
+            sigma in signal units.
+        """
         coords = np.unravel_index(np.asarray(flat_index), self.spatial)
         grid = [(c + 0.5) / s - 0.5 for c, s in zip(coords, self.tile)]
         values = ndimage.map_coordinates(self.log_variance.astype(np.float64), grid, order=1, mode="nearest")
         return np.exp(0.5 * values)
 
     def full(self) -> np.ndarray:
-        """sigma (float32) at every voxel, flat."""
+        """Noise SD (float32, signal units) at every voxel, flat: shape (n_voxels,)."""
         full = ndimage.zoom(self.log_variance, [float(s) for s in self.tile], order=1, mode="nearest",
                             grid_mode=True)
         full = full[tuple(slice(0, n) for n in self.spatial)]
@@ -432,16 +568,31 @@ def _group_median(groups, values, n_groups):
 def floor_samples(y, t, sigma, coils=1.0):
     """Magnitudes that are pure noise (echoes decayed to the floor) and their voxel columns.
 
-    y : (n_echoes, n) magnitudes; t : (n_echoes,) s; sigma : noise SD (scalar or (n,)).
-    Returns (samples, columns): the magnitudes and, for each, its column in y.
     They are the later echoes of fast-decaying voxels whose decay, fitted on their leading
     echoes well above the floor, predicts an amplitude below 0.1 sigma there (iron-loaded
     tissue, lung edges). They are chosen on *other* echoes than the ones returned, so the choice
     does not bias their moments (noise in different echoes is independent). Voxels that are
     merely dark in their first echoes are not taken: with many coils a faint tissue signal
     cannot be told from the floor by two samples (background air is judged as a whole, in
-    noise_source).
-    Exact zeros (scanner masking) are left out.
+    noise_source). Exact zeros (scanner masking) are left out.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n_echoes, n)
+        Magnitudes (signal units).
+    t : ndarray, shape (n_echoes,)
+        Echo times in s.
+    sigma : float or ndarray, shape (n,)
+        Noise SD (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    samples : ndarray, shape (m,)
+        The floor magnitudes.
+    columns : int ndarray, shape (m,)
+        For each, its column in y.
     """
     if y.shape[0] < 3:
         return np.empty(0), np.empty(0, np.intp)
@@ -489,9 +640,25 @@ def _still_decaying(values, rows) -> bool:
 
 
 def floor_level(y, t, sigma, coils=1.0):
-    """(mean of M^2 / (2 sigma^2) over pure-floor samples, their number): the effective L.
+    """The effective L: mean of M^2 / (2 sigma^2) over pure-floor samples.
 
-    sigma : scalar or (n,) local noise SD of the voxels of y.
+    Parameters
+    ----------
+    y : ndarray, shape (n_echoes, n)
+        Magnitudes (signal units).
+    t : ndarray, shape (n_echoes,)
+        Echo times in s.
+    sigma : float or ndarray, shape (n,)
+        Local noise SD of the voxels of y.
+    coils : float
+        Coil count used to choose the floor samples.
+
+    Returns
+    -------
+    level : float or None
+        None without floor samples.
+    n : int
+        Number of floor samples.
     """
     sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
     samples, cols = floor_samples(y, t, sigma, coils)
@@ -512,13 +679,29 @@ DECAY_FIT_QUANTILE = 0.999
 def coils_from_decay(y, t, sigma, max_voxels: int = 4000):
     """Effective coil count from decays that approach the floor, when no pure-floor samples exist.
 
-    y : (n_echoes, n) magnitudes; sigma : scalar or (n,). Voxels whose first echoes stand well
-    above the floor and whose last echo is below 10 sigma carry the floor level 2 L sigma^2 in
-    the shape of their squared signal (E[S^2] = A^2 + 2 L sigma^2). L maximises the exact
-    noncentral-chi likelihood at each L's squared-signal fit: on COIL_GRID, then on a fine grid
-    between the coarse minimum's neighbours, then interpolated. Voxels that no single exponential fits at any L (fat oscillation in
-    marrow, partial volume of two tissues) are left out: their misfit, not the floor, would set
-    L. None when fewer than 300 voxels remain.
+    Voxels whose first echoes stand well above the floor and whose last echo is below 10 sigma
+    carry the floor level 2 L sigma^2 in the shape of their squared signal
+    (E[S^2] = A^2 + 2 L sigma^2). L maximises the exact noncentral-chi likelihood at each L's
+    squared-signal fit: on COIL_GRID, then on a fine grid between the coarse minimum's
+    neighbours, then interpolated. Voxels that no single exponential fits at any L (fat
+    oscillation in marrow, partial volume of two tissues) are left out: their misfit, not the
+    floor, would set L.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n_echoes, n)
+        Magnitudes (signal units).
+    t : ndarray, shape (n_echoes,)
+        Echo times in s.
+    sigma : float or ndarray, shape (n,)
+        Noise SD (signal units).
+    max_voxels : int
+        At most this many voxels are used.
+
+    Returns
+    -------
+    float or None
+        L; None when fewer than 300 voxels remain.
     """
     sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
     if y.shape[0] < 6:
@@ -592,7 +775,19 @@ def coils_from_floor_ratio(samples, groups=None) -> float | None:
 
     The moment ratio E[M]^2 / E[M^2] of a central chi depends on L alone, so within a group of
     samples that share one sigma (a tile) it gives L without knowing sigma; the groups' relative
-    variances Var(M) / E[M^2] = 1 - ratio are pooled by their sizes. None with too few samples.
+    variances Var(M) / E[M^2] = 1 - ratio are pooled by their sizes.
+
+    Parameters
+    ----------
+    samples : ndarray, shape (m,)
+        Pure-floor magnitudes (signal units).
+    groups : int ndarray, shape (m,), optional
+        Group (tile) id per sample.
+
+    Returns
+    -------
+    float or None
+        L; None with too few samples.
     """
     x = np.asarray(samples, dtype=np.float64)
     if x.size < MIN_FLOOR_SAMPLES:
@@ -672,13 +867,25 @@ def _resettle_with_decay_coils(yc, ya, yb, t, sigma, L, pair_tile):
 
 
 def estimate_noise_echo_train(signal2d, t, candidates, spatial=None, coils=None) -> EchoTrainNoise | None:
-    """sigma (and a noise map where it varies) from the residuals of the echo decay.
+    """Noise SD (and a noise map where it varies) from the residuals of the echo decay.
 
-    signal2d : (n_echoes, n_voxels) magnitudes; t : (n_echoes,) echo times in s;
-    candidates : (n_voxels,) bool, voxels that may hold tissue (finite, non-negative).
-    spatial : the spatial shape (neighbours and the noise map). coils : effective coil count
-    if known. Returns None when fewer than 200 voxel pairs have three echoes clearly above the
-    floor.
+    Parameters
+    ----------
+    signal2d : ndarray, shape (n_echoes, n_voxels)
+        Magnitudes (signal units).
+    t : ndarray, shape (n_echoes,)
+        Echo times in s.
+    candidates : bool ndarray, shape (n_voxels,)
+        Voxels that may hold tissue (finite, non-negative).
+    spatial : tuple of int, optional
+        Spatial shape (k, j, i), for neighbours and the noise map.
+    coils : float, optional
+        Effective coil count if known.
+
+    Returns
+    -------
+    EchoTrainNoise or None
+        None when fewer than 200 voxel pairs have three echoes clearly above the floor.
     """
     if signal2d.shape[0] < MIN_ECHOES_FOR_RESIDUALS:
         return None

@@ -81,7 +81,17 @@ def json_safe(value: Any, max_list: int | None = None) -> Any:
 
 
 def json_default(value):
-    """``default=`` for ``json.dumps``: numpy scalars and arrays as Python values, else text."""
+    """``default=`` for ``json.dumps``: numpy scalars and arrays as Python values, else text.
+
+    Parameters
+    ----------
+    value : any
+        An object ``json`` cannot encode itself.
+
+    Returns
+    -------
+    int, float, bool, list or str
+    """
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -90,7 +100,18 @@ def json_default(value):
 
 
 def json_text(value: Any, indent: int | None = 2) -> str:
-    """``value`` as strict JSON (see :func:`json_safe`), ending in a newline when indented."""
+    """``value`` as strict JSON (see :func:`json_safe`), ending in a newline when indented.
+
+    Parameters
+    ----------
+    value : any
+    indent : int or None
+        Indent of ``json.dumps``; None for one line without the newline.
+
+    Returns
+    -------
+    str
+    """
     text = json.dumps(json_safe(value), indent=indent, allow_nan=False)
     return text + "\n" if indent is not None else text
 
@@ -140,7 +161,25 @@ def replace_atomically(path, produce: Callable[[Path], Any], keep_extension: boo
 
 
 def write_text(path, text: str) -> Path:
-    """Write ``text`` as UTF-8 (line endings as given) atomically; returns the path."""
+    """Write text as UTF-8 (line endings as given) atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file; its folder must exist.
+    text : str
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError
+        When the folder does not exist.
+    OutputError
+        When the write fails (see :func:`output_failure`).
+    """
     if sys.version_info >= (3, 10):
         return replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8",
                                                                    newline=""))
@@ -148,18 +187,64 @@ def write_text(path, text: str) -> Path:
 
 
 def write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` atomically; returns the path."""
+    """Write bytes atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file; its folder must exist.
+    data : bytes
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError, OutputError
+        As :func:`write_text`.
+    """
     return replace_atomically(path, lambda tmp: tmp.write_bytes(bytes(data)))
 
 
 def write_json(path, payload: Any, indent: int = 2) -> Path:
-    """Write ``payload`` as strict JSON (:func:`json_text`) atomically; returns the path."""
+    """Write a value as strict JSON (:func:`json_text`) atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file; its folder must exist.
+    payload : any
+    indent : int
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError, OutputError
+        As :func:`write_text`.
+    """
     return write_text(path, json_text(payload, indent))
 
 
 def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
              lineterminator: str = "\n") -> str:
-    """CSV with a header row of ``columns``; None and missing cells are empty."""
+    """CSV with a header row of ``columns``; None and missing cells are empty.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Header row, in order.
+    rows : iterable of mapping
+        Dicts keyed by column.
+    lineterminator : str
+
+    Returns
+    -------
+    str
+    """
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="",
                             lineterminator=lineterminator)
@@ -171,13 +256,27 @@ def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
 
 def write_csv(path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
               lineterminator: str = "\n") -> Path:
-    """Write rows as UTF-8 CSV atomically; returns the path.
+    r"""Write rows as UTF-8 CSV atomically.
 
     Parameters
     ----------
-    columns : header row, in order.
-    rows : dicts keyed by column; missing keys and None are empty cells.
-    lineterminator : "\\n" (regions.csv, focal_findings.csv) or "\\r\\n" (batch tables).
+    path : str or Path
+        Target file; its folder must exist.
+    columns : sequence of str
+        Header row, in order.
+    rows : iterable of mapping
+        Dicts keyed by column; missing keys and None are empty cells.
+    lineterminator : str
+        "\n" (regions.csv, focal_findings.csv) or "\r\n" (batch tables).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError, OutputError
+        As :func:`write_text`.
     """
     return write_text(path, csv_text(columns, rows, lineterminator))
 
@@ -189,7 +288,17 @@ _NO_PERMISSION = {errno.EACCES, errno.EPERM}
 
 
 def first_line(exc: BaseException) -> str:
-    """The last non-empty line of an exception's text (ITK puts the reason there)."""
+    """The last non-empty line of an exception's text (ITK puts the reason there).
+
+    Parameters
+    ----------
+    exc : BaseException
+
+    Returns
+    -------
+    str
+        The line, or the exception's class name when its text is empty.
+    """
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
 
@@ -210,8 +319,20 @@ def _bytes(n: float) -> str:
 def output_failure(exc: BaseException, path, needed_bytes: int | None = None) -> OutputError:
     """An :class:`OutputError` naming the real cause of a failed write and the folder.
 
-    ``exc`` is the OSError of a Python write, or the RuntimeError of an ITK writer (which
-    carries no errno: the folder is then examined for the usual causes).
+    Parameters
+    ----------
+    exc : BaseException
+        The OSError of a Python write, or the RuntimeError of an ITK writer (which carries no
+        errno: the folder is then examined for the usual causes).
+    path : str or Path
+        The file that could not be written.
+    needed_bytes : int, optional
+        Size of the write, to judge whether the disk is full.
+
+    Returns
+    -------
+    OutputError
+        To be raised by the caller.
     """
     path = Path(path)
     folder = _folder_of(path)

@@ -69,19 +69,28 @@ _CONNECTIVITY = ndimage.generate_binary_structure(3, 3)   # 26-connected: any to
 class FocalOptions:
     """Settings of the focal analysis (all user-settable).
 
-    min_volume_ml : smallest area reported (mL), default 0.75: a focus of 1 mL measured up to
-        25 % small is still reported; raise it (e.g. 3) for fewer, larger findings.
-    min_voxels : smallest area in voxels, whatever the voxel size (and when it is unknown);
-        the minimum in small organs with coarse voxels.
-    seed_z, grow_z : hysteresis thresholds on the smoothed z (standard deviations).
-    cluster_z : the area's median must differ from the background by this many standard
-        errors.
-    coverage_factor : and by more than this x the combined per-voxel uncertainty (the rule of
-        the lesion comparison, IronMapping.regions.compare_lesion).
-    erode_voxels : in-plane erosion of the organ edge (partial volume).
-    max_dark_fraction : voxels too dark or too fast-decaying to fit join dense foci only while
-        they are at most this share of the organ (scattered, they are noise).
-    organs : organs analysed.
+    Attributes
+    ----------
+    min_volume_ml : float
+        Smallest area reported in mL, default 0.75: a focus of 1 mL measured up to 25 % small
+        is still reported; raise it (e.g. 3) for fewer, larger findings.
+    min_voxels : int
+        Smallest area in voxels, whatever the voxel size (and when it is unknown); the minimum
+        in small organs with coarse voxels.
+    seed_z, grow_z : float
+        Hysteresis thresholds on the smoothed z (standard deviations).
+    cluster_z : float
+        The area's median must differ from the background by this many standard errors.
+    coverage_factor : float
+        And by more than this x the combined per-voxel uncertainty (the rule of the lesion
+        comparison, IronMapping.regions.compare_lesion).
+    erode_voxels : int
+        In-plane erosion of the organ edge (partial volume).
+    max_dark_fraction : float
+        Voxels too dark or too fast-decaying to fit join dense foci only while they are at most
+        this share of the organ (scattered, they are noise).
+    organs : tuple of str
+        Organs analysed.
     """
 
     min_volume_ml: float = 0.75
@@ -104,13 +113,39 @@ class FocalOptions:
         self.organs = tuple(self.organs)
 
     def min_size_voxels(self, voxel_volume_ml: float | None) -> int:
+        """Smallest area in voxels at a voxel size.
+
+        Parameters
+        ----------
+        voxel_volume_ml : float or None
+            mL per voxel; None gives ``min_voxels``.
+
+        Returns
+        -------
+        int
+            The larger of ``min_voxels`` and ``min_volume_ml`` in voxels.
+        """
         if voxel_volume_ml:
             return max(int(self.min_voxels), int(np.ceil(self.min_volume_ml / voxel_volume_ml - 1e-9)))
         return int(self.min_voxels)
 
 
 def focal_options(options) -> FocalOptions:
-    """A FocalOptions from None, a FocalOptions or a dict of its fields."""
+    """A FocalOptions from None, a FocalOptions or a dict of its fields.
+
+    Parameters
+    ----------
+    options : None, FocalOptions or dict
+
+    Returns
+    -------
+    FocalOptions
+
+    Raises
+    ------
+    InputError
+        For unknown fields, another type, or invalid values.
+    """
     if options is None:
         return FocalOptions()
     if isinstance(options, FocalOptions):
@@ -127,7 +162,17 @@ def focal_options(options) -> FocalOptions:
 # --------------------------------------------------------------------------- masks as runs
 
 def mask_runs(mask: np.ndarray) -> list:
-    """Run-length code of a boolean mask: [[start, length], ...] of C-order flat indices."""
+    """Run-length code of a boolean mask.
+
+    Parameters
+    ----------
+    mask : bool ndarray, any shape
+
+    Returns
+    -------
+    list of [int, int]
+        [start, length] of C-order flat indices.
+    """
     flat = np.flatnonzero(np.ravel(mask))
     if flat.size == 0:
         return []
@@ -138,7 +183,18 @@ def mask_runs(mask: np.ndarray) -> list:
 
 
 def mask_from_runs(runs, shape) -> np.ndarray:
-    """Boolean mask of ``shape`` (k, j, i) from :func:`mask_runs` output."""
+    """Boolean mask from :func:`mask_runs` output.
+
+    Parameters
+    ----------
+    runs : list of [int, int] or None
+    shape : tuple of int
+        (k, j, i).
+
+    Returns
+    -------
+    bool ndarray, shape ``shape``
+    """
     flat = np.zeros(int(np.prod(shape)), bool)
     for start, length in runs or ():
         flat[int(start):int(start) + int(length)] = True
@@ -146,7 +202,20 @@ def mask_from_runs(runs, shape) -> np.ndarray:
 
 
 def findings_label_map(findings, shape) -> np.ndarray:
-    """uint16 [k, j, i]: finding n (1-based, its "label_value") where it lies, 0 elsewhere."""
+    """Label map of findings: finding n (its "label_value", else 1-based) where it lies.
+
+    Parameters
+    ----------
+    findings : list of dict
+        With "mask_runs".
+    shape : tuple of int
+        (k, j, i).
+
+    Returns
+    -------
+    uint16 ndarray, shape (k, j, i)
+        0 outside every finding.
+    """
     out = np.zeros(tuple(shape), np.uint16)
     for n, finding in enumerate(findings, start=1):
         out[mask_from_runs(finding.get("mask_runs"), shape)] = int(finding.get("label_value", n))
@@ -156,8 +225,19 @@ def findings_label_map(findings, shape) -> np.ndarray:
 # --------------------------------------------------------------------------- one organ
 
 def bounding_box(mask: np.ndarray, margin: int = 0):
-    """Slices (k, j, i) of the smallest box holding ``mask`` plus ``margin`` voxels (clipped);
-    None for an empty mask."""
+    """Slices of the smallest box holding a mask plus a margin (clipped to the array).
+
+    Parameters
+    ----------
+    mask : bool ndarray, shape (k, j, i)
+    margin : int
+        Voxels added on each side.
+
+    Returns
+    -------
+    tuple of slice or None
+        One slice per axis; None for an empty mask.
+    """
     box = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
@@ -320,16 +400,22 @@ def analyse_organ(r2, uncertainty, status, domain, voxel_volume_ml=None, options
 
     Parameters
     ----------
-    r2, uncertainty : float [k, j, i], R2* and its SD (1/s); NaN where not fitted.
-    status : uint8 [k, j, i] fit status codes (1 fitted, 0 no signal, 4 out of range).
-    domain : bool [k, j, i], the organ (with any lesion drawn inside it).
-    voxel_volume_ml : mL per voxel (None: sizes in voxels only).
-    options : FocalOptions or dict.
+    r2, uncertainty : ndarray, shape (k, j, i)
+        R2* and its SD in 1/s; NaN where not fitted.
+    status : uint8 ndarray, shape (k, j, i)
+        Fit status codes (1 fitted, 0 no signal, 4 out of range).
+    domain : bool ndarray, shape (k, j, i)
+        The organ (with any lesion drawn inside it).
+    voxel_volume_ml : float, optional
+        mL per voxel (None: sizes in voxels only).
+    options : FocalOptions or dict, optional
 
     Returns
     -------
-    (areas, organ) : areas is a list of dicts (kind, mask bool [k, j, i], statistics); organ
-    holds background_r2star_median, robust SD, tau, heterogeneity indices and notes.
+    areas : list of dict
+        Kind, mask (bool, shape (k, j, i)), statistics.
+    organ : dict
+        background_r2star_median, robust SD, tau, heterogeneity indices and notes.
     """
     options = focal_options(options)
     domain = np.asarray(domain, bool)
@@ -431,7 +517,19 @@ def _organ_word(organ: str) -> str:
 
 
 def reading(finding: dict, organ: str) -> str:
-    """The finding in words, for the radiologist (R2* 0.1 1/s, volume 0.1 mL)."""
+    """The finding in words, for the radiologist (R2* 0.1 1/s, volume 0.1 mL).
+
+    Parameters
+    ----------
+    finding : dict
+        One finding of `find_focal_findings`.
+    organ : str
+        Its organ.
+
+    Returns
+    -------
+    str
+    """
     vol = finding.get("volume_ml")
     size = f"{vol:.1f} mL" if vol is not None else f"{finding['n_voxels']} voxels"
     bg = finding["background_r2star_median"]
@@ -470,7 +568,19 @@ def reading(finding: dict, organ: str) -> str:
 
 
 def confidence(finding: dict, coverage_factor: float) -> str:
-    """The difference to the background with its uncertainty, in words."""
+    """The difference to the background with its uncertainty, in words.
+
+    Parameters
+    ----------
+    finding : dict
+        One finding of `find_focal_findings`.
+    coverage_factor : float
+        As in `FocalOptions`.
+
+    Returns
+    -------
+    str
+    """
     diff = finding.get("difference_r2star")
     if diff is None:
         return ("most voxels decay faster than the protocol can measure: denser than the "
@@ -488,8 +598,18 @@ def confidence(finding: dict, coverage_factor: float) -> str:
 def organ_domains(regions, shape):
     """Analysis domains: each organ region plus the lesion regions that touch it.
 
-    regions : list of (label value, name, organ, mask). Returns [(value, name, organ, domain,
-    [lesion names])] for organs of any kind (the caller picks which to analyse).
+    Parameters
+    ----------
+    regions : list of (int, str, str or None, bool ndarray of shape (k, j, i))
+        (label value, name, organ, mask).
+    shape : tuple of int
+        (k, j, i).
+
+    Returns
+    -------
+    list of (int, str, str, bool ndarray, list of str)
+        (value, name, organ, domain, [lesion names]) for organs of any kind (the caller picks
+        which to analyse).
     """
     organs = [r for r in regions if r[2] not in (None, "lesion")]
     lesions = [r for r in regions if r[2] == "lesion"]
@@ -529,19 +649,33 @@ def find_focal_findings(fit_result, regions, voxel_volume_ml=None, ijk_to_ras=No
 
     Parameters
     ----------
-    fit_result : RelaxometryFit (r2star, uncertainty, status on the grid [k, j, i]).
-    regions : list of (label value, name, organ, bool mask [k, j, i]).
-    voxel_volume_ml : mL per voxel; ijk_to_ras : 4 x 4 (centroids in RAS mm when given).
-    options : FocalOptions or dict.
-    complex_signal : complex [echo, k, j, i], or the loader's ``complex_components`` dict,
-        for the field-shift sign of iron-dense areas (see IronMapping.focal_phase).
-    echo_times_ms, field_strength_t, precession_clockwise : for the phase analysis.
-    signal : magnitude [echo, k, j, i], needed only with phase images in ``complex_signal``.
+    fit_result : RelaxometryFit
+        r2star, uncertainty, status on the grid (k, j, i).
+    regions : list of (int, str, str or None, bool ndarray of shape (k, j, i))
+        (label value, name, organ, mask).
+    voxel_volume_ml : float, optional
+        mL per voxel.
+    ijk_to_ras : ndarray, shape (4, 4), optional
+        Voxel index to RAS mm (centroids in RAS mm when given).
+    options : FocalOptions or dict, optional
+    complex_signal : complex ndarray, shape (n_echoes, k, j, i), or dict, optional
+        Or the loader's ``complex_components`` dict, for the field-shift sign of iron-dense
+        areas (see IronMapping.focal_phase).
+    echo_times_ms : ndarray, shape (n_echoes,), optional
+        Echo times in ms, for the phase analysis.
+    field_strength_t : float, optional
+        Field strength in T, for the phase analysis.
+    precession_clockwise : bool
+        ISMRM PrecessionIsClockwise of the phase data.
+    signal : ndarray, shape (n_echoes, k, j, i), optional
+        Magnitudes, needed only with phase images in ``complex_signal``.
 
     Returns
     -------
-    dict with "findings" (list of JSON-able dicts, the contract of summary["focal_findings"]),
-    "organs" (per organ: background and heterogeneity), "settings", "phase", "notes".
+    dict
+        "findings" (list of JSON-able dicts, the contract of summary["focal_findings"]),
+        "organs" (per organ: background and heterogeneity), "settings", "grid_shape",
+        "phase", "notes", "references", "heterogeneity_phantom_range".
     """
     from . import focal_phase
 
@@ -598,9 +732,21 @@ def find_focal_findings(fit_result, regions, voxel_volume_ml=None, ijk_to_ras=No
 def match_lesions(findings: list, lesion_masks: dict, shape) -> dict:
     """User-drawn lesions matched with overlapping findings.
 
-    lesion_masks : {lesion name: bool mask}. Returns {lesion name: {"finding", "kind",
-    "overlap_fraction_of_lesion", "overlap_fraction_of_finding"} or None}; each matched finding
-    gets "matched_lesion".
+    Each matched finding gets "matched_lesion".
+
+    Parameters
+    ----------
+    findings : list of dict
+        With "mask_runs".
+    lesion_masks : dict of str to bool ndarray, shape (k, j, i)
+    shape : tuple of int
+        (k, j, i).
+
+    Returns
+    -------
+    dict
+        {lesion name: {"finding", "kind", "overlap_fraction_of_lesion",
+        "overlap_fraction_of_finding"} or None}.
     """
     out = {}
     masks = [mask_from_runs(f["mask_runs"], shape) for f in findings]
@@ -634,7 +780,17 @@ FOCAL_TABLE_COLUMNS = (
 
 
 def findings_table(findings: list) -> list[dict]:
-    """One row per finding, units in the column names (CSV, Slicer table, report)."""
+    """One row per finding, units in the column names (CSV, Slicer table, report).
+
+    Parameters
+    ----------
+    findings : list of dict
+
+    Returns
+    -------
+    list of dict
+        Keyed by `findings_columns`.
+    """
     rows = []
     for f in findings or []:
         row = {header: f.get(key) for header, key in FOCAL_TABLE_COLUMNS}
@@ -651,12 +807,28 @@ def findings_table(findings: list) -> list[dict]:
 
 
 def findings_columns() -> list[str]:
+    """Column labels of `findings_table`, in order."""
     return ([h for h, _ in FOCAL_TABLE_COLUMNS] + [f"Centroid {a} (mm)" for a in "RAS"]
             + ["Field shift", "Confidence", "Matched lesion", "Reading"])
 
 
 def write_focal_csv(summary: dict, path):
-    """focal_findings.csv from summary["focal_findings"] (header only when none). Returns the path."""
+    """Write focal_findings.csv from summary["focal_findings"] (header only when none).
+
+    Parameters
+    ----------
+    summary : dict
+    path : str or Path
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError, OutputError
+        As :func:`IronMapping.fileio.write_text`.
+    """
     from .fileio import write_csv
 
     return write_csv(path, findings_columns(), findings_table(summary.get("focal_findings") or []))

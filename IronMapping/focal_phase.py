@@ -39,6 +39,17 @@ B0_DIRECTION_TEXT = "B0 along the patient's superior-inferior axis (RAS S)"
 
 
 def convention_text(precession_clockwise: bool) -> str:
+    """The phase convention in words, with its ISMRM Fat-Water Toolbox name.
+
+    Parameters
+    ----------
+    precession_clockwise : bool
+        ISMRM PrecessionIsClockwise.
+
+    Returns
+    -------
+    str
+    """
     if precession_clockwise:
         return ("phase advances with echo time for a higher precession frequency, exp(+i 2 pi f t) "
                 "(ISMRM Fat-Water Toolbox PrecessionIsClockwise = 1)")
@@ -60,9 +71,24 @@ class _Components:
 
 
 def complex_echoes(complex_signal, magnitude=None):
-    """(complex [echo, k, j, i] or None, note). Accepts a complex array or the loaders'
-    ``metadata["complex_components"]`` dict ("real" + "imaginary", or "phase" with the
-    magnitude); a phase in stored units is mapped linearly from its range onto [-pi, pi)."""
+    """Complex echoes from a complex array or the loaders' components, with a note.
+
+    A phase in stored units is mapped linearly from its range onto [-pi, pi).
+
+    Parameters
+    ----------
+    complex_signal : complex ndarray, shape (n_echoes, k, j, i), dict or None
+        A complex array, or the loaders' ``metadata["complex_components"]`` dict ("real" +
+        "imaginary", or "phase" with the magnitude).
+    magnitude : ndarray, shape (n_echoes, k, j, i), optional
+        Needed with a "phase" component.
+
+    Returns
+    -------
+    data : complex array-like, shape (n_echoes, k, j, i), or None
+    note : str
+        Where the data came from, or why there are none.
+    """
     if complex_signal is None:
         return None, "no phase data"
     if isinstance(complex_signal, dict):
@@ -87,7 +113,17 @@ def complex_echoes(complex_signal, magnitude=None):
 
 
 def b0_direction_kji(ijk_to_ras) -> np.ndarray:
-    """Unit main-field direction (RAS S) in the array frame (k, j, i) of the voxel axes."""
+    """Unit main-field direction (RAS S) in the array frame (k, j, i) of the voxel axes.
+
+    Parameters
+    ----------
+    ijk_to_ras : ndarray, shape (4, 4), or None
+        Voxel index to RAS mm; None gives the k axis.
+
+    Returns
+    -------
+    ndarray, shape (3,)
+    """
     m = np.asarray(ijk_to_ras if ijk_to_ras is not None else np.eye(4), float)[:3, :3]
     axes = m / np.linalg.norm(m, axis=0)
     b_ijk = axes.T @ np.array([0.0, 0.0, 1.0])
@@ -98,7 +134,30 @@ def b0_direction_kji(ijk_to_ras) -> np.ndarray:
 
 def prepare(complex_signal, magnitude, echo_times_ms, ijk_to_ras, field_strength_t,
             precession_clockwise, shape) -> dict:
-    """State for :func:`field_shift`: the complex echoes and the conventions, or why not."""
+    """State for :func:`field_shift`: the complex echoes and the conventions, or why not.
+
+    Parameters
+    ----------
+    complex_signal, magnitude
+        As in `complex_echoes`.
+    echo_times_ms : ndarray, shape (n_echoes,)
+        Echo times in ms.
+    ijk_to_ras : ndarray, shape (4, 4), or None
+        Voxel index to RAS mm.
+    field_strength_t : float or None
+        Field strength in T.
+    precession_clockwise : bool
+        ISMRM PrecessionIsClockwise of the data.
+    shape : tuple of int
+        The maps' spatial shape (k, j, i).
+
+    Returns
+    -------
+    dict
+        available (bool), reason (why not, or None), source, precession_clockwise,
+        field_strength_t; when available also data, te_s (s), spacing_kji (mm), b0_kji,
+        geometry_known.
+    """
     state = {"available": False, "precession_clockwise": bool(precession_clockwise),
              "field_strength_t": field_strength_t}
     data, note = complex_echoes(complex_signal, magnitude)
@@ -122,7 +181,17 @@ def prepare(complex_signal, magnitude, echo_times_ms, ijk_to_ras, field_strength
 
 
 def describe(state: dict) -> dict:
-    """JSON-able description of the phase analysis (conventions, availability)."""
+    """JSON-able description of the phase analysis (conventions, availability).
+
+    Parameters
+    ----------
+    state : dict
+        From `prepare`.
+
+    Returns
+    -------
+    dict
+    """
     return {"available": bool(state.get("available")), "source": state.get("source"),
             "reason": state.get("reason"), "b0_direction": B0_DIRECTION_TEXT,
             "phase_convention": convention_text(state.get("precession_clockwise", True)),
@@ -132,7 +201,23 @@ def describe(state: dict) -> dict:
 
 
 def field_map_hz(data: np.ndarray, te_s: np.ndarray, precession_clockwise: bool = True):
-    """(frequency offset Hz, inverse-variance weight) from complex echoes [echo, ...]."""
+    """Frequency offset and its weight from complex echoes (pairs of successive echoes).
+
+    Parameters
+    ----------
+    data : complex ndarray, shape (n_echoes, ...)
+    te_s : ndarray, shape (n_echoes,)
+        Echo times in s.
+    precession_clockwise : bool
+        ISMRM PrecessionIsClockwise of the data.
+
+    Returns
+    -------
+    f : ndarray, shape (...)
+        Offset in Hz; NaN without weight.
+    weight : ndarray, shape (...)
+        Inverse-variance weight in 1/Hz^2.
+    """
     num = np.zeros(data.shape[1:])
     den = np.zeros(data.shape[1:])
     a2 = np.abs(data).astype(np.float64) ** 2
@@ -151,10 +236,23 @@ def field_map_hz(data: np.ndarray, te_s: np.ndarray, precession_clockwise: bool 
 
 
 def dipole_field(mask: np.ndarray, spacing_kji, b0_kji, pad: int | None = None) -> np.ndarray:
-    """Field (in units of gamma B0) of a susceptibility map or mask [k, j, i] (chi = 1 in a mask).
+    """Field (in units of gamma B0) of a susceptibility map or mask (chi = 1 in a mask).
 
-    pad : zero padding on each side in voxels; None pads each axis by its own length (no
-    wrap-around of the dipole tails within the box).
+    Parameters
+    ----------
+    mask : ndarray, shape (k, j, i)
+        Susceptibility (ppm gives ppm of B0) or a boolean mask.
+    spacing_kji : ndarray, shape (3,)
+        Voxel size in mm along k, j, i.
+    b0_kji : ndarray, shape (3,)
+        Unit main-field direction in the array frame.
+    pad : int, optional
+        Zero padding on each side in voxels; None pads each axis by its own length (no
+        wrap-around of the dipole tails within the box).
+
+    Returns
+    -------
+    ndarray, shape (k, j, i)
     """
     from scipy import fft
 
@@ -177,7 +275,24 @@ def dipole_field(mask: np.ndarray, spacing_kji, b0_kji, pad: int | None = None) 
 
 
 def field_shift(state: dict, mask: np.ndarray, domain: np.ndarray) -> dict:
-    """Sign of the local field shift around one focus (see the module docstring)."""
+    """Sign of the local field shift around one focus (see the module docstring).
+
+    Parameters
+    ----------
+    state : dict
+        From `prepare`.
+    mask : bool ndarray, shape (k, j, i)
+        The focus.
+    domain : bool ndarray, shape (k, j, i)
+        The organ around it.
+
+    Returns
+    -------
+    dict
+        sign ("paramagnetic", "diamagnetic" or None), determined (bool), susceptibility_ppm,
+        field_coefficient_hz, t_statistic, n_voxels_fitted, b0_direction, phase_convention,
+        reason.
+    """
     out = {"sign": None, "determined": False, "susceptibility_ppm": None,
            "field_coefficient_hz": None, "t_statistic": None, "n_voxels_fitted": 0,
            "b0_direction": B0_DIRECTION_TEXT,

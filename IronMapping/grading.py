@@ -53,11 +53,35 @@ class Band:
     high_inclusive: bool
 
     def contains(self, value: float) -> bool:
+        """Whether a value lies in this band (ends included as flagged).
+
+        Parameters
+        ----------
+        value : float
+            In the unit of the scheme (1/s, ms or mg Fe/g dw).
+
+        Returns
+        -------
+        bool
+        """
         above = value >= self.low if self.low_inclusive else value > self.low
         below = value <= self.high if self.high_inclusive else value < self.high
         return bool(above and below)
 
     def describe(self, symbol: str, unit: str) -> str:
+        """The band in words, e.g. "65 < R2* <= 224 1/s".
+
+        Parameters
+        ----------
+        symbol : str
+            Quantity symbol ("R2*", "T2*", "LIC").
+        unit : str
+            Unit text appended.
+
+        Returns
+        -------
+        str
+        """
         if self.low == -INF or (self.low == 0 and self.low_inclusive):
             return f"{symbol} {'<=' if self.high_inclusive else '<'} {self.high:g} {unit}"
         if self.high == INF:
@@ -83,9 +107,33 @@ class GradingScheme:
     band_notes: tuple = ()
 
     def note_for(self, label: str | None) -> str | None:
+        """The note shown with one grade only.
+
+        Parameters
+        ----------
+        label : str or None
+            A band label, e.g. "severe".
+
+        Returns
+        -------
+        str or None
+            The note from ``band_notes``, None when the grade has none.
+        """
         return dict(self.band_notes).get(label)
 
     def grade(self, value) -> Band | None:
+        """The band a value falls in.
+
+        Parameters
+        ----------
+        value : float or None
+            In the scheme's unit (``unit``).
+
+        Returns
+        -------
+        Band or None
+            None for None, NaN or a value outside every band.
+        """
         if value is None or not np.isfinite(value):
             return None
         for band in self.bands:
@@ -94,6 +142,7 @@ class GradingScheme:
         return None
 
     def to_dict(self) -> dict:
+        """JSON-able dict of the scheme, with each band's range in words."""
         return {"organ": self.organ, "field_strength_t": self.field_strength_t,
                 "quantity": self.quantity, "unit": self.unit, "source": self.source,
                 "reference": self.reference, "notes": self.notes,
@@ -157,7 +206,22 @@ DESCRIPTIVE_ONLY = {
 
 def find_scheme(organ: str | None, field_strength_t, quantity: str | None = None
                 ) -> GradingScheme | None:
-    """The scheme for an organ at a field strength (nominal 1.5 / 3 T), or None."""
+    """The grading scheme for an organ at a field strength.
+
+    Parameters
+    ----------
+    organ : str or None
+        Organ name from `IronMapping.organs.ORGANS`.
+    field_strength_t : float or None
+        Field strength in T, matched to the nominal 1.5 / 3 T.
+    quantity : str, optional
+        "R2*", "T2*" or "LIC" (LIC schemes hold for any field).
+
+    Returns
+    -------
+    GradingScheme or None
+        None when no published scheme applies.
+    """
     nominal = nominal_field(field_strength_t)
     for scheme in GRADING_SCHEMES:
         if scheme.organ != organ or (quantity is not None and scheme.quantity != quantity):
@@ -171,13 +235,34 @@ def find_scheme(organ: str | None, field_strength_t, quantity: str | None = None
 
 def grade_region(organ: str | None, field_strength_t, r2star_per_s=None, t2star_ms=None,
                  lic_mg_per_g=None, basis: str | None = None) -> dict:
-    """Grade one region; returns a JSON-able dict.
+    """Grade one region.
 
-    Keys: grade (str or None), iron_loaded (True / False / None), quantity, value, unit,
-    criterion (the band in words), source, reference, notes (list of str). Liver is graded on
-    R2* (the measured quantity, field-specific cut-offs); the LIC grade is added as lic_grade.
-    Heart, pancreas and kidney are graded on T2* (pass the ROI-fit T2* for the heart when
-    available, and say so in ``basis``).
+    Liver is graded on R2* (the measured quantity, field-specific cut-offs); the LIC grade is
+    added as lic_grade. Heart, pancreas and kidney are graded on T2* (pass the ROI-fit T2* for
+    the heart when available, and say so in ``basis``).
+
+    Parameters
+    ----------
+    organ : str or None
+        Organ name; None (not recognised) gives no grade and no note.
+    field_strength_t : float or None
+        Field strength in T; None gives no grade.
+    r2star_per_s : float, optional
+        Region R2* in 1/s.
+    t2star_ms : float, optional
+        Region T2* in ms.
+    lic_mg_per_g : float, optional
+        Liver LIC in mg Fe/g dry weight.
+    basis : str, optional
+        What the graded value is (e.g. "ROI fit"), stored as is.
+
+    Returns
+    -------
+    dict
+        JSON-able. Keys: grade (str or None), iron_loaded (True / False / None), quantity, value,
+        unit, criterion (the band in words), source, reference, basis, notes (list of str); with
+        a scheme at this field also field_strength_t; for the liver with an LIC, lic_grade and
+        lic_criterion.
     """
     out = {"grade": None, "iron_loaded": None, "quantity": None, "value": None, "unit": None,
            "criterion": None, "source": None, "reference": None, "basis": basis, "notes": []}

@@ -42,7 +42,21 @@ ORGAN_ORDER = ("liver", "heart", "pancreas", "spleen", "thyroid", "salivary glan
 
 
 def fmt(quantity: str, value, unit: bool = True) -> str:
-    """``value`` rounded as `DISPLAY_PRECISION` says, with its unit; a dash when missing."""
+    """A value rounded as `DISPLAY_PRECISION` says, with its unit; a dash when missing.
+
+    Parameters
+    ----------
+    quantity : str
+        A key of `DISPLAY_PRECISION` ("r2star", "t2star", "lic", "volume", ...).
+    value : float or None
+        In the unit of that entry (1/s, ms, mg Fe/g dw, mL, ...).
+    unit : bool
+        Append the unit.
+
+    Returns
+    -------
+    str
+    """
     decimals, symbol = DISPLAY_PRECISION[quantity]
     if not _finite(value):
         return DASH
@@ -53,14 +67,35 @@ def fmt(quantity: str, value, unit: bool = True) -> str:
 
 
 def fmt_ratio(value) -> str:
-    """A ratio as read aloud: '10.8' from 10 up, '4.64', '1.01' and '0.13' below."""
+    """A ratio as read aloud: '10.8' from 10 up, '4.64', '1.01' and '0.13' below.
+
+    Parameters
+    ----------
+    value : float or None
+
+    Returns
+    -------
+    str
+        A dash when missing.
+    """
     if not _finite(value):
         return DASH
     return fmt("ratio_large" if abs(value) >= 10 else "ratio", value)
 
 
 def yes_no(value, yes: str = "yes", no: str = "no", unknown: str = "not assessable") -> str:
-    """Words for a True / False / None fact (never a Python boolean on the page)."""
+    """Words for a True / False / None fact (never a Python boolean on the page).
+
+    Parameters
+    ----------
+    value : bool or None
+    yes, no, unknown : str
+        The words for True, False and None.
+
+    Returns
+    -------
+    str
+    """
     return unknown if value is None else (yes if value else no)
 
 
@@ -69,7 +104,17 @@ def _finite(value) -> bool:
 
 
 def symbols(summary: Mapping[str, Any]) -> tuple[str, str]:
-    """("R2*", "T2*") for gradient echo, ("R2", "T2") for spin echo."""
+    """("R2*", "T2*") for gradient echo, ("R2", "T2") for spin echo.
+
+    Parameters
+    ----------
+    summary : mapping
+        The summary dict (its "quantity").
+
+    Returns
+    -------
+    (str, str)
+    """
     quantity = (summary.get("quantity") or "T2*") if summary else "T2*"
     return ("R2*", "T2*") if quantity == "T2*" else ("R2", "T2")
 
@@ -78,10 +123,23 @@ def symbols(summary: Mapping[str, Any]) -> tuple[str, str]:
 class OrganFinding:
     """One line of the first screen.
 
-    name : region name as segmented; organ : recognised organ (None if not recognised);
-    verdict : the answer in words; level : normal / mild / moderate / severe / loaded / spared /
-    descriptive / lesion / reference / unknown (for colour); value : the number the verdict
-    rests on, with unit and basis; detail : the other numbers; notes : cautions.
+    Attributes
+    ----------
+    name : str
+        Region name as segmented.
+    organ : str or None
+        Recognised organ (None if not recognised).
+    verdict : str
+        The answer in words.
+    level : str
+        normal / mild / moderate / severe / loaded / spared / descriptive / lesion / reference /
+        unknown (for colour).
+    value : str
+        The number the verdict rests on, with unit and basis.
+    detail : str
+        The other numbers.
+    notes : list of str
+        Cautions.
     """
 
     name: str
@@ -304,7 +362,17 @@ def _signed(value) -> str:
 
 
 def organ_findings(summary: Mapping[str, Any] | None) -> list[OrganFinding]:
-    """One `OrganFinding` per region, in clinical reading order (none is left out)."""
+    """One `OrganFinding` per region, in clinical reading order (none is left out).
+
+    Parameters
+    ----------
+    summary : mapping or None
+        The summary dict of ``quantification.summarize``.
+
+    Returns
+    -------
+    list of OrganFinding
+    """
     summary = summary or {}
     rate, relax = symbols(summary)
     regions = list(summary.get("regions") or [])
@@ -347,7 +415,17 @@ def organ_findings(summary: Mapping[str, Any] | None) -> list[OrganFinding]:
 # --------------------------------------------------------------------------- pattern, NH
 
 def pattern_facts(summary) -> list[tuple[str, str]]:
-    """[(label, words)] of the distribution pattern (no booleans)."""
+    """The distribution pattern as (label, words) pairs (no booleans).
+
+    Parameters
+    ----------
+    summary : mapping
+        The summary dict.
+
+    Returns
+    -------
+    list of (str, str)
+    """
     pattern = summary.get("pattern") or {}
     if not isinstance(pattern, Mapping) or not pattern:
         return []
@@ -375,6 +453,15 @@ def is_neonatal_question(summary) -> bool:
     The summary carries no age, so: the NH-type distribution is present, or the study was
     segmented the way an NH work-up is (thyroid or salivary glands), or the caller says so
     (``summary["neonatal"]``).
+
+    Parameters
+    ----------
+    summary : mapping
+        The summary dict.
+
+    Returns
+    -------
+    bool
     """
     nh = ((summary.get("pattern") or {}).get("nh_support") or {})
     if not nh.get("text"):
@@ -386,6 +473,18 @@ def is_neonatal_question(summary) -> bool:
 
 
 def nh_sentence(summary) -> str | None:
+    """The neonatal haemochromatosis support text of the pattern.
+
+    Parameters
+    ----------
+    summary : mapping
+        The summary dict.
+
+    Returns
+    -------
+    str or None
+        None when the summary has none.
+    """
     nh = ((summary.get("pattern") or {}).get("nh_support") or {})
     return nh.get("text") or None
 
@@ -393,7 +492,17 @@ def nh_sentence(summary) -> str | None:
 # --------------------------------------------------------------------------- lesions, foci
 
 def lesion_sentences(summary) -> list[str]:
-    """One sentence per lesion: reading on T2* with the R2* difference and ratio."""
+    """One sentence per lesion: reading on T2* with the R2* difference and ratio.
+
+    Parameters
+    ----------
+    summary : mapping
+        The summary dict (its "lesions").
+
+    Returns
+    -------
+    list of str
+    """
     rate, _ = symbols(summary)
     out = []
     for c in summary.get("lesions") or []:
@@ -426,7 +535,17 @@ def lesion_sentences(summary) -> list[str]:
 
 
 def focal_sentences(summary) -> list[str]:
-    """One sentence per entry of summary["focal_findings"] (iron-sparing / iron-dense foci)."""
+    """One sentence per entry of summary["focal_findings"] (iron-sparing / iron-dense foci).
+
+    Parameters
+    ----------
+    summary : mapping
+        The summary dict.
+
+    Returns
+    -------
+    list of str
+    """
     rate, _ = symbols(summary)
     out = []
     for f in summary.get("focal_findings") or []:
@@ -452,7 +571,17 @@ def focal_sentences(summary) -> list[str]:
 
 
 def whole_image_sentence(summary) -> str | None:
-    """The whole image in one sentence (runs without regions): medians and the share fitted."""
+    """The whole image in one sentence (runs without regions): medians and the share fitted.
+
+    Parameters
+    ----------
+    summary : mapping
+        The summary dict (its "whole_image").
+
+    Returns
+    -------
+    str or None
+    """
     whole = summary.get("whole_image")
     if not isinstance(whole, Mapping) or not _finite(whole.get("r2star_median")):
         return None
@@ -494,10 +623,21 @@ def headline_html(summary: Mapping[str, Any] | None, *, flavour: str = "report",
                   warnings: Iterable[str] = (), footer: str | None = None) -> str:
     """The first-screen summary as HTML.
 
-    flavour : "report" (classes styled by the report's stylesheet) or "qt" (inline colours and
-        plain tables, the HTML subset a Qt QLabel / QTextBrowser renders).
-    warnings : extra sentences to list (e.g. the run's warnings in the Slicer panel).
-    footer : a last line (e.g. method and run time).
+    Parameters
+    ----------
+    summary : mapping or None
+        The summary dict.
+    flavour : str
+        "report" (classes styled by the report's stylesheet) or "qt" (inline colours and plain
+        tables, the HTML subset a Qt QLabel / QTextBrowser renders).
+    warnings : iterable of str
+        Extra sentences to list (e.g. the run's warnings in the Slicer panel).
+    footer : str, optional
+        A last line (e.g. method and run time).
+
+    Returns
+    -------
+    str
     """
     summary = dict(summary or {})
     qt = flavour == "qt"

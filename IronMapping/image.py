@@ -56,6 +56,7 @@ class MultiEchoImage:
 
     @property
     def n_echoes(self) -> int:
+        """Number of echoes."""
         return int(self.signal.shape[0])
 
     @property
@@ -70,4 +71,5 @@ class MultiEchoImage:
 
     @property
     def voxel_volume_ml(self) -> float:
+        """Voxel volume in ml."""
         return float(abs(np.linalg.det(self.ijk_to_ras[:3, :3])) / 1000.0)

@@ -36,12 +36,22 @@ WHOLE_IMAGE_REGION = "all fitted voxels"
 
 @dataclass
 class IronMappingResult(Mapping):
-    """Output nodes by key ("r2star", "t2star", "s0", "quality", "status", "table", "plot",
-    and "pdff" for fat-water fits) plus what produced them.
+    """Output nodes by key plus what produced them.
 
-    fit : relaxometry.RelaxometryFit; image : MultiEchoImage; summary : the statistics dict
-    (``quantification.Summary``); warnings : sentences worth showing (the analysis' warnings,
-    then the summary's notes), each once; seconds : run time.
+    A mapping key -> node: "r2star", "t2star", "s0", "quality", "status", "table", "plot", and
+    "pdff" for fat-water fits.
+
+    Attributes
+    ----------
+    nodes : dict of str to vtkMRMLNode
+    fit : RelaxometryFit
+    image : MultiEchoImage
+    summary : dict
+        The statistics dict (``quantification.Summary``).
+    warnings : list of str
+        Sentences worth showing (the analysis' warnings, then the summary's notes), each once.
+    seconds : float
+        Run time in s.
     """
 
     nodes: dict
@@ -62,6 +72,7 @@ class IronMappingResult(Mapping):
 
     @property
     def pattern_text(self) -> str:
+        """The iron distribution pattern in words ("" without one)."""
         pattern = (self.summary or {}).get("pattern") or {}
         return pattern.get("text", "") if isinstance(pattern, dict) else str(pattern)
 
@@ -80,8 +91,21 @@ class IronMappingLogic(_LogicBase):
 
     @staticmethod
     def inspectInput(inputNode, scene=None) -> dict:
-        """Echo times (ms), field strength (T), echo count and quantity found in the metadata of
-        an input (no voxels read). Values are None when unknown."""
+        """What the metadata of an input say (no voxels read).
+
+        Parameters
+        ----------
+        inputNode : vtkMRMLNode or list of vtkMRMLScalarVolumeNode
+            As in :meth:`process`.
+        scene : vtkMRMLScene, optional
+            Default: Slicer's scene.
+
+        Returns
+        -------
+        dict
+            echoTimesMs (list of float, ms), echoTimeSource, fieldStrengthT (T), numberOfEchoes,
+            quantity, kind, displayNode; values are None when unknown.
+        """
         desc = mrml.describe_input(inputNode, scene)
         te = desc.echo_times_ms
         return {"echoTimesMs": None if te is None else [float(t) for t in te],
@@ -91,6 +115,7 @@ class IronMappingLogic(_LogicBase):
 
     @staticmethod
     def methods() -> tuple:
+        """The fit method names of ``relaxometry.METHODS``."""
         from .relaxometry import METHODS
 
         return METHODS
@@ -112,27 +137,52 @@ class IronMappingLogic(_LogicBase):
                 progress: Callable[[float], None] | None = None,
                 cancel: Callable[[], bool] | None = None, reuseOutputs: bool = True,
                 scene=None) -> IronMappingResult:
-        """Fit R2*/T2* maps of ``inputNode`` and summarise them per segment in the scene.
+        """Fit R2*/T2* maps of an input and summarise them per segment in the scene.
 
-        inputNode : volume sequence, MultiVolume, proxy volume of a sequence, or a list of
-            scalar volumes (one per echo).
-        echoTimesMs : echo times in ms; None reads them from the metadata (MultiVolume
-            FrameLabels or DICOM EchoTime).
-        segmentationNode, segmentIds : regions (all segments when segmentIds is None); without
-            a segmentation the table summarises all fitted voxels.
-        method : one of :meth:`methods` ("auto" = the engine's default).
-        fieldStrengthT : tesla; None takes DICOM MagneticFieldStrength when available.
-        calibration : LIC calibration name (see :meth:`calibrations`), None = default.
-        maskThreshold : first-echo signal below which voxels are not fitted; None/0 = automatic.
-        noiseSigma, coils : noise SD per coil channel and receive coil count, when known.
-        convertField : allow a 1.5 T LIC calibration on 3 T data through a published
-            conversion (flagged in the output); otherwise such a request is refused.
-        progress(fraction), cancel() -> bool : for a progress dialog; cancelling raises
-            FitCancelled and leaves the scene unchanged.
-        reuseOutputs : update the outputs of a previous run (default) instead of adding new ones.
+        Parameters
+        ----------
+        inputNode : vtkMRMLNode or list of vtkMRMLScalarVolumeNode
+            Volume sequence, MultiVolume, proxy volume of a sequence, or a list of scalar volumes
+            (one per echo).
+        echoTimesMs : sequence of float, optional
+            Echo times in ms; None reads them from the metadata (MultiVolume FrameLabels or DICOM
+            EchoTime).
+        segmentationNode : vtkMRMLSegmentationNode, optional
+            Regions; without a segmentation the table summarises all fitted voxels.
+        method : str
+            One of :meth:`methods` ("auto" = the engine's default).
+        fieldStrengthT : float, optional
+            Field strength in T; None takes DICOM MagneticFieldStrength when available.
+        calibration : str, optional
+            LIC calibration name (see :meth:`calibrations`), None = default.
+        segmentIds : sequence of str, optional
+            Segments used (all segments when None).
+        maskThreshold : float, optional
+            First-echo signal (signal units) below which voxels are not fitted; None/0 = automatic.
+        noiseSigma : float, optional
+            Noise SD per coil channel (signal units), when known.
+        coils : float, optional
+            Receive coil count, when known.
+        convertField : bool
+            Allow a 1.5 T LIC calibration on 3 T data through a published conversion (flagged in
+            the output); otherwise such a request is refused.
+        progress : callable, optional
+            ``progress(fraction)``, fraction 0..1, for a progress dialog.
+        cancel : callable, optional
+            ``cancel() -> bool``; cancelling raises FitCancelled and leaves the scene unchanged.
+        reuseOutputs : bool
+            Update the outputs of a previous run (default) instead of adding new ones.
+        scene : vtkMRMLScene, optional
+            Default: Slicer's scene.
 
-        Returns an :class:`IronMappingResult` (a mapping key -> output node). Bad input raises
-        an IronMappingError subclass and leaves the scene as it was.
+        Returns
+        -------
+        IronMappingResult
+
+        Raises
+        ------
+        IronMappingError
+            A subclass for bad input; the scene is left as it was.
         """
         from .analysis import analyse, unique
 
@@ -243,7 +293,20 @@ def _fit_progress(progress: Callable[[float], None]):
 
 
 def field_strength_source(typed, image, recorded=None) -> str:
-    """Where the field strength used came from, in words (for the summary and the table)."""
+    """Where the field strength used came from, in words (for the summary and the table).
+
+    Parameters
+    ----------
+    typed : float or None
+        Field strength in T given by the user.
+    image : MultiEchoImage
+    recorded : float, optional
+        Field strength in T of the input's metadata.
+
+    Returns
+    -------
+    str
+    """
     if typed:
         text = "given by the user (fieldStrengthT, the panel's field strength)"
         if recorded and abs(float(typed) - recorded) > 0.1:
@@ -255,8 +318,17 @@ def field_strength_source(typed, image, recorded=None) -> str:
 
 
 def check_segmentation_node(node) -> None:
-    """Refuse anything but a segmentation node (or None) as ``segmentationNode``, saying what
-    to do; a label map volume is the usual mix-up."""
+    """Refuse anything but a segmentation node (or None) as ``segmentationNode``.
+
+    Parameters
+    ----------
+    node : vtkMRMLNode or None
+
+    Raises
+    ------
+    InputError
+        Saying what to do; a label map volume is the usual mix-up.
+    """
     if node is None or hasattr(node, "GetSegmentation"):
         return
     class_name = node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
@@ -274,8 +346,30 @@ def check_segmentation_node(node) -> None:
 
 
 def model_curve(t_ms, s0, r2star, method=None, noise_sigma=None, coils=None):
-    """Magnitude predicted by a mono-exponential fit at echo times t_ms (ms): S0 exp(-R2* t),
-    with the magnitude noise floor sqrt(A^2 + 2 L sigma^2) for the noise-corrected model."""
+    """Magnitude predicted by a mono-exponential fit: S0 exp(-R2* t).
+
+    With the magnitude noise floor sqrt(A^2 + 2 L sigma^2) for the noise-corrected models.
+
+    Parameters
+    ----------
+    t_ms : ndarray, shape (n,)
+        Times in ms.
+    s0 : float
+        Signal at TE = 0 (signal units).
+    r2star : float
+        R2* in 1/s.
+    method : str, optional
+        Fit method; "noise-corrected", "noise-corrected-ml" or "ml" add the floor.
+    noise_sigma : float, optional
+        Noise SD per real channel (signal units).
+    coils : float, optional
+        Effective coil count L.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Signal units.
+    """
     amplitude = float(s0) * np.exp(-float(r2star) * np.asarray(t_ms, dtype=float) / 1000.0)
     if method in ("noise-corrected", "noise-corrected-ml", "ml") and noise_sigma:
         return np.sqrt(amplitude**2 + 2.0 * float(coils or 1.0) * float(noise_sigma) ** 2)

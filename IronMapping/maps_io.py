@@ -43,22 +43,61 @@ SPIN_ECHO_FILE_STEMS = {m.key: m.spin_echo_stem for m in MAPS if m.spin_echo_ste
 
 
 def map_file_stem(name: str, quantity: str = "T2*") -> str:
-    """File name (without extension) of map ``name``: ``r2``/``t2``/``r2_sd`` for spin echo."""
+    """File name (without extension) of a map: ``r2``/``t2``/``r2_sd`` for spin echo.
+
+    Parameters
+    ----------
+    name : str
+        Map key, e.g. "r2star".
+    quantity : str
+        "T2*" or "T2" (spin echo).
+
+    Returns
+    -------
+    str
+    """
     return MAP_BY_KEY[name].file_stem(quantity) if name in MAP_BY_KEY else name
 
 
 def maps_of_fit(fit) -> dict[str, np.ndarray]:
-    """{map name: array [k, j, i]} of every map of ``fit`` that is written to files (see
-    :data:`IronMapping.quantities.MAPS`; LIC is computed from the regions and added later)."""
+    """Every map of a fit that is written to files (see :data:`IronMapping.quantities.MAPS`).
+
+    LIC is computed from the regions and added later.
+
+    Parameters
+    ----------
+    fit : FitResult
+
+    Returns
+    -------
+    dict of str to ndarray, shape (k, j, i)
+    """
     return map_arrays(fit, "files")
 
 
 # --------------------------------------------------------------------------- geometry
 
 def sitk_geometry(ijk_to_ras) -> tuple[tuple, tuple, tuple]:
-    """Split a Slicer ``ijk_to_ras`` (4x4) into ITK ``(origin, spacing, direction)`` in LPS.
+    """Split a Slicer ``ijk_to_ras`` into ITK origin, spacing and direction in LPS.
 
-    ``direction`` is the row-major flattened 3x3 matrix SimpleITK expects.
+    Parameters
+    ----------
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index (i, j, k) to RAS mm.
+
+    Returns
+    -------
+    origin : tuple of 3 float
+        LPS mm.
+    spacing : tuple of 3 float
+        mm along i, j, k.
+    direction : tuple of 9 float
+        The row-major flattened 3x3 matrix SimpleITK expects.
+
+    Raises
+    ------
+    GeometryError
+        For a non-finite or non-4x4 matrix, or degenerate voxel axes.
     """
     m = np.asarray(ijk_to_ras, dtype=np.float64)
     if m.shape != (4, 4) or not np.all(np.isfinite(m)):
@@ -77,14 +116,49 @@ def sitk_geometry(ijk_to_ras) -> tuple[tuple, tuple, tuple]:
 
 
 def ijk_to_ras_from_sitk(image) -> np.ndarray:
-    """The Slicer ``ijk_to_ras`` (4x4, RAS mm) of a 3-D SimpleITK image."""
+    """The Slicer ``ijk_to_ras`` of a 3-D SimpleITK image.
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        3-D.
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+
+    Raises
+    ------
+    GeometryError
+        When the image is not 3-D.
+    """
     if image.GetDimension() != 3:
         raise GeometryError(f"Expected a 3-D image, got {image.GetDimension()}-D.")
     return sitk_ijk_to_ras(image)
 
 
 def image_from_array(array, ijk_to_ras):
-    """A SimpleITK image of ``array`` [k, j, i] placed by ``ijk_to_ras``."""
+    """A SimpleITK image of an array placed by ``ijk_to_ras``.
+
+    Parameters
+    ----------
+    array : ndarray, shape (k, j, i)
+        Booleans are written as uint8.
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+
+    Returns
+    -------
+    SimpleITK.Image
+
+    Raises
+    ------
+    InputError
+        When the array is not 3-D.
+    GeometryError
+        As `sitk_geometry`.
+    """
     import SimpleITK as sitk
 
     array = np.asarray(array)
@@ -101,7 +175,21 @@ def image_from_array(array, ijk_to_ras):
 
 
 def same_grid(shape_a, ijk_to_ras_a, shape_b, ijk_to_ras_b, tol_mm: float = 1e-3) -> bool:
-    """True when two grids have the same shape and voxel positions (within ``tol_mm``)."""
+    """Whether two grids have the same shape and voxel positions.
+
+    Parameters
+    ----------
+    shape_a, shape_b : tuple of int
+        Shapes (k, j, i).
+    ijk_to_ras_a, ijk_to_ras_b : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    tol_mm : float
+        Largest allowed displacement of a grid corner, mm.
+
+    Returns
+    -------
+    bool
+    """
     if tuple(shape_a) != tuple(shape_b):
         return False
     a = np.asarray(ijk_to_ras_a, dtype=np.float64)
@@ -133,7 +221,22 @@ def _check_readable(path: Path, what: str) -> None:
 
 
 def read_volume(path) -> Volume:
-    """Read a 3-D NRRD / NIfTI / MetaImage volume; returns array [k, j, i] and ``ijk_to_ras``."""
+    """Read a 3-D NRRD / NIfTI / MetaImage volume.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    Volume
+        ``array`` of shape (k, j, i), ``ijk_to_ras`` (4, 4) in mm, the header keys.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, unreadable, truncated (NIfTI) or not 3-D.
+    """
     import SimpleITK as sitk
 
     path = Path(path)
@@ -164,14 +267,41 @@ def _volume_from_image(image, path) -> Volume:
 
 
 def output_path(out_dir, name: str, fmt: str = "nrrd") -> Path:
-    """Where map ``name`` goes in ``out_dir`` for format ``fmt`` ("nrrd" or "nifti")."""
+    """Where a map goes in an output folder.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+    name : str
+        File stem.
+    fmt : str
+        "nrrd" or "nifti" (``.nii.gz``).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError
+        For an unknown format.
+    """
     if fmt not in FORMATS:
         raise InputError(f"Unknown map format {fmt!r}; choose one of {sorted(FORMATS)}.")
     return Path(out_dir) / f"{name}{FORMATS[fmt]}"
 
 
 def sidecar_path(map_path) -> Path:
-    """The JSON sidecar beside a map file (``r2star.nii.gz`` -> ``r2star.json``)."""
+    """The JSON sidecar beside a map file (``r2star.nii.gz`` -> ``r2star.json``).
+
+    Parameters
+    ----------
+    map_path : str or Path
+
+    Returns
+    -------
+    Path
+    """
     p = Path(map_path)
     stem = p.name
     for ext in (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".nhdr", ".mha"):
@@ -183,15 +313,33 @@ def sidecar_path(map_path) -> Path:
 
 def write_volume(path, array, ijk_to_ras, metadata: Mapping[str, Any] | None = None,
                  sidecar: bool = True, compress: bool = True) -> Path:
-    """Write a 3-D array [k, j, i] with its geometry; header keys and a JSON sidecar.
+    """Write a 3-D array with its geometry; header keys and a JSON sidecar.
 
     Parameters
     ----------
-    path : output file, ``.nrrd`` or ``.nii`` / ``.nii.gz``.
-    array : 3-D array [k, j, i].
-    ijk_to_ras : 4x4 Slicer geometry.
-    metadata : JSON-able dict written to the sidecar; its scalar entries also become
-        ``IronMapping.<key>`` NRRD header keys.
+    path : str or Path
+        Output file, ``.nrrd`` or ``.nii`` / ``.nii.gz``.
+    array : ndarray, shape (k, j, i)
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    metadata : dict, optional
+        JSON-able; written to the sidecar, its scalar entries also become ``IronMapping.<key>``
+        NRRD header keys.
+    sidecar : bool
+        Write ``<name>.json`` beside the file.
+    compress : bool
+        gzip the data (fast level for NRRD).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    GeometryError
+        For sheared axes in a NIfTI file.
+    OutputError
+        When the file cannot be written.
     """
     import SimpleITK as sitk
 
@@ -247,7 +395,25 @@ def _status_codes() -> dict[str, str]:
 def map_metadata(name: str, provenance: Mapping[str, Any] | None = None,
                  quantity_override: str | None = None, extra: Mapping[str, Any] | None = None
                  ) -> dict[str, Any]:
-    """Header / sidecar content for map ``name`` (see :data:`MAP_SPECS`)."""
+    """Header / sidecar content for one map (see :data:`MAP_SPECS`).
+
+    Parameters
+    ----------
+    name : str
+        Map key.
+    provenance : dict, optional
+        The fit's provenance (method, echo_times_ms, ...), stored whole.
+    quantity_override : str, optional
+        "T2" for spin echo (names the map R2/T2).
+    extra : dict, optional
+        Further entries (e.g. the LIC calibration).
+
+    Returns
+    -------
+    dict
+        map, quantity, unit, description, method, echo_times_ms, software, research_use,
+        status_codes (status map only), the extra entries, provenance.
+    """
     spec = MAP_BY_KEY[name]
     quantity, unit = spec.quantity_for(quantity_override or "T2*"), spec.unit
     description = spec.description_for(quantity_override or "T2*")
@@ -275,12 +441,33 @@ def map_metadata(name: str, provenance: Mapping[str, Any] | None = None,
 def write_maps(out_dir, maps: Mapping[str, np.ndarray], ijk_to_ras, fmt: str = "nrrd",
                provenance: Mapping[str, Any] | None = None, quantity: str = "T2*",
                extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
-    """Write each map of ``maps`` (name -> array [k, j, i]) to ``out_dir``; returns name -> path.
+    """Write each map to an output folder.
 
-    Names must be keys of :data:`MAP_SPECS`; for spin echo (``quantity="T2"``) the R2/T2 maps
-    are written as ``r2``, ``t2`` and ``r2_sd`` (the returned keys stay the same).
-    ``provenance`` (the fit's) goes into every sidecar;
-    ``extra`` adds per-map sidecar entries (e.g. the LIC calibration and its source).
+    Parameters
+    ----------
+    out_dir : str or Path
+    maps : mapping of str to ndarray, shape (k, j, i)
+        Names must be keys of :data:`MAP_SPECS`.
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    fmt : str
+        "nrrd" or "nifti".
+    provenance : dict, optional
+        The fit's; goes into every sidecar.
+    quantity : str
+        "T2*", or "T2" for spin echo: the R2/T2 maps are then written as ``r2``, ``t2`` and
+        ``r2_sd`` (the returned keys stay the same).
+    extra : mapping of str to dict, optional
+        Per-map sidecar entries (e.g. the LIC calibration and its source).
+
+    Returns
+    -------
+    dict of str to Path
+
+    Raises
+    ------
+    InputError
+        For an unknown map name or format.
     """
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
@@ -303,12 +490,18 @@ class LabelMap:
 
     Attributes
     ----------
-    labels : int array [k, j, i]; 0 is background.
-    ijk_to_ras : 4x4 Slicer geometry of ``labels``.
-    names : {label value: region name}.
-    source : where it came from (file path, "phantom", ...).
-    warnings : things the user should know (overlapping segments, resampling, ...).
-    terminology : {label value: Slicer TerminologyEntry tag} from a .seg.nrrd (organ codes).
+    labels : int ndarray, shape (k, j, i)
+        0 is background.
+    ijk_to_ras : ndarray, shape (4, 4)
+        Slicer geometry of ``labels`` (RAS mm).
+    names : dict of int to str
+        Label value to region name.
+    source : str
+        Where it came from (file path, "phantom", ...).
+    warnings : list of str
+        Things the user should know (overlapping segments, resampling, ...).
+    terminology : dict of int to str
+        Label value to Slicer TerminologyEntry tag from a .seg.nrrd (organ codes).
     """
 
     labels: np.ndarray
@@ -323,6 +516,16 @@ _SEGMENT_KEY = re.compile(r"^Segment(\d+)_(\w+)$")
 
 
 def is_segmentation_file(path) -> bool:
+    """Whether a path is a Slicer segmentation (``.seg.nrrd``).
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    bool
+    """
     return Path(path).name.lower().endswith(".seg.nrrd")
 
 
@@ -333,6 +536,19 @@ def read_label_names(path) -> dict[int, str]:
     (columns ``LabelValue``, ``Name``); Slicer's ``.ctbl`` / ``.txt`` colour table
     (``value name r g b a`` per line, ``#`` comments, underscores standing for spaces).
     Value 0 (background) is dropped.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    dict of int to str
+
+    Raises
+    ------
+    InputError
+        When the file is missing or a line cannot be read.
     """
     path = Path(path)
     _check_readable(path, "Label-name file")
@@ -396,8 +612,27 @@ def read_labels(path, names_path=None, reference_shape=None, reference_ijk_to_ra
     Names of a ``.seg.nrrd`` are its embedded segment names (``names_path`` is then ignored
     with a warning). For label volumes they come from ``names_path`` (see
     :func:`read_label_names`), else from a names file beside the label file (``<stem>.csv``,
-    ``.ctbl`` or ``.txt``), else default to ``"label <value>"``. With ``reference_shape`` and
-    ``reference_ijk_to_ras`` the labels are resampled (nearest neighbour) onto that grid.
+    ``.ctbl`` or ``.txt``), else default to ``"label <value>"``.
+
+    Parameters
+    ----------
+    path : str or Path
+    names_path : str or Path, optional
+    reference_shape : tuple of int, optional
+        (k, j, i) of the image grid; with ``reference_ijk_to_ras`` the labels are resampled
+        (nearest neighbour) onto that grid.
+    reference_ijk_to_ras : ndarray, shape (4, 4), optional
+
+    Returns
+    -------
+    LabelMap
+
+    Raises
+    ------
+    InputError
+        For a missing file, non-integer or negative labels.
+    GeometryError
+        When the labels do not overlap the reference grid.
     """
     path = Path(path)
     _check_readable(path, "Label map")
@@ -522,10 +757,28 @@ def _terminology_entry(tags: str) -> str | None:
 
 
 def resample_labels(label_map: LabelMap, shape, ijk_to_ras) -> LabelMap:
-    """``label_map`` on the grid (``shape`` [k, j, i], ``ijk_to_ras``), nearest neighbour.
+    """A label map on another grid, nearest neighbour.
 
     Same grid: returned unchanged. Otherwise (cropped Slicer segmentations, other resolution)
     each target voxel takes the label at its centre; voxels outside the label map get 0.
+
+    Parameters
+    ----------
+    label_map : LabelMap
+    shape : tuple of int
+        Target (k, j, i).
+    ijk_to_ras : ndarray, shape (4, 4)
+        Target geometry (RAS mm).
+
+    Returns
+    -------
+    LabelMap
+        With warnings for labels lost and for a change of voxel size or orientation.
+
+    Raises
+    ------
+    GeometryError
+        When no label overlaps the target grid.
     """
     shape = tuple(int(s) for s in shape)
     if same_grid(label_map.labels.shape, label_map.ijk_to_ras, shape, ijk_to_ras):

@@ -21,11 +21,20 @@ from .errors import InputError
 class NoiseEstimate:
     """Noise SD per real channel, effective coil count and where they came from.
 
-    sigma : noise SD per real channel (signal units); with a noise map, its median in tissue.
-    coils : effective coil count L (the floor's second moment is 2 L sigma^2).
-    source : "given", "background", "echo train", "echo train (noise map)" or "image differences".
-    sigma_map : (n_voxels,) float32 noise SD per voxel where the noise varies in space, else None.
-    details : every estimate that was made (JSON-able), for provenance.
+    Attributes
+    ----------
+    sigma : float
+        Noise SD per real channel (signal units); with a noise map, its median in tissue.
+    coils : float
+        Effective coil count L (the floor's second moment is 2 L sigma^2).
+    source : str
+        "given", "background", "echo train", "echo train (noise map)" or "image differences".
+    n_samples : int
+        Samples (voxels) the estimate was made from.
+    sigma_map : float32 ndarray, shape (n_voxels,), or None
+        Noise SD per voxel (signal units) where the noise varies in space, else None.
+    details : dict
+        Every estimate that was made (JSON-able), for provenance.
     """
 
     sigma: float
@@ -36,6 +45,7 @@ class NoiseEstimate:
     details: dict = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
+        """One sentence: sigma, coils, where they came from and the spread of a noise map."""
         where = {
             "given": "given by the user",
             "background": f"estimated from {self.n_samples} background samples",
@@ -52,13 +62,39 @@ class NoiseEstimate:
 
 
 def noise_floor_mean(sigma, coils=1.0):
-    """Mean magnitude of pure noise, E[M | A=0] = sigma sqrt(2) Gamma(L+1/2)/Gamma(L)."""
+    """Mean magnitude of pure noise, E[M | A=0] = sigma sqrt(2) Gamma(L+1/2)/Gamma(L).
+
+    Parameters
+    ----------
+    sigma : float or ndarray
+        Noise SD per real channel (signal units).
+    coils : float or ndarray
+        Effective coil count L (broadcasts with ``sigma``).
+
+    Returns
+    -------
+    float or ndarray
+        Mean in signal units.
+    """
     L = np.asarray(coils, dtype=np.float64)
     return sigma * np.sqrt(2.0) * np.exp(special.gammaln(L + 0.5) - special.gammaln(L))
 
 
 def noise_floor_sd(sigma, coils=1.0):
-    """SD of the magnitude of pure noise (central chi, 2L degrees of freedom)."""
+    """SD of the magnitude of pure noise (central chi, 2L degrees of freedom).
+
+    Parameters
+    ----------
+    sigma : float or ndarray
+        Noise SD per real channel (signal units).
+    coils : float or ndarray
+        Effective coil count L.
+
+    Returns
+    -------
+    float or ndarray
+        SD in signal units.
+    """
     mean = noise_floor_mean(sigma, coils)
     return np.sqrt(np.maximum(2.0 * coils * sigma**2 - mean**2, 0.0))
 
@@ -69,17 +105,45 @@ def _moment_ratio(L):
 
 
 def effective_coils_from_ratio(ratio: float) -> float:
-    """Invert E[M]^2/E[M^2] of pure-noise magnitude to an effective coil count L >= 1."""
+    """Invert E[M]^2/E[M^2] of pure-noise magnitude to an effective coil count.
+
+    Parameters
+    ----------
+    ratio : float
+        Moment ratio of background magnitudes.
+
+    Returns
+    -------
+    float
+        L in [1, 128] (clipped at the ends).
+    """
     grid = np.geomspace(1.0, 128.0, 2000)
     r = _moment_ratio(grid)
     return float(np.interp(ratio, r, grid, left=1.0, right=128.0))
 
 
 def estimate_noise_background(samples, coils=None) -> NoiseEstimate:
-    """sigma (and, when coils is None, the effective coil count) from pure-noise magnitudes.
+    """Noise from pure-noise magnitudes (air, no signal).
 
-    samples : array of background magnitudes (air, no signal). Exact zeros are ignored
-    because many scanners zero-fill outside the body.
+    Exact zeros are ignored because many scanners zero-fill outside the body; values above five
+    times the median (ghosts, stray tissue) are dropped.
+
+    Parameters
+    ----------
+    samples : ndarray, any shape
+        Background magnitudes (signal units).
+    coils : float, optional
+        Effective coil count; when None it is found from the moment ratio.
+
+    Returns
+    -------
+    NoiseEstimate
+        source "background".
+
+    Raises
+    ------
+    InputError
+        With fewer than 100 non-zero samples.
     """
     x = np.asarray(samples, dtype=np.float64).ravel()
     x = x[np.isfinite(x) & (x > 0)]
@@ -99,12 +163,30 @@ def estimate_noise_background(samples, coils=None) -> NoiseEstimate:
 
 
 def estimate_noise_differences(images, mask, coils=None) -> NoiseEstimate:
-    """sigma from differences between neighbouring voxels inside tissue.
+    """Noise from differences between neighbouring voxels inside tissue.
 
-    images : array (n_echoes, *spatial) of magnitudes; mask : bool array of the spatial shape.
     For smooth tissue the neighbour difference along the last axis has SD sigma*sqrt(2); tissue
-    texture only inflates it, so the smallest robust SD over echoes is taken.
-    Used when the image has no usable background (zero-filled or cropped).
+    texture only inflates it, so the smallest robust SD over echoes is taken. Used when the image
+    has no usable background (zero-filled or cropped).
+
+    Parameters
+    ----------
+    images : ndarray, shape (n_echoes, *spatial)
+        Magnitudes (signal units).
+    mask : bool ndarray, shape spatial
+        Tissue voxels.
+    coils : float, optional
+        Stored in the result (1 when None); not estimated.
+
+    Returns
+    -------
+    NoiseEstimate
+        source "image differences".
+
+    Raises
+    ------
+    InputError
+        With fewer than 100 neighbour pairs in the mask.
     """
     images = np.asarray(images)
     mask = np.asarray(mask, dtype=bool)
@@ -123,7 +205,20 @@ def estimate_noise_differences(images, mask, coils=None) -> NoiseEstimate:
 
 
 def otsu_threshold(values, bins: int = 256) -> float:
-    """Otsu's threshold of a 1-D sample (maximises the between-class variance)."""
+    """Otsu's threshold of a sample (maximises the between-class variance).
+
+    Parameters
+    ----------
+    values : ndarray, any shape
+        Flattened; non-finite values are ignored.
+    bins : int
+        Histogram bins.
+
+    Returns
+    -------
+    float
+        Threshold, in the units of ``values``.
+    """
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     hist, edges = np.histogram(v, bins=bins)
@@ -138,14 +233,37 @@ def otsu_threshold(values, bins: int = 256) -> float:
 
 
 def automatic_mask(first_echo, noise: NoiseEstimate | None = None, k: float = 4.0, **kwargs):
-    """The body-outline tissue mask; kept here for old imports (see tissue_mask.automatic_mask)."""
+    """The body-outline tissue mask; kept here for old imports.
+
+    Parameters
+    ----------
+    first_echo, noise, k, **kwargs
+        As in `IronMapping.tissue_mask.automatic_mask`.
+
+    Returns
+    -------
+    bool ndarray, shape (n_voxels,)
+    """
     from .tissue_mask import automatic_mask as body_mask
 
     return body_mask(first_echo, noise, k, **kwargs)
 
 
 def bessel_ratio(order, z):
-    """I_order(z) / I_{order-1}(z) for z >= 0, computed with scaled Bessel functions."""
+    """I_order(z) / I_{order-1}(z) for z >= 0, computed with scaled Bessel functions.
+
+    Parameters
+    ----------
+    order : float
+        Order of the numerator.
+    z : ndarray
+        Argument, z >= 0, any shape.
+
+    Returns
+    -------
+    ndarray
+        Same shape as ``z``.
+    """
     z = np.asarray(z, dtype=np.float64)
     if order == 1:
         return special.i1e(z) / special.i0e(z)

@@ -32,9 +32,27 @@ ZERO_FILLED_SHARE = 0.5
 
 
 def background_samples(signal2d, mask_flat, spatial):
-    """(magnitudes of every echo outside the body, their flat voxel indices): outside Otsu's
-    threshold on echo 1 with its holes filled (lungs, bowel gas) and two voxels of margin; at
-    most MAX_AIR_VOXELS voxels, spread evenly."""
+    """Magnitudes of every echo outside the body, and their flat voxel indices.
+
+    Outside Otsu's threshold on echo 1 with its holes filled (lungs, bowel gas) and two voxels of
+    margin; at most MAX_AIR_VOXELS voxels, spread evenly.
+
+    Parameters
+    ----------
+    signal2d : ndarray, shape (n_echoes, n_voxels)
+        Magnitudes (signal units).
+    mask_flat : bool ndarray, shape (n_voxels,), or None
+        User mask.
+    spatial : tuple of int or None
+        Spatial shape (k, j, i).
+
+    Returns
+    -------
+    air : ndarray, shape (n_echoes, n_air)
+        Magnitudes (signal units).
+    air_index : int ndarray, shape (n_air,)
+        Flat voxel indices.
+    """
     first = np.nan_to_num(signal2d[0], nan=0.0, posinf=0.0)
     positive = first[first > 0]
     rough = first > robust_otsu(positive) if positive.size else first > 0
@@ -52,7 +70,18 @@ def background_samples(signal2d, mask_flat, spatial):
 
 
 def robust_otsu(values) -> float:
-    """Otsu's threshold on values clipped to 4 x their 99.5th percentile (spikes do not move it)."""
+    """Otsu's threshold on values clipped to 4 x their 99.5th percentile (spikes do not move it).
+
+    Parameters
+    ----------
+    values : ndarray
+        Magnitudes, any shape.
+
+    Returns
+    -------
+    float
+        Threshold in signal units; 0 for an empty sample.
+    """
     v = np.asarray(values)
     v = v[:: max(1, v.size // 200_000)].astype(np.float64)  # an even subsample sets it as well
     v = v[np.isfinite(v)]
@@ -75,11 +104,23 @@ def _air_tiles(air_index, spatial, n_echoes):
 def background_purity(samples, tiles=None) -> dict:
     """How much the air looks like pure noise, and the coil count its shape implies.
 
-    samples : (n_echoes, n_air) magnitudes; tiles : matching tile ids or None. Pure noise has
-    the moment ratio E[M]^2/E[M^2] of a central chi (0.785 for one coil, towards 1 with more),
-    the same level in every echo (it does not decay), and its shape gives the coil count L
-    whatever its scale (coils_from_floor_ratio pools the tiles, so a noise level that varies
-    over the air does not blur it).
+    Pure noise has the moment ratio E[M]^2/E[M^2] of a central chi (0.785 for one coil, towards
+    1 with more), the same level in every echo (it does not decay), and its shape gives the coil
+    count L whatever its scale (coils_from_floor_ratio pools the tiles, so a noise level that
+    varies over the air does not blur it).
+
+    Parameters
+    ----------
+    samples : ndarray, shape (n_echoes, n_air)
+        Background magnitudes (signal units).
+    tiles : int ndarray, shape (n_echoes, n_air), optional
+        Tile id of each sample.
+
+    Returns
+    -------
+    dict
+        pure (bool), zero_share (share of exact zeros), moment_ratio (float or None), n (non-zero
+        samples), coils (float or None), why (str: the reason it is not pure; "" when pure).
     """
     x = np.asarray(samples, dtype=np.float64)
     n = x.size
@@ -121,8 +162,24 @@ def background_purity(samples, tiles=None) -> dict:
 
 
 def air_level_plausible(air, air_coils, echo) -> bool:
-    """Pure noise of the tissue's sigma with the air's coil count has E[M^2] = 2 L sigma^2; air
-    may be quieter (parallel imaging, filtering) but not much louder than that."""
+    """Whether the air is not much louder than pure noise of the tissue's sigma.
+
+    Pure noise of the tissue's sigma with the air's coil count has E[M^2] = 2 L sigma^2; air
+    may be quieter (parallel imaging, filtering) but not much louder than that (at most 1.5 x).
+
+    Parameters
+    ----------
+    air : ndarray
+        Background magnitudes (signal units), any shape.
+    air_coils : float
+        Coil count the air's shape implies.
+    echo : EchoTrainNoise
+        Echo-train estimate (the 95th percentile of its map when it has one).
+
+    Returns
+    -------
+    bool
+    """
     x = np.asarray(air, dtype=np.float64)
     x = x[np.isfinite(x) & (x > 0)]
     x = x[x <= 5.0 * np.median(x)]
@@ -132,13 +189,38 @@ def air_level_plausible(air, air_coils, echo) -> bool:
 
 def resolve_noise(signal2d, mask_flat, noise_sigma, coils, spatial=None, echo_times_s=None,
                   candidates=None):
-    """The noise a fit uses, and notes for the user: (NoiseEstimate or None, list of str).
+    """The noise a fit uses, and notes for the user.
 
-    signal2d : (n_echoes, n_voxels) magnitudes; mask_flat : (n_voxels,) bool user mask or None;
-    noise_sigma, coils : given values (None to estimate); spatial : spatial shape;
-    echo_times_s : (n_echoes,) s, needed for the echo-train estimate; candidates : (n_voxels,)
-    bool voxels with valid signal. A given noise_sigma wins; otherwise background air is used
-    when it is pure noise and agrees with the echo-train estimate, else the echo train.
+    A given noise_sigma wins; otherwise background air is used when it is pure noise and agrees
+    with the echo-train estimate, else the echo train.
+
+    Parameters
+    ----------
+    signal2d : ndarray, shape (n_echoes, n_voxels)
+        Magnitudes (signal units).
+    mask_flat : bool ndarray, shape (n_voxels,), or None
+        User mask.
+    noise_sigma : float, ndarray of the spatial shape, or None
+        Given noise SD per real channel (signal units); None to estimate.
+    coils : float or None
+        Given effective coil count; None to estimate.
+    spatial : tuple of int, optional
+        Spatial shape (k, j, i).
+    echo_times_s : ndarray, shape (n_echoes,), optional
+        Echo times in s, needed for the echo-train estimate.
+    candidates : bool ndarray, shape (n_voxels,), optional
+        Voxels with valid signal (finite, non-negative in every echo when None).
+
+    Returns
+    -------
+    noise : NoiseEstimate or None
+    notes : list of str
+
+    Raises
+    ------
+    InputError
+        For coils below 1, or a given noise_sigma that is not positive and finite or not of the
+        spatial shape.
     """
     notes: list[str] = []
     if noise_sigma is not None:

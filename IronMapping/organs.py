@@ -105,7 +105,16 @@ class OrganMatch:
 
 
 def normalise_name(name: str) -> str:
-    """Lower case, accents stripped, separators and digits turned into spaces."""
+    """Name folded for matching: lower case, accents stripped, separators and digits as spaces.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    str
+    """
     text = unicodedata.normalize("NFKD", str(name))
     text = "".join(c for c in text if not unicodedata.combining(c)).lower()
     text = text.replace("ß", "ss")
@@ -114,7 +123,18 @@ def normalise_name(name: str) -> str:
 
 
 def organ_from_name(name: str | None) -> OrganMatch:
-    """Organ from a segment or label name in any of the spellings above."""
+    """Organ from a segment or label name in any of the spellings above.
+
+    Parameters
+    ----------
+    name : str or None
+        Segment or label name.
+
+    Returns
+    -------
+    OrganMatch
+        organ None when no spelling matches.
+    """
     if not name:
         return OrganMatch(None, None, None)
     text = normalise_name(name)
@@ -130,8 +150,17 @@ def parse_terminology(entry: str) -> dict:
 
     The tag holds 7 parts separated by "~" (context, category, type, type modifier, region
     context, region, region modifier); coded parts are "scheme^value^meaning".
-    Returns a dict with keys category, type, type_modifier, region, region_modifier, each a
-    (scheme, value, meaning) tuple or None.
+
+    Parameters
+    ----------
+    entry : str
+        The tag.
+
+    Returns
+    -------
+    dict
+        Keys category, type, type_modifier, region, region_modifier, each a (scheme, value,
+        meaning) tuple or None; context and region_context as strings or None.
     """
     parts = str(entry).split("~")
     keys = ("context", "category", "type", "type_modifier", "region_context", "region",
@@ -173,6 +202,17 @@ def organ_from_terminology(terminology) -> OrganMatch:
 
     A "Mass"/"Neoplasm"/"Nodule" type, or the "Morphologically altered structure" category,
     makes the region a lesion wherever its anatomic region says it is.
+
+    Parameters
+    ----------
+    terminology : str, mapping or None
+        A TerminologyEntry tag, a "SCT^value^meaning" triplet, a bare code, or a mapping with
+        CodeValue / codeValue.
+
+    Returns
+    -------
+    OrganMatch
+        organ None when no code is known.
     """
     codes = _codes_in(terminology)
     for role, value in codes:
@@ -191,8 +231,24 @@ def recognise_organ(name: str | None = None, terminology=None, override: str | N
                     ) -> OrganMatch:
     """Organ of one region: the override if given, else the terminology code, else the name.
 
-    override : an organ from ORGANS (any recognisable spelling), or "" / "none" to say the
-        region is no organ we know (it then gets statistics only).
+    Parameters
+    ----------
+    name : str, optional
+        Segment or label name.
+    terminology : str, mapping, optional
+        As in `organ_from_terminology`.
+    override : str, optional
+        An organ from ORGANS (any recognisable spelling), or "" / "none" to say the region is
+        no organ we know (it then gets statistics only).
+
+    Returns
+    -------
+    OrganMatch
+
+    Raises
+    ------
+    InputError
+        When ``override`` is not an organ IronMapping knows.
     """
     if override is not None:
         text = str(override).strip()

@@ -46,7 +46,18 @@ KINDS = ("parenchymal", "reticuloendothelial", "mixed", "none", "indeterminate")
 
 
 def spleen_normal_limit(field_strength_t) -> float | None:
-    """Upper limit of normal liver R2* (1/s) at this field, used as the spleen-sparing proxy."""
+    """Upper limit of normal liver R2* at this field, the spleen-sparing proxy.
+
+    Parameters
+    ----------
+    field_strength_t : float or None
+        Field strength in T.
+
+    Returns
+    -------
+    float or None
+        R2* in 1/s (65 at 1.5 T, 119 at 3 T); None without a liver scheme at that field.
+    """
     scheme = find_scheme("liver", field_strength_t, "R2*")
     return None if scheme is None else float(scheme.bands[0].high)
 
@@ -68,8 +79,21 @@ def _largest(rows):
 
 
 def organ_states(regions, field_strength_t) -> dict:
-    """{organ: {"loaded": True/False/None, "reason": str, "r2star_median": float|None, ...}}
-    for liver, spleen, pancreas and heart."""
+    """Iron state of the liver, spleen, pancreas and heart.
+
+    Parameters
+    ----------
+    regions : list of dict
+        Region rows as in the summary's "regions" list.
+    field_strength_t : float or None
+        Field strength in T.
+
+    Returns
+    -------
+    dict
+        {organ: {"loaded": True/False/None, "reason": str, "regions": [names],
+        "r2star_median": float (1/s) or None}}.
+    """
     states = {}
     by_organ: dict[str, list] = {}
     for row in regions:
@@ -144,13 +168,25 @@ def _missing_text(name: str, states: dict, field_strength_t) -> str:
 
 
 def classify_pattern(regions, field_strength_t, unassessable: str | None = None) -> dict:
-    """Distribution pattern from region rows; returns a JSON-able dict.
+    """Distribution pattern from region rows.
 
-    Keys: kind (one of KINDS), extrahepatic_siderosis (True/False/None), spleen_spared
-    (True/False/None), liver_loaded, loaded_organs, missing (list of str), organ_states, text,
-    possible_kinds (when indeterminate), nh_support (see `nh_support`).
-    unassessable : a reason why no organ can be graded at all (e.g. spin-echo T2 maps); the
-        kind is then "indeterminate" with that reason.
+    Parameters
+    ----------
+    regions : list of dict
+        Region rows as in the summary's "regions" list.
+    field_strength_t : float or None
+        Field strength in T; None gives "indeterminate".
+    unassessable : str, optional
+        A reason why no organ can be graded at all (e.g. spin-echo T2 maps); the kind is then
+        "indeterminate" with that reason.
+
+    Returns
+    -------
+    dict
+        JSON-able. Keys: kind (one of KINDS), extrahepatic_siderosis (True/False/None),
+        spleen_spared (True/False/None), liver_loaded, loaded_organs, missing (list of str),
+        possible_kinds, organ_states (see `organ_states`), text, rules, nh_support (see
+        `nh_support`).
     """
     states = organ_states(regions, field_strength_t)
     if unassessable:
@@ -229,9 +265,24 @@ def _ratio(a, b):
 def nh_support(regions, field_strength_t, pattern: dict | None = None) -> dict:
     """Neonatal haemochromatosis support: extrahepatic siderosis, spleen sparing and ratios.
 
-    Keys: extrahepatic_siderosis, extrahepatic_organs (loaded by cut-off), spleen_spared,
-    pancreas_spleen_r2star_ratio, ratios {organ/spleen and organ/skeletal muscle R2*},
-    nh_pattern_present (True/False/None), text. The text never words absence as excluding NH.
+    The text never words absence as excluding NH.
+
+    Parameters
+    ----------
+    regions : list of dict
+        Region rows as in the summary's "regions" list.
+    field_strength_t : float or None
+        Field strength in T.
+    pattern : dict, optional
+        The result of `classify_pattern` for these regions; computed when None.
+
+    Returns
+    -------
+    dict
+        Keys: extrahepatic_siderosis, extrahepatic_organs (loaded by cut-off), spleen_spared,
+        nh_pattern_present (True/False/None), pancreas_spleen_r2star_ratio, ratios_r2star
+        ({"organ/spleen" or "organ/skeletal muscle": ratio of median R2*}), derived_index (True),
+        text, sources.
     """
     if pattern is None:
         return classify_pattern(regions, field_strength_t)["nh_support"]

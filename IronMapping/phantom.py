@@ -79,7 +79,35 @@ _MYOCARDIUM_INNER = 0.6  # blood pool radius as a fraction of the outer radius
 
 @dataclass
 class Phantom:
-    """A synthetic multi-echo study with its truth."""
+    """A synthetic multi-echo study with its truth.
+
+    Attributes
+    ----------
+    image : MultiEchoImage
+        The magnitude echoes, shape (n_echoes, k, j, i).
+    r2star : float32 ndarray, shape (k, j, i)
+        Truth R2* in 1/s (0 in air).
+    s0 : float32 ndarray, shape (k, j, i)
+        Truth signal at TE = 0 (signal units; liver 1000).
+    fat_fraction : float32 ndarray, shape (k, j, i)
+        Truth fat fraction, 0..1.
+    labels : uint8 ndarray, shape (k, j, i)
+        Regions, see ``label_names``.
+    label_names : dict of int to str
+    region_r2star : dict of str to float
+        Truth R2* per region in 1/s.
+    noise_sigma : float
+        Noise SD per real channel (signal units); 0 for noiseless data.
+    coils : int
+        Receive channels L of the root-sum-of-squares magnitude.
+    preset : str
+    focal_truth : list of dict
+        ``make_focal_phantom``: the foci.
+    focal_map : uint8 ndarray, shape (k, j, i), or None
+        Focus n where it lies.
+    field_map_hz : ndarray, shape (k, j, i), or None
+        Truth field offset in Hz, with phase.
+    """
 
     image: MultiEchoImage
     r2star: np.ndarray           # truth, 1/s, float32 [k, j, i] (0 in air)
@@ -97,18 +125,42 @@ class Phantom:
 
     @property
     def region_t2star_ms(self) -> dict:
+        """Truth T2* per region in ms."""
         return {k: 1000.0 / v for k, v in self.region_r2star.items()}
 
 
 def default_echo_times_ms(field_strength_t: float) -> np.ndarray:
-    """12 echoes, TE1 = dTE = 1.0 ms at 1.5 T; 16 echoes, TE1 = dTE = 0.6 ms at 3 T."""
+    """Default echo times in ms.
+
+    12 echoes, TE1 = dTE = 1.0 ms at 1.5 T; 16 echoes, TE1 = dTE = 0.6 ms at 3 T.
+
+    Parameters
+    ----------
+    field_strength_t : float
+        Field strength in T (3 T timing from 2.5 T up).
+
+    Returns
+    -------
+    ndarray, shape (n_echoes,)
+    """
     if field_strength_t >= 2.5:
         return 0.6 * np.arange(1, 17)
     return 1.0 * np.arange(1, 13)
 
 
 def label_map(shape=(16, 96, 128)) -> np.ndarray:
-    """Region labels (uint8 [k, j, i]) of the phantom geometry for a grid shape."""
+    """Region labels of the phantom geometry for a grid shape.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Grid (k, j, i).
+
+    Returns
+    -------
+    uint8 ndarray, shape (k, j, i)
+        Values of ``LABELS``.
+    """
     nk, nj, ni = shape
     k, j, i = np.meshgrid((np.arange(nk) + 0.5) / nk, (np.arange(nj) + 0.5) / nj,
                           (np.arange(ni) + 0.5) / ni, indexing="ij")
@@ -126,7 +178,25 @@ def label_map(shape=(16, 96, 128)) -> np.ndarray:
 
 
 def region_r2star(preset: str, field_strength_t: float = 1.5) -> dict:
-    """Truth R2* (1/s) per region for a preset at a field strength."""
+    """Truth R2* per region for a preset at a field strength.
+
+    Parameters
+    ----------
+    preset : str
+        A key of ``PRESETS``.
+    field_strength_t : float
+        Field strength in T; from 2.5 T the 3 T scaling applies.
+
+    Returns
+    -------
+    dict of str to float
+        R2* in 1/s.
+
+    Raises
+    ------
+    InputError
+        For an unknown preset.
+    """
     if preset not in PRESETS:
         raise InputError(f"Unknown phantom preset {preset!r}; choose one of {sorted(PRESETS)}.")
     values = dict(PRESETS[preset]["r2star"])
@@ -136,10 +206,24 @@ def region_r2star(preset: str, field_strength_t: float = 1.5) -> dict:
 
 
 def noncentral_chi(amplitude, sigma, coils, rng):
-    """Root-sum-of-squares magnitude of `coils` channels with Gaussian noise sigma.
+    """Root-sum-of-squares magnitude of ``coils`` channels with Gaussian noise sigma.
 
     The whole amplitude is put in one real channel; the other 2L-1 real channels hold noise,
     which gives exactly the noncentral chi distribution of RSS magnitude.
+
+    Parameters
+    ----------
+    amplitude : ndarray
+        Noiseless signal, any shape (signal units).
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : int
+        Receive channels L.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    float64 ndarray, same shape as ``amplitude``
     """
     amplitude = np.asarray(amplitude, dtype=np.float64)
     real = amplitude + sigma * rng.standard_normal(amplitude.shape)
@@ -154,15 +238,33 @@ def make_phantom(preset: str = "neonatal-haemochromatosis", shape=(16, 96, 128),
 
     Parameters
     ----------
-    preset : "normal", "neonatal-haemochromatosis" or "transfusional".
-    shape : grid (k, j, i).
-    echo_times_ms : echo times; default depends on the field strength (default_echo_times_ms).
-    field_strength_t : 1.5 or 3 (R2* scaled for 3 T, fat frequencies follow B0).
-    snr : S0 of liver (1000) over the noise SD per channel. None or inf gives noiseless data.
-    coils : receive channels L of the root-sum-of-squares magnitude (noncentral chi, 2L dof).
-    fat_fraction : None, a number (applied to liver and lesion) or {region: fraction}, 0..1.
-    seed : random seed of the noise.
-    voxel_size_mm : (i, j, k) spacing.
+    preset : str
+        "normal", "neonatal-haemochromatosis" or "transfusional".
+    shape : tuple of int
+        Grid (k, j, i).
+    echo_times_ms : sequence of float, optional
+        Echo times in ms; the default depends on the field strength (`default_echo_times_ms`).
+    field_strength_t : float
+        1.5 or 3 T (R2* scaled for 3 T, fat frequencies follow B0).
+    snr : float or None
+        S0 of liver (1000) over the noise SD per channel. None or inf gives noiseless data.
+    coils : int
+        Receive channels L of the root-sum-of-squares magnitude (noncentral chi, 2L dof).
+    fat_fraction : float or dict, optional
+        A number (applied to liver and lesion) or {region: fraction}, 0..1.
+    seed : int or None
+        Random seed of the noise.
+    voxel_size_mm : tuple of 3 float
+        (i, j, k) spacing in mm.
+
+    Returns
+    -------
+    Phantom
+
+    Raises
+    ------
+    InputError
+        For a bad shape, coil count or fat fraction, or an unknown preset.
     """
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"shape must be (k, j, i) with positive sizes; got {shape}.")
@@ -230,11 +332,20 @@ def make_phantom(preset: str = "neonatal-haemochromatosis", shape=(16, 96, 128),
 class FocalLesion:
     """A spherical focus painted into a phantom region, with known truth.
 
-    name : label of the focus; region : the phantom region it lies in (it never leaves it);
-    centre : normalised (i, j, k) position as in the organ geometry (snapped to a voxel);
-    volume_ml : nominal sphere volume (the painted volume is in the truth);
-    r2star : R2* in 1/s at 1.5 T (scaled like its region at 3 T);
-    susceptibility_ppm : susceptibility relative to the region (for the phase), 0 for none.
+    Attributes
+    ----------
+    name : str
+        Label of the focus.
+    region : str
+        The phantom region it lies in (it never leaves it).
+    centre : tuple of 3 float
+        Normalised (i, j, k) position as in the organ geometry (snapped to a voxel).
+    volume_ml : float
+        Nominal sphere volume in mL (the painted volume is in the truth).
+    r2star : float
+        R2* in 1/s at 1.5 T (scaled like its region at 3 T).
+    susceptibility_ppm : float
+        Susceptibility relative to the region (for the phase), 0 for none.
     """
 
     name: str
@@ -279,9 +390,39 @@ def _focal_list(focal_lesions, preset):
 
 
 def paint_focal_lesions(labels, r2, s0, focal_lesions, ijk_to_ras, truth, field_strength_t):
-    """Paint foci into R2* (in place); returns (focal map uint8 [k, j, i], truth dicts, chi map).
+    """Paint foci into an R2* map (in place).
 
-    The focal map holds n (1-based, in list order) where focus n lies.
+    Parameters
+    ----------
+    labels : uint8 ndarray, shape (k, j, i)
+        Phantom regions.
+    r2 : ndarray, shape (k, j, i)
+        R2* in 1/s, changed in place.
+    s0 : ndarray, shape (k, j, i)
+        Unused (kept for the signature).
+    focal_lesions : sequence of FocalLesion
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    truth : dict of str to float
+        Region R2* in 1/s (the focus's background).
+    field_strength_t : float
+        Field strength in T (3 T scaling from 2.5 T).
+
+    Returns
+    -------
+    focal_map : uint8 ndarray, shape (k, j, i)
+        n (1-based, in list order) where focus n lies.
+    truth : list of dict
+        Per focus: name, region, label_value, kind, r2star, background_r2star (1/s),
+        nominal_volume_ml, n_voxels, volume_ml, centre_ras (mm), susceptibility_ppm,
+        field_shift_sign.
+    chi : float32 ndarray, shape (k, j, i)
+        Susceptibility in ppm.
+
+    Raises
+    ------
+    InputError
+        For an unknown region, or a focus with no voxel inside its region.
     """
     names = {k_: v for v, k_ in LABELS.items()}
     spacing = np.linalg.norm(np.asarray(ijk_to_ras)[:3, :3], axis=0)   # i, j, k mm
@@ -334,7 +475,22 @@ def paint_focal_lesions(labels, r2, s0, focal_lesions, ijk_to_ras, truth, field_
 
 
 def phantom_field_hz(chi_ppm, ijk_to_ras, field_strength_t):
-    """Field offset (Hz) of the phantom: background field plus the foci's dipole fields."""
+    """Field offset of the phantom: background field plus the foci's dipole fields.
+
+    Parameters
+    ----------
+    chi_ppm : ndarray, shape (k, j, i)
+        Susceptibility in ppm.
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    field_strength_t : float
+        Field strength in T.
+
+    Returns
+    -------
+    ndarray, shape (k, j, i)
+        Offset in Hz.
+    """
     from .focal_phase import GAMMA_BAR_MHZ_PER_T, b0_direction_kji, dipole_field
 
     m = np.asarray(ijk_to_ras, float)
@@ -356,14 +512,27 @@ def make_focal_phantom(preset: str = "neonatal-haemochromatosis", focal_lesions=
                        seed: int | None = 0, voxel_size_mm=(3.0, 3.0, 6.0)) -> Phantom:
     """A phantom with focal lesions of known truth (and complex echoes when ``with_phase``).
 
-    focal_lesions : "default" (FOCAL_LESIONS of the preset) or a list of FocalLesion.
-    with_phase : also complex echoes (phase convention exp(+i 2 pi f t), B0 along RAS S),
-        put in ``image.metadata["complex_components"]`` as "real" and "imaginary".
+    The organ labels are unchanged: the foci are to be found. ``make_phantom`` itself is
+    unchanged.
 
-    Returns a Phantom whose ``focal_truth`` lists the foci (name, region, kind, R2*, painted
-    volume, centre RAS, susceptibility and the expected field-shift sign) and ``focal_map``
-    (uint8 [k, j, i]) where they lie. The organ labels are unchanged: the foci are to be found.
-    ``make_phantom`` itself is unchanged.
+    Parameters
+    ----------
+    preset : str
+        As in `make_phantom`.
+    focal_lesions : "default" or list of FocalLesion
+        "default": ``FOCAL_LESIONS`` of the preset.
+    with_phase : bool
+        Also complex echoes (phase convention exp(+i 2 pi f t), B0 along RAS S), put in
+        ``image.metadata["complex_components"]`` as "real" and "imaginary".
+    shape, echo_times_ms, field_strength_t, snr, coils, seed, voxel_size_mm
+        As in `make_phantom`.
+
+    Returns
+    -------
+    Phantom
+        ``focal_truth`` lists the foci (name, region, kind, R2*, painted volume, centre RAS,
+        susceptibility and the expected field-shift sign), ``focal_map`` (uint8, shape
+        (k, j, i)) where they lie, ``field_map_hz`` with phase.
     """
     base = make_phantom(preset, shape=shape, echo_times_ms=echo_times_ms,
                         field_strength_t=field_strength_t, snr=None, coils=coils, seed=seed,

@@ -109,13 +109,23 @@ PROTOCOLS = {
 class AbdomenPhantom(Phantom):
     """A synthetic abdominal multi-echo study with its truth (extends ``phantom.Phantom``).
 
-    noise_sigma : noise SD per real channel at the edge of the field of view (the whole image
-        without parallel imaging); signal units.
-    noise_sigma_map : float32 [k, j, i], truth noise SD per channel in every voxel.
-    body : bool [k, j, i], inside the body outline.
-    region_s0, region_fat_fraction : nominal S0 (signal units) and fat fraction per region.
-    acquisition : name of the acquisition variant; description : one line saying what it is.
-    quantisation_step : 1 for integer magnitudes, 0 for floating point.
+    Attributes
+    ----------
+    noise_sigma : float
+        Noise SD per real channel at the edge of the field of view (the whole image without
+        parallel imaging); signal units.
+    noise_sigma_map : float32 ndarray, shape (k, j, i)
+        Truth noise SD per channel in every voxel (signal units).
+    body : bool ndarray, shape (k, j, i)
+        Inside the body outline.
+    region_s0, region_fat_fraction : dict of str to float
+        Nominal S0 (signal units) and fat fraction (0..1) per region.
+    acquisition : str
+        Name of the acquisition variant.
+    description : str
+        One line saying what it is.
+    quantisation_step : float
+        1 for integer magnitudes, 0 for floating point.
     """
 
     noise_sigma_map: np.ndarray | None = None
@@ -127,17 +137,54 @@ class AbdomenPhantom(Phantom):
     quantisation_step: float = 0.0
 
     def mask(self, name: str) -> np.ndarray:
-        """Boolean [k, j, i] of a region by name (see ABDOMEN_LABELS)."""
+        """A region's voxels.
+
+        Parameters
+        ----------
+        name : str
+            Region name (see ABDOMEN_LABELS).
+
+        Returns
+        -------
+        bool ndarray, shape (k, j, i)
+
+        Raises
+        ------
+        InputError
+            For an unknown region.
+        """
         if name not in _VALUE:
             raise InputError(f"Unknown region {name!r}; choose one of {sorted(_VALUE)}.")
         return self.labels == _VALUE[name]
 
     def truth_median(self, name: str) -> float:
-        """Median truth R2* (1/s) over a region, texture included."""
+        """Median truth R2* over a region, texture included.
+
+        Parameters
+        ----------
+        name : str
+            Region name (see ABDOMEN_LABELS).
+
+        Returns
+        -------
+        float
+            R2* in 1/s.
+        """
         return float(np.median(self.r2star[self.mask(name)]))
 
     def local_sigma(self, name: str) -> float:
-        """Median truth noise SD (per channel) over a region."""
+        """Median truth noise SD (per channel) over a region.
+
+        Parameters
+        ----------
+        name : str
+            Region name (see ABDOMEN_LABELS).
+
+        Returns
+        -------
+        float
+            Signal units.
+        """
         return float(np.median(self.noise_sigma_map[self.mask(name)]))
 
     @property
@@ -148,11 +195,29 @@ class AbdomenPhantom(Phantom):
 
 def region_r2star(field_strength_t: float = 1.5, liver_r2star: float | None = None,
                   spleen_r2star: float | None = None, r2star: dict | None = None) -> dict:
-    """R2* (1/s) per region at a field strength.
+    """R2* per region at a field strength.
 
     Defaults are 1.5 T values scaled for 3 T like ``IronMapping.phantom`` (x 2, myocardium
-    x 1.7); ``liver_r2star``, ``spleen_r2star`` and ``r2star`` ({region: 1/s}) are taken as
-    they are, at the phantom's field strength.
+    x 1.7); given values are taken as they are, at the phantom's field strength.
+
+    Parameters
+    ----------
+    field_strength_t : float
+        Field strength in T.
+    liver_r2star, spleen_r2star : float, optional
+        R2* in 1/s.
+    r2star : dict of str to float, optional
+        {region: R2* in 1/s} for any region of ABDOMEN_LABELS.
+
+    Returns
+    -------
+    dict of str to float
+        R2* in 1/s.
+
+    Raises
+    ------
+    InputError
+        For an unknown region, or an R2* that is not a finite number >= 0.
     """
     values = {name: props[0] for name, props in TISSUES.items()}
     if field_strength_t >= 2.5:
@@ -172,7 +237,25 @@ def region_r2star(field_strength_t: float = 1.5, liver_r2star: float | None = No
 
 
 def echo_times(protocol: str = "standard", field_strength_t: float = 1.5) -> np.ndarray:
-    """Echo times (ms) of a named protocol in PROTOCOLS."""
+    """Echo times of a named protocol in PROTOCOLS.
+
+    Parameters
+    ----------
+    protocol : str
+        A key of PROTOCOLS ("standard": `IronMapping.phantom.default_echo_times_ms`).
+    field_strength_t : float
+        Field strength in T.
+
+    Returns
+    -------
+    ndarray, shape (n_echoes,)
+        Echo times in ms.
+
+    Raises
+    ------
+    InputError
+        For an unknown protocol.
+    """
     if protocol not in PROTOCOLS:
         raise InputError(f"Unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}.")
     te = PROTOCOLS[protocol]
@@ -199,7 +282,19 @@ def _ellipse(u, v, z, centre, radii, angle_deg=0.0, z_centre=0.0, z_radius=np.in
 
 
 def body_outline(u, v, z) -> np.ndarray:
-    """Inside the body: a superellipse (flatter back) with low-order bumps, wider higher up."""
+    """Inside the body: a superellipse (flatter back) with low-order bumps, wider higher up.
+
+    Parameters
+    ----------
+    u, v : ndarray
+        In-plane coordinates in mm from the field-of-view centre (right-left, anterior-posterior).
+    z : ndarray
+        Slab coordinate, -1 (lowest slice) to 1; same shape as u and v.
+
+    Returns
+    -------
+    bool ndarray, same shape
+    """
     theta = np.arctan2(v, u)
     half_width = BODY_HALF_WIDTH_MM * (1.0 + 0.03 * z)
     depth = np.where(v < 0, BODY_ANTERIOR_MM, BODY_POSTERIOR_MM)
@@ -210,7 +305,23 @@ def body_outline(u, v, z) -> np.ndarray:
 
 
 def label_map(shape=(5, 128, 168), voxel_size_mm=(2.5, 2.5, 8.0), include_heart: bool = True):
-    """(labels uint8 [k, j, i], body bool [k, j, i]) of the abdominal geometry on a grid."""
+    """The abdominal geometry on a grid.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Grid (k, j, i).
+    voxel_size_mm : tuple of 3 float
+        (i, j, k) spacing in mm.
+    include_heart : bool
+        Paint the heart (myocardium and blood pool).
+
+    Returns
+    -------
+    labels : uint8 ndarray, shape (k, j, i)
+        Values of ABDOMEN_LABELS.
+    body : bool ndarray, shape (k, j, i)
+    """
     u, v, z = _grid_mm(shape, voxel_size_mm)
     body = body_outline(u, v, z)
     sampling = (float(voxel_size_mm[1]), float(voxel_size_mm[0]))
@@ -239,7 +350,22 @@ def label_map(shape=(5, 128, 168), voxel_size_mm=(2.5, 2.5, 8.0), include_heart:
 
 
 def smooth_field(shape, voxel_size_mm, rng, correlation_mm: float = 15.0) -> np.ndarray:
-    """Gaussian random field with unit SD and a correlation length of about correlation_mm."""
+    """Gaussian random field with unit SD and a correlation length of about correlation_mm.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Grid (k, j, i).
+    voxel_size_mm : tuple of 3 float
+        (i, j, k) spacing in mm.
+    rng : numpy.random.Generator
+    correlation_mm : float
+        Correlation length in mm.
+
+    Returns
+    -------
+    ndarray, shape (k, j, i)
+    """
     white = rng.standard_normal(shape)
     sx, sy, sz = voxel_size_mm
     smooth = ndimage.gaussian_filter(white, (max(correlation_mm / sz, 0.5), correlation_mm / sy,
@@ -248,10 +374,21 @@ def smooth_field(shape, voxel_size_mm, rng, correlation_mm: float = 15.0) -> np.
 
 
 def g_factor_map(shape, ratio: float = 2.2) -> np.ndarray:
-    """Parallel-imaging noise amplification [k, j, i]: `ratio` at the centre, 1 at the corners.
+    """Parallel-imaging noise amplification: ``ratio`` at the centre, 1 at the corners.
 
     A smooth bump over the field of view (SENSE/GRAPPA amplify noise most in the centre of the
     unfolded image; Dietrich et al., JMRI 2007;26:375); the same in every slice.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Grid (k, j, i).
+    ratio : float
+        Noise at the centre over noise at the corners.
+
+    Returns
+    -------
+    float64 ndarray, shape (k, j, i)
     """
     nk, nj, ni = shape
     y = np.linspace(-1.0, 1.0, nj)[:, None]
@@ -284,24 +421,54 @@ def make_abdomen_phantom(liver_r2star: float | None = 50.0, spleen_r2star: float
 
     Parameters
     ----------
-    liver_r2star, spleen_r2star : R2* (1/s) at this field strength; None keeps the tissue
-        default (1.5 T values of TISSUES, scaled for 3 T).
-    r2star : {region: 1/s} for any other region of ABDOMEN_LABELS.
-    echo_times_ms : echo times (ms); default ``default_echo_times_ms(field_strength_t)``.
-    field_strength_t : 1.5 or 3 (R2* defaults and fat frequencies follow B0).
-    snr : liver S0 over the noise SD per channel (at the edge of the field of view when
+    liver_r2star, spleen_r2star : float, optional
+        R2* in 1/s at this field strength; None keeps the tissue default (1.5 T values of
+        TISSUES, scaled for 3 T).
+    r2star : dict of str to float, optional
+        {region: R2* in 1/s} for any other region of ABDOMEN_LABELS.
+    echo_times_ms : sequence of float, optional
+        Echo times in ms; default ``default_echo_times_ms(field_strength_t)``.
+    field_strength_t : float
+        1.5 or 3 T (R2* defaults and fat frequencies follow B0).
+    snr : float or None
+        Liver S0 over the noise SD per channel (at the edge of the field of view when
         g_factor_ratio is set). None or inf gives noiseless data.
-    coils : receive channels L of the root-sum-of-squares magnitude (noncentral chi, 2L dof).
-    g_factor_ratio : None for uniform noise, else the noise at the field-of-view centre over the
-        noise at its edge (parallel imaging, e.g. 2.2).
-    s0_liver : liver S0 in signal units (scanner scaling; other tissues relative to it).
-    liver_fat_fraction : 0..1, liver fat (six-peak spectrum, like the fat layers).
-    include_heart : paint the heart (myocardium and blood pool) in the top slices.
-    texture : SD of the smooth spatial variation of S0 and of R2* (fraction, e.g. 0.03).
-    coil_shading : S0 at the body surface higher by about this fraction than at the centre.
-    fov_mm : field of view (right-left, anterior-posterior) in mm; voxel_size_mm : (i, j, k) mm.
-    n_slices : number of axial slices; centre_ras : RAS (mm) of the field-of-view centre.
-    seed : noise seed; texture_seed : seed of the texture (anatomy stays when the noise changes).
+    coils : int
+        Receive channels L of the root-sum-of-squares magnitude (noncentral chi, 2L dof).
+    g_factor_ratio : float, optional
+        None for uniform noise, else the noise at the field-of-view centre over the noise at
+        its edge (parallel imaging, e.g. 2.2).
+    s0_liver : float
+        Liver S0 in signal units (scanner scaling; other tissues relative to it).
+    liver_fat_fraction : float
+        0..1, liver fat (six-peak spectrum, like the fat layers).
+    include_heart : bool
+        Paint the heart (myocardium and blood pool) in the top slices.
+    texture : float
+        SD of the smooth spatial variation of S0 and of R2* (fraction, e.g. 0.03).
+    coil_shading : float
+        S0 at the body surface higher by about this fraction than at the centre.
+    fov_mm : (float, float)
+        Field of view (right-left, anterior-posterior) in mm.
+    voxel_size_mm : tuple of 3 float
+        (i, j, k) spacing in mm.
+    n_slices : int
+        Number of axial slices.
+    centre_ras : tuple of 3 float
+        RAS (mm) of the field-of-view centre.
+    seed : int or None
+        Noise seed.
+    texture_seed : int
+        Seed of the texture (anatomy stays when the noise changes).
+
+    Returns
+    -------
+    AbdomenPhantom
+
+    Raises
+    ------
+    InputError
+        For bad coils, n_slices, snr, g_factor_ratio or liver_fat_fraction, or unknown regions.
     """
     if int(coils) != coils or coils < 1:
         raise InputError(f"coils must be a whole number >= 1; got {coils}.")
@@ -392,7 +559,25 @@ def _with(ph: AbdomenPhantom, signal=None, acquisition=None, note=None, **arrays
 
 def crop(ph: AbdomenPhantom, k: slice = slice(None), j: slice = slice(None),
          i: slice = slice(None), acquisition: str | None = None) -> AbdomenPhantom:
-    """Crop every array to [k, j, i] and move the origin so each voxel keeps its RAS position."""
+    """Crop every array and move the origin so each voxel keeps its RAS position.
+
+    Parameters
+    ----------
+    ph : AbdomenPhantom
+    k, j, i : slice
+        Contiguous slices (step 1) along each axis.
+    acquisition : str, optional
+        Name of the new acquisition variant.
+
+    Returns
+    -------
+    AbdomenPhantom
+
+    Raises
+    ------
+    InputError
+        For slices with a step, or a crop that leaves no voxel.
+    """
     box = (k, j, i)
     starts = [s.indices(n)[0] for s, n in zip(box, ph.labels.shape)]
     if any(s.step not in (None, 1) for s in box):
@@ -409,7 +594,22 @@ def crop(ph: AbdomenPhantom, k: slice = slice(None), j: slice = slice(None),
 
 
 def largest_box(inside: np.ndarray) -> tuple[int, int, int, int]:
-    """(row0, row1, col0, col1), half-open, of the largest all-True rectangle of a 2-D mask."""
+    """The largest all-True rectangle of a 2-D mask.
+
+    Parameters
+    ----------
+    inside : bool ndarray, shape (rows, cols)
+
+    Returns
+    -------
+    (int, int, int, int)
+        (row0, row1, col0, col1), half-open.
+
+    Raises
+    ------
+    InputError
+        When the mask holds no True voxel.
+    """
     inside = np.asarray(inside, dtype=bool)
     n_rows, n_cols = inside.shape
     heights = np.zeros(n_cols, dtype=int)
@@ -435,13 +635,35 @@ def crop_to_body(ph: AbdomenPhantom) -> AbdomenPhantom:
     """Field of view cropped to the abdomen: the largest box inside the body in every slice.
 
     No air is left, as after Slicer's Crop Volume with an ROI drawn inside the body.
+
+    Parameters
+    ----------
+    ph : AbdomenPhantom
+
+    Returns
+    -------
+    AbdomenPhantom
     """
     r0, r1, c0, c1 = largest_box(ph.body.all(axis=0))
     return crop(ph, slice(None), slice(r0, r1), slice(c0, c1), acquisition="cropped")
 
 
 def below_lungs(ph: AbdomenPhantom) -> AbdomenPhantom:
-    """Only the lowest slices that hold neither lung nor heart (no tissue at the noise floor)."""
+    """Only the lowest slices that hold neither lung nor heart (no tissue at the noise floor).
+
+    Parameters
+    ----------
+    ph : AbdomenPhantom
+
+    Returns
+    -------
+    AbdomenPhantom
+
+    Raises
+    ------
+    InputError
+        When the lowest slice already holds lung or heart.
+    """
     above = ph.mask("lung").any(axis=(1, 2)) | ph.mask("myocardium").any(axis=(1, 2))
     if above[0]:
         raise InputError("The lowest slice already holds lung or heart: add slices to the phantom.")
@@ -450,7 +672,18 @@ def below_lungs(ph: AbdomenPhantom) -> AbdomenPhantom:
 
 
 def zero_fill_background(ph: AbdomenPhantom, margin_mm: float = 5.0) -> AbdomenPhantom:
-    """Signal set to exactly 0 outside the body outline (grown by margin_mm), as scanners do."""
+    """Signal set to exactly 0 outside the body outline (grown by margin_mm), as scanners do.
+
+    Parameters
+    ----------
+    ph : AbdomenPhantom
+    margin_mm : float
+        Margin in mm around the body that keeps its signal.
+
+    Returns
+    -------
+    AbdomenPhantom
+    """
     keep = ph.body
     if margin_mm > 0:
         spacing = ph.image.spacing_mm
@@ -467,6 +700,17 @@ def quantise(ph: AbdomenPhantom, zero_background: bool = True) -> AbdomenPhantom
     """Integer magnitudes (rounded), as stored by scanners; optionally exactly 0 outside the body.
 
     Rounding adds noise of its own: uniform, SD 1/sqrt(12) = 0.29 signal units.
+
+    Parameters
+    ----------
+    ph : AbdomenPhantom
+    zero_background : bool
+        Also set the background to exactly 0.
+
+    Returns
+    -------
+    AbdomenPhantom
+        ``quantisation_step`` 1.
     """
     source = zero_fill_background(ph, margin_mm=0.0) if zero_background else ph
     signal = np.rint(source.image.signal).astype(np.float32)
@@ -506,9 +750,27 @@ QUICK_GRID = dict(voxel_size_mm=(5.0, 5.0, 10.0), n_slices=4)
 
 
 def make_acquisition(name: str, quick: bool = False, seed: int | None = 0, **overrides) -> AbdomenPhantom:
-    """The phantom under a named acquisition of ACQUISITIONS (quick: a coarse 4-slice grid).
+    """The phantom under a named acquisition of ACQUISITIONS.
 
-    overrides are passed to ``make_abdomen_phantom`` (``protocol=`` names PROTOCOLS).
+    Parameters
+    ----------
+    name : str
+        A key of ACQUISITIONS.
+    quick : bool
+        A coarse 4-slice grid (5 x 5 x 10 mm voxels).
+    seed : int or None
+        Noise seed.
+    **overrides
+        Passed to `make_abdomen_phantom` (``protocol=`` names PROTOCOLS).
+
+    Returns
+    -------
+    AbdomenPhantom
+
+    Raises
+    ------
+    InputError
+        For an unknown acquisition.
     """
     if name not in ACQUISITIONS:
         raise InputError(f"Unknown acquisition {name!r}; choose one of {list(ACQUISITIONS)}.")

@@ -561,33 +561,59 @@ def summarize(fit_result, labels, label_names, field_strength_t, calibration=Non
 
     Parameters
     ----------
-    fit_result : RelaxometryFit (maps r2star 1/s, t2star ms, quality, uncertainty, status).
-    labels : integer array on the map grid (k, j, i); 0 is background.
-    label_names : {label value: name}; the organ is recognised from the name.
-    field_strength_t : tesla, or None when unknown (then no LIC and no grades).
-    calibration : LIC calibration name or Calibration (None: IronMapping.calibration default).
-    signal : (n_echoes, k, j, i) magnitudes (or a MultiEchoImage) for ROI-averaged fits and
-        signal intensity ratios; echo_times_ms : their echo times in ms.
-    voxel_volume_ml : volume of one voxel (mL); taken from a MultiEchoImage signal if not given.
-    organs : {label value or name: organ} overrides (an organ of organs.ORGANS, or "none").
-    terminology : {label value or name: Slicer TerminologyEntry tag or SNOMED CT code}.
-    convert_field : allow converting R2* to the calibration's field strength (adds a warning).
-    min_quality : voxels with fit R^2 below this are excluded (default 0: failed fits only).
-    roi_method : "noise-corrected" (default: mean squared signal with the noise floor, unbiased
-        at high iron; the heart is graded on it) or "truncation" (CMRtools practice).
-    reference_organ : reference region for ratios and signal intensity ratios.
-    lesion_coverage_factor : k in |lesion - liver| > k x combined uncertainty.
-    ijk_to_ras, complex_signal, focal : for summary["focal_findings"] (IronMapping.focal):
-        geometry (centroids in RAS; taken from a MultiEchoImage signal if not given), complex
-        echoes or the loaders' complex_components (field-shift sign of dark foci), and the
-        FocalOptions (a dict or FocalOptions; False skips the analysis).
+    fit_result : RelaxometryFit
+        Maps r2star (1/s), t2star (ms), quality, uncertainty, status, shape (k, j, i).
+    labels : int ndarray, shape (k, j, i)
+        Regions on the map grid; 0 is background.
+    label_names : dict of int to str
+        Label value to name; the organ is recognised from the name.
+    field_strength_t : float or None
+        Field strength in T; None when unknown (then no LIC and no grades).
+    calibration : str or Calibration, optional
+        LIC calibration (None: the `IronMapping.calibration` default).
+    signal : ndarray, shape (n_echoes, k, j, i), or MultiEchoImage, optional
+        Magnitudes for ROI-averaged fits and signal intensity ratios.
+    echo_times_ms : ndarray, shape (n_echoes,), optional
+        Their echo times in ms.
+    voxel_volume_ml : float, optional
+        Volume of one voxel in mL; taken from a MultiEchoImage signal if not given.
+    organs : dict, optional
+        {label value or name: organ} overrides (an organ of organs.ORGANS, or "none").
+    terminology : dict, optional
+        {label value or name: Slicer TerminologyEntry tag or SNOMED CT code}.
+    convert_field : bool
+        Allow converting R2* to the calibration's field strength (adds a warning).
+    min_quality : float
+        Voxels with fit R^2 below this are excluded (default 0: failed fits only).
+    roi_method : str
+        "noise-corrected" (default: mean squared signal with the noise floor, unbiased at high
+        iron; the heart is graded on it) or "truncation" (CMRtools practice).
+    reference_organ : str
+        Reference region for ratios and signal intensity ratios.
+    lesion_coverage_factor : float
+        k in |lesion - liver| > k x combined uncertainty.
+    ijk_to_ras : ndarray, shape (4, 4), optional
+        Geometry for focal-finding centroids in RAS mm; taken from a MultiEchoImage signal if
+        not given.
+    complex_signal : ndarray or dict, optional
+        Complex echoes, or the loaders' complex_components (field-shift sign of dark foci).
+    focal : dict, FocalOptions or False, optional
+        Options of the focal analysis (`IronMapping.focal`); False skips it.
 
     Returns
     -------
-    Summary : a JSON-able dict (see :class:`Summary`, :class:`RegionRow`).
+    Summary
+        A JSON-able dict (see :class:`Summary`, :class:`RegionRow`).
 
-    Raises GeometryError when labels (or signal) are not on the map grid, CalibrationError when
-    an explicitly chosen calibration does not fit the field strength (see module docstring).
+    Raises
+    ------
+    InputError
+        When fit_result is not a fit result.
+    GeometryError
+        When labels (or signal) are not on the map grid.
+    CalibrationError
+        When an explicitly chosen calibration does not fit the field strength (see
+        `IronMapping.calibration`).
     """
     if not hasattr(fit_result, "r2star") or not hasattr(fit_result, "status"):
         raise InputError("fit_result must be a RelaxometryFit (from IronMapping.relaxometry.fit).")
@@ -715,7 +741,16 @@ def _sentence_join(notes) -> str:
 
 
 def table_headers(summary: dict) -> list[str]:
-    """Column labels of :func:`regions_table` (R2/T2 wording for spin-echo summaries)."""
+    """Column labels of :func:`regions_table` (R2/T2 wording for spin-echo summaries).
+
+    Parameters
+    ----------
+    summary : Summary
+
+    Returns
+    -------
+    list of str
+    """
     relaxation = summary.get("quantity") or "T2*"
     return [label_for(q, relaxation) for q in REGION_QUANTITIES] + list(EXTRA_COLUMNS)
 
@@ -727,6 +762,15 @@ def regions_table(summary: dict) -> list[dict]:
     1/s, T2* 0.01 ms, LIC 0.01 mg/g, volume 0.1 mL; shares in %); summary.json keeps full
     precision. Spin-echo summaries (quantity "T2") say R2/T2 in the labels. Adds
     "ROI fit method", "LIC calibration", "Lesion reading" and "Notes" columns.
+
+    Parameters
+    ----------
+    summary : Summary
+
+    Returns
+    -------
+    list of dict
+        Keyed by :func:`table_headers`.
     """
     cal = summary.get("calibration") or {}
     relaxation = summary.get("quantity") or "T2*"
@@ -750,10 +794,40 @@ def regions_table(summary: dict) -> list[dict]:
 
 
 def write_regions_csv(summary: dict, path) -> Path:
-    """Write `regions_table(summary)` as CSV (UTF-8, header with units). Returns the path."""
+    """Write ``regions_table(summary)`` as CSV (UTF-8, header with units).
+
+    Parameters
+    ----------
+    summary : Summary
+    path : str or Path
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError, OutputError
+        As :func:`IronMapping.fileio.write_text`.
+    """
     return write_csv(path, table_headers(summary), regions_table(summary))
 
 
 def write_summary_json(summary: dict, path) -> Path:
-    """Write the summary as strict JSON (no NaN). Returns the path."""
+    """Write the summary as strict JSON (no NaN).
+
+    Parameters
+    ----------
+    summary : Summary
+    path : str or Path
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError, OutputError
+        As :func:`IronMapping.fileio.write_text`.
+    """
     return write_json(path, summary)

@@ -31,13 +31,22 @@ from dataclasses import dataclass
 class Quantity:
     """One reported quantity.
 
-    key : summary key of a region (``summary["regions"][i][key]``).
-    label : column label, the unit in brackets ("R2* median (1/s)").
-    unit : unit as shown ("1/s", "ms", "mL", ...; "" for text and ratios).
-    decimals : decimal places for display; None for text, 0 for counts.
-    ucum : UCUM code of the unit ("s-1", "ms", "mL", ...; "" for text).
-    scale : factor applied before display (0-1 fractions shown in percent).
-    description : what the column holds, for tooltips.
+    Attributes
+    ----------
+    key : str
+        Summary key of a region (``summary["regions"][i][key]``).
+    label : str
+        Column label, the unit in brackets ("R2* median (1/s)").
+    unit : str
+        Unit as shown ("1/s", "ms", "mL", ...; "" for text and ratios).
+    decimals : int or None
+        Decimal places for display; None for text, 0 for counts.
+    ucum : str
+        UCUM code of the unit ("s-1", "ms", "mL", ...; "" for text).
+    scale : float
+        Factor applied before display (0-1 fractions shown in percent).
+    description : str
+        What the column holds, for tooltips.
     """
 
     key: str
@@ -122,14 +131,34 @@ SUMMARY_UNITS = {
 
 
 def label_for(quantity: Quantity, relaxation: str = "T2*") -> str:
-    """The column label; R2/T2 instead of R2*/T2* for spin-echo maps (``relaxation="T2"``)."""
+    """The column label of a quantity.
+
+    Parameters
+    ----------
+    quantity : Quantity
+    relaxation : str
+        "T2*", or "T2" for spin-echo maps (R2/T2 instead of R2*/T2*).
+
+    Returns
+    -------
+    str
+    """
     if relaxation == "T2":
         return quantity.label.replace("R2*", "R2").replace("T2*", "T2")
     return quantity.label
 
 
 def find(label: str) -> Quantity | None:
-    """The quantity of a column label (gradient- or spin-echo wording), or None."""
+    """The quantity of a column label (gradient- or spin-echo wording).
+
+    Parameters
+    ----------
+    label : str
+
+    Returns
+    -------
+    Quantity or None
+    """
     if label in BY_LABEL:
         return BY_LABEL[label]
     for q in REGION_QUANTITIES:
@@ -139,10 +168,22 @@ def find(label: str) -> Quantity | None:
 
 
 def display_value(key: str, value):
-    """``value`` scaled and rounded to the display precision of ``key``.
+    """A value scaled and rounded to the display precision of its key.
 
     Text passes through; None, NaN and infinity become None; counts become int. Keys not in
     the table are returned unchanged.
+
+    Parameters
+    ----------
+    key : str
+        Summary key (see :data:`REGION_QUANTITIES`).
+    value : float, int, str or None
+        In the summary's unit (fractions 0-1).
+
+    Returns
+    -------
+    float, int, str or None
+        In the displayed unit (e.g. percent).
     """
     quantity = BY_KEY.get(key)
     if quantity is None or value is None or isinstance(value, (str, bool)):
@@ -165,27 +206,45 @@ def display_value(key: str, value):
 
 @dataclass(frozen=True)
 class MapQuantity:
-    """One voxel map (array [k, j, i] on the image grid).
+    """One voxel map (array (k, j, i) on the image grid).
 
-    key : map key ("r2star"); the file stem for gradient echo and ``IronMapping.Output`` of
-        the Slicer node.
-    quantity : what it holds as shown ("R2*"); "*" is dropped for spin echo when ``relaxation``.
-    unit, ucum : unit as shown and its UCUM code.
-    dtype : data type in files and nodes.
-    description : one sentence for file sidecars and node attributes.
-    node_name : Slicer node name after the input's name ("<input> R2*").
-    node_class : Slicer node class (the status codes are a label map).
-    colour_map : "iron" (black-red-yellow-white, more iron hotter), "iron-reversed" (T2*:
-        shorter hotter), "grey", or "status" (a labelled colour per status code).
-    window : display window (lo, hi) in ``unit``; None ends are robust percentiles
+    Attributes
+    ----------
+    key : str
+        Map key ("r2star"); the file stem for gradient echo and ``IronMapping.Output`` of the
+        Slicer node.
+    quantity : str
+        What it holds as shown ("R2*"); "*" is dropped for spin echo when ``relaxation``.
+    unit, ucum : str
+        Unit as shown and its UCUM code.
+    dtype : str
+        Data type in files and nodes.
+    description : str
+        One sentence for file sidecars and node attributes.
+    node_name : str
+        Slicer node name after the input's name ("<input> R2*").
+    node_class : str
+        Slicer node class (the status codes are a label map).
+    colour_map : str
+        "iron" (black-red-yellow-white, more iron hotter), "iron-reversed" (T2*: shorter
+        hotter), "grey", or "status" (a labelled colour per status code).
+    window : (float or None, float or None)
+        Display window (lo, hi) in ``unit``; None ends are robust percentiles
         ``window_percentiles`` of the map's finite values (lo floored at 0).
-    legend : a colour legend is shown beside the map in Slicer.
-    source : attribute of the fit holding the array, "maps.<name>" for ``fit.maps[name]``, or
-        "" for maps computed after the fit (LIC, from the regions).
-    optional : only some fits have it (PDFF: fat-water methods).
-    relaxation : R2*/T2* wording becomes R2/T2 for spin echo; the spin-echo file stem is
-        ``spin_echo_stem``.
-    files, scene : written by ``maps_io.write_maps`` (pipeline) / shown in Slicer (scene).
+    window_percentiles : (float, float)
+    legend : bool
+        A colour legend is shown beside the map in Slicer.
+    source : str
+        Attribute of the fit holding the array, "maps.<name>" for ``fit.maps[name]``, or "" for
+        maps computed after the fit (LIC, from the regions).
+    optional : bool
+        Only some fits have it (PDFF: fat-water methods).
+    relaxation : bool
+        R2*/T2* wording becomes R2/T2 for spin echo.
+    spin_echo_stem : str or None
+        File stem for spin echo.
+    files, scene : bool
+        Written by ``maps_io.write_maps`` (pipeline) / shown in Slicer (scene).
     """
 
     key: str
@@ -208,18 +267,61 @@ class MapQuantity:
     scene: bool = True
 
     def name_for(self, relaxation: str = "T2*") -> str:
-        """Node name suffix; R2/T2 for spin echo (``relaxation="T2"``)."""
+        """Node name suffix.
+
+        Parameters
+        ----------
+        relaxation : str
+            "T2*", or "T2" for spin echo (R2/T2 wording).
+
+        Returns
+        -------
+        str
+        """
         return self.node_name.replace("*", "") if relaxation == "T2" and self.relaxation else self.node_name
 
     def quantity_for(self, relaxation: str = "T2*") -> str:
+        """Quantity as shown.
+
+        Parameters
+        ----------
+        relaxation : str
+            "T2*", or "T2" for spin echo (R2/T2 wording).
+
+        Returns
+        -------
+        str
+        """
         return self.quantity.replace("*", "") if relaxation == "T2" and self.relaxation else self.quantity
 
     def description_for(self, relaxation: str = "T2*") -> str:
+        """Description sentence.
+
+        Parameters
+        ----------
+        relaxation : str
+            "T2*", or "T2" for spin echo (R2/T2 wording).
+
+        Returns
+        -------
+        str
+        """
         if relaxation == "T2" and self.relaxation:
             return self.description.replace("R2*", "R2").replace("T2*", "T2")
         return self.description
 
     def file_stem(self, relaxation: str = "T2*") -> str:
+        """File name without extension.
+
+        Parameters
+        ----------
+        relaxation : str
+            "T2*", or "T2" for spin echo (``spin_echo_stem`` where set).
+
+        Returns
+        -------
+        str
+        """
         return self.spin_echo_stem if relaxation == "T2" and self.spin_echo_stem else self.key
 
 
@@ -258,8 +360,20 @@ MAP_BY_KEY = {m.key: m for m in MAPS}
 
 
 def map_arrays(fit, target: str = "files") -> dict:
-    """{map key: array [k, j, i]} of the maps of ``fit`` written to ``target`` ("files" or
-    "scene"); optional maps the fit lacks and maps computed later (LIC) are left out."""
+    """The maps of a fit written to files or shown in the scene.
+
+    Optional maps the fit lacks and maps computed later (LIC) are left out.
+
+    Parameters
+    ----------
+    fit : FitResult
+    target : str
+        "files" or "scene".
+
+    Returns
+    -------
+    dict of str to ndarray, shape (k, j, i)
+    """
     arrays = {}
     for m in MAPS:
         if not m.source or not getattr(m, target):

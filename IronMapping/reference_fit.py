@@ -11,7 +11,29 @@ from scipy import optimize, special
 
 
 def negative_log_likelihood(params, y, t, sigma, coils):
-    """-log p(y | S0 = exp(params[0]), R2* = params[1]) and its gradient (noncentral chi, 2L dof)."""
+    """Negative log-likelihood of one voxel's decay and its gradient (noncentral chi, 2L dof).
+
+    Parameters
+    ----------
+    params : (float, float)
+        (log S0, R2* in 1/s).
+    y : ndarray, shape (n_echoes,)
+        Magnitudes (signal units).
+    t : ndarray, shape (n_echoes,)
+        Echo times in s.
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    nll : float
+        -log p(y | S0 = exp(params[0]), R2* = params[1]), constant terms dropped; 1e300 for
+        steps far outside any plausible decay.
+    grad : ndarray, shape (2,)
+        Gradient with respect to (log S0, R2*).
+    """
     log_s0, r2 = params
     if not (np.isfinite(log_s0) and np.isfinite(r2)) or abs(log_s0) > 200 or abs(r2) > 1e6:
         return 1e300, np.zeros(2)  # far outside any plausible decay: reject the step
@@ -40,8 +62,27 @@ def _scaled_nll(x, y, t, sigma, coils):
 def fit_voxel_ml(y, echo_times_ms, sigma, coils=1, starts=(), r2_bounds=(-100.0, 20000.0)):
     """Maximum-likelihood (S0, R2*) of one voxel; the best of several starting points.
 
-    y : (n_echoes,) magnitudes; starts : iterable of (S0, R2*) guesses (a two-echo start is
-    always added). Returns (S0, R2* in 1/s).
+    Parameters
+    ----------
+    y : ndarray, shape (n_echoes,)
+        Magnitudes (signal units).
+    echo_times_ms : ndarray, shape (n_echoes,)
+        Echo times in ms.
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+    starts : iterable of (float, float)
+        (S0, R2* in 1/s) guesses; a two-echo start is always added.
+    r2_bounds : (float, float)
+        R2* range in 1/s the starts and the result are clipped to.
+
+    Returns
+    -------
+    s0 : float
+        Signal at TE = 0 (signal units).
+    r2star : float
+        R2* in 1/s.
     """
     t = np.asarray(echo_times_ms, dtype=np.float64) / 1000.0
     y = np.asarray(y, dtype=np.float64)

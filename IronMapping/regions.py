@@ -49,7 +49,23 @@ def _describe(values: np.ndarray, prefix: str) -> dict:
 def check_labels(labels, spatial_shape) -> np.ndarray:
     """The label array as integers, after checking it lies on the map grid.
 
-    Raises GeometryError when its shape differs from the maps' spatial shape (k, j, i).
+    Parameters
+    ----------
+    labels : ndarray, shape (k, j, i)
+        Integer, boolean or whole-number float labels; 0 is background.
+    spatial_shape : tuple of int
+        The maps' spatial shape (k, j, i).
+
+    Returns
+    -------
+    int ndarray, shape (k, j, i)
+
+    Raises
+    ------
+    GeometryError
+        When its shape differs from the maps' spatial shape.
+    InputError
+        When float labels are not whole numbers.
     """
     labels = np.asarray(labels)
     spatial_shape = tuple(int(s) for s in spatial_shape)
@@ -71,6 +87,23 @@ def check_labels(labels, spatial_shape) -> np.ndarray:
 
 
 def check_mask(mask, spatial_shape) -> np.ndarray:
+    """A region mask as booleans, after checking it lies on the map grid.
+
+    Parameters
+    ----------
+    mask : ndarray, shape (k, j, i)
+    spatial_shape : tuple of int
+        The maps' spatial shape (k, j, i).
+
+    Returns
+    -------
+    bool ndarray, shape (k, j, i)
+
+    Raises
+    ------
+    GeometryError
+        When its shape differs from ``spatial_shape``.
+    """
     mask = np.asarray(mask)
     if mask.shape != tuple(spatial_shape):
         raise GeometryError(
@@ -80,7 +113,20 @@ def check_mask(mask, spatial_shape) -> np.ndarray:
 
 
 def included_voxels(fit_result, mask, min_quality: float = DEFAULT_MIN_QUALITY) -> np.ndarray:
-    """Boolean mask of the region's voxels whose fit is FITTED with R^2 >= min_quality."""
+    """The region's voxels whose fit is FITTED with R^2 >= min_quality.
+
+    Parameters
+    ----------
+    fit_result : RelaxometryFit
+        ``status`` and ``quality`` maps, shape (k, j, i).
+    mask : bool ndarray, shape (k, j, i)
+    min_quality : float
+        Least R^2 (0..1); 0 keeps every fitted voxel.
+
+    Returns
+    -------
+    bool ndarray, shape (k, j, i)
+    """
     ok = mask & (np.asarray(fit_result.status) == FITTED)
     if min_quality and min_quality > 0:
         q = np.asarray(fit_result.quality)
@@ -110,18 +156,50 @@ OUT_OF_RANGE = 4
 
 
 def detection_amplitude(noise_sigma: float, coils: float = 1.0) -> float:
-    """Smallest signal amplitude A distinguishable from the noise floor (signal units).
+    """Smallest signal amplitude A distinguishable from the noise floor.
 
-    The squared magnitude of pure noise from L coils has mean 2 L sigma^2 and SD 2 sigma^2 sqrt(L);
-    a signal shows when its power A^2 exceeds two such SDs: A = 2 sigma L^(1/4).
+    The squared magnitude of pure noise from L coils has mean 2 L sigma^2 and SD 2 sigma^2
+    sqrt(L); a signal shows when its power A^2 exceeds two such SDs: A = 2 sigma L^(1/4).
+
+    Parameters
+    ----------
+    noise_sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    float
+        A in signal units.
     """
     return 2.0 * float(noise_sigma) * float(coils or 1.0) ** 0.25
 
 
 def r2star_where_informative(echo_times_ms, s0: float, noise_sigma: float, coils: float,
                              echoes: float) -> float | None:
-    """R2* (1/s) at which the echo train of a voxel with amplitude s0 carries `echoes` echoes'
-    worth of information, sum A_n^2 / (A_n^2 + L sigma^2); None if not even at R2* = 0."""
+    """R2* at which a voxel's echo train carries a given number of echoes' worth of information.
+
+    Information is sum A_n^2 / (A_n^2 + L sigma^2) over the echoes, A_n = s0 exp(-R2* TE_n).
+
+    Parameters
+    ----------
+    echo_times_ms : ndarray, shape (n_echoes,)
+        Echo times in ms.
+    s0 : float
+        Amplitude at TE = 0 (signal units).
+    noise_sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+    echoes : float
+        Echoes' worth of information wanted.
+
+    Returns
+    -------
+    float or None
+        R2* in 1/s; None if not even at R2* = 0, or when s0 or the noise is unknown.
+    """
     from scipy.optimize import brentq
 
     from .estimators import informative_echoes
@@ -145,8 +223,22 @@ def r2star_where_informative(echo_times_ms, s0: float, noise_sigma: float, coils
 def protocol_limits(echo_times_ms, s0: float | None, noise_sigma, coils) -> dict:
     """The R2* range these echoes can measure for tissue of amplitude s0 (see module notes).
 
-    Returns {"measurable_r2star", "lower_bound_r2star"} in 1/s (None when the noise level or s0
-    is unknown, or s0 is not above the noise).
+    Parameters
+    ----------
+    echo_times_ms : ndarray, shape (n_echoes,)
+        Echo times in ms.
+    s0 : float or None
+        Tissue amplitude at TE = 0 (signal units).
+    noise_sigma : float or None
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    dict
+        "measurable_r2star" and "lower_bound_r2star" in 1/s (None when the noise level or s0 is
+        unknown, or s0 is not above the noise).
     """
     out = {"measurable_r2star": None, "lower_bound_r2star": None}
     if s0 is None or noise_sigma is None:
@@ -159,13 +251,26 @@ def protocol_limits(echo_times_ms, s0: float | None, noise_sigma, coils) -> dict
 
 
 def decayed_to_floor(signal, noise_sigma: float, coils: float = 1.0) -> np.ndarray:
-    """True where a voxel's signal lies on the noise floor from the third echo on.
+    """Where a voxel's signal lies on the noise floor from the third echo on.
 
-    signal : (n_echoes, n) magnitudes. The mean power of echoes 3.. (echo 2.. with fewer than
-    three echoes) minus the floor 2 L sigma^2 is compared with three SDs of that mean for pure
-    noise (3 x 2 sigma^2 sqrt(L) / sqrt(m)). A fit that failed on such a voxel failed because the
+    The mean power of echoes 3.. (echo 2.. with fewer than three echoes) minus the floor
+    2 L sigma^2 is compared with three SDs of that mean for pure noise
+    (3 x 2 sigma^2 sqrt(L) / sqrt(m)). A fit that failed on such a voxel failed because the
     decay was over before the echoes sampled it; a failed fit with signal left in the late
     echoes failed for another reason (rising signal, motion, fat) and is excluded instead.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (n_echoes, n)
+        Magnitudes (signal units).
+    noise_sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    bool ndarray, shape (n,)
     """
     y = np.asarray(signal, dtype=np.float64)
     late = y[2:] if y.shape[0] >= 3 else y[1:]
@@ -177,16 +282,39 @@ def decayed_to_floor(signal, noise_sigma: float, coils: float = 1.0) -> np.ndarr
 
 def too_fast_voxels(status, r2star, s0, noise_sigma=None, coils=None, measurable_r2star=None,
                     signal=None, echo_times_ms=None) -> np.ndarray:
-    """Voxels whose R2* is above what the echoes can measure (right-censored), as a bool array.
+    """Voxels whose R2* is above what the echoes can measure (right-censored).
 
-    All arrays hold one region's voxels: status, r2star (1/s), s0 of shape (n,), signal
-    (n_echoes, n) or None; echo_times_ms the protocol's. A voxel is censored when
-      - its fit failed (status 2, 3 or 4) and its signal is on the noise floor from the third
-        echo on (`decayed_to_floor`); without the signal or noise level, only status 4
-        (out of range: T2* shorter than a third of the first echo time) counts;
-      - it was fitted, but its fitted signal at the first echo is below the detection
-        amplitude (the fit described the noise floor: an organ voxel with no signal left at
-        the first echo), or its R2* is above the protocol's measurable limit.
+    A voxel is censored when
+
+    - its fit failed (status 2, 3 or 4) and its signal is on the noise floor from the third
+      echo on (`decayed_to_floor`); without the signal or noise level, only status 4 (out of
+      range: T2* shorter than a third of the first echo time) counts;
+    - it was fitted, but its fitted signal at the first echo is below the detection amplitude
+      (the fit described the noise floor: an organ voxel with no signal left at the first
+      echo), or its R2* is above the protocol's measurable limit.
+
+    Parameters
+    ----------
+    status : uint8 ndarray, shape (n,)
+        Fit status codes of one region's voxels.
+    r2star : ndarray, shape (n,)
+        R2* in 1/s.
+    s0 : ndarray, shape (n,)
+        Fitted signal at TE = 0 (signal units).
+    noise_sigma : float, optional
+        Noise SD per real channel (signal units).
+    coils : float, optional
+        Effective coil count L.
+    measurable_r2star : float, optional
+        The protocol's measurable limit in 1/s (`protocol_limits`).
+    signal : ndarray, shape (n_echoes, n), optional
+        The voxels' magnitudes.
+    echo_times_ms : ndarray, shape (n_echoes,), optional
+        The protocol's echo times in ms.
+
+    Returns
+    -------
+    bool ndarray, shape (n,)
     """
     status = np.asarray(status)
     r2star = np.asarray(r2star, dtype=np.float64)
@@ -210,8 +338,27 @@ def too_fast_voxels(status, r2star, s0, noise_sigma=None, coils=None, measurable
 
 
 def well_measured(r2star, s0, echo_times_ms, noise_sigma, coils) -> np.ndarray:
-    """Fitted voxels whose decay two or more echoes resolve (sum A^2/(A^2 + L sigma^2) >= 2):
-    their S0 is a measurement of the tissue amplitude, not an extrapolation from the floor."""
+    """Fitted voxels whose decay two or more echoes resolve (sum A^2/(A^2 + L sigma^2) >= 2).
+
+    Their S0 is a measurement of the tissue amplitude, not an extrapolation from the floor.
+
+    Parameters
+    ----------
+    r2star : ndarray
+        R2* in 1/s, any shape.
+    s0 : ndarray
+        Signal at TE = 0 (signal units), same shape.
+    echo_times_ms : ndarray, shape (n_echoes,)
+        Echo times in ms.
+    noise_sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    bool ndarray, same shape as ``r2star``
+    """
     from .estimators import informative_echoes
 
     r2star = np.nan_to_num(np.asarray(r2star, dtype=np.float64), nan=np.inf)
@@ -225,9 +372,26 @@ def well_measured(r2star, s0, echo_times_ms, noise_sigma, coils) -> np.ndarray:
 
 
 def censored_percentiles(values, n_censored: int, q, censored_high: bool = True) -> list:
-    """Linear-interpolation percentiles (as np.percentile) of `values` plus `n_censored` values
-    known only to lie above (censored_high) or below every one of them; None where a percentile
-    falls among the censored ones."""
+    """Percentiles of values plus censored values known to lie beyond every one of them.
+
+    Linear interpolation as ``np.percentile``.
+
+    Parameters
+    ----------
+    values : ndarray
+        Measured values, any shape.
+    n_censored : int
+        Number of censored values.
+    q : float or sequence of float
+        Percentiles, 0-100.
+    censored_high : bool
+        Censored values lie above (True) or below (False) every measured one.
+
+    Returns
+    -------
+    list of float or None
+        One per percentile; None where a percentile falls among the censored ones.
+    """
     v = np.sort(np.asarray(values, dtype=np.float64))
     n = v.size + int(n_censored)
     out = []
@@ -297,8 +461,30 @@ IMAGE_S0_SOURCE = "lower quartile of S0 of the image's well-measured voxels"
 
 
 def image_tissue_amplitude(status, r2star, s0, echo_times_ms, noise_sigma, coils) -> float | None:
-    """Lower quartile of S0 over the image's well-measured fitted voxels (maps of any shape),
-    or None: the tissue amplitude for a region that has none of its own left."""
+    """Tissue amplitude for a region that has none of its own left.
+
+    The lower quartile of S0 over the image's well-measured fitted voxels.
+
+    Parameters
+    ----------
+    status : uint8 ndarray
+        Fit status map, any shape.
+    r2star : ndarray
+        R2* map in 1/s, same shape.
+    s0 : ndarray
+        S0 map (signal units), same shape.
+    echo_times_ms : ndarray, shape (n_echoes,)
+        Echo times in ms.
+    noise_sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    float or None
+        Signal units; None without well-measured voxels.
+    """
     index = np.flatnonzero(np.asarray(status).ravel() == FITTED)
     index = index[::max(1, index.size // 200000)]  # a sample is enough for a quartile
     r2_map = np.asarray(r2star, dtype=np.float64).ravel()[index]
@@ -314,32 +500,48 @@ def region_statistics(fit_result, mask, voxel_volume_ml: float | None = None,
                       reference_s0: float | None = None) -> dict:
     """Statistics of one region of a RelaxometryFit.
 
+    Percentiles that fall among the censored voxels are None; mean and SD are those of the
+    measured voxels only.
+
     Parameters
     ----------
-    fit_result : RelaxometryFit (maps of shape (k, j, i)).
-    mask : (k, j, i) bool, the region.
-    voxel_volume_ml : volume of one voxel (mL).
-    min_quality : least R^2 of a fitted voxel to count as measured.
-    signal : (n_echoes, k, j, i) magnitudes the maps were fitted from, optional; it tells failed
-        fits whose signal had decayed to the noise floor (too fast) from other failures.
-    reference_s0 : typical signal amplitude of the region at TE = 0 (e.g. the S0 of its
-        ROI-averaged noise-corrected fit); sets the R2* limit of the protocol. Without it (or
-        below the detectable amplitude), the median S0 of the region's well-measured voxels
+    fit_result : RelaxometryFit
+        Maps of shape (k, j, i).
+    mask : bool ndarray, shape (k, j, i)
+        The region.
+    voxel_volume_ml : float, optional
+        Volume of one voxel in mL.
+    min_quality : float
+        Least R^2 of a fitted voxel to count as measured.
+    signal : ndarray, shape (n_echoes, k, j, i), optional
+        Magnitudes the maps were fitted from; it tells failed fits whose signal had decayed to
+        the noise floor (too fast) from other failures.
+    reference_s0 : float, optional
+        Typical signal amplitude of the region at TE = 0 (e.g. the S0 of its ROI-averaged
+        noise-corrected fit); sets the R2* limit of the protocol. Without it (or below the
+        detectable amplitude), the median S0 of the region's well-measured voxels
         (`well_measured`) when they are the majority, else the lower quartile of the whole
         image's (conservative: the bound comes out lower); the source is reported in
         "censoring".
 
-    Returns a JSON-able dict: n_voxels, volume_ml (None without voxel volume), n_included
-    (voxels in the statistics: measured plus censored), n_censored, excluded_fraction (0..1;
-    None for an empty region), excluded_by_status {name: count}, censored_by_status,
-    r2star_{mean, sd, median, iqr, p5, p25, p75, p95} (1/s), the same for t2star (ms),
-    r2star_censored_fraction (share of the included voxels that decay faster than the echoes
-    can measure), r2star_measurable_limit (1/s), r2star_lower_bound and t2star_upper_bound
-    (given when the median falls among the censored voxels; r2star_median is then None),
-    r2star_uncertainty_median (median per-voxel SD of R2* from the fit, 1/s),
-    r2star_se_median (standard error of the median from the voxel spread, 1/s),
-    quality_median (R^2), notes (list of str). Percentiles that fall among the censored voxels
-    are None; mean and SD are those of the measured voxels only.
+    Returns
+    -------
+    dict
+        JSON-able: n_voxels, volume_ml (None without voxel volume), n_included (voxels in the
+        statistics: measured plus censored), n_censored, excluded_fraction (0..1; None for an
+        empty region), excluded_by_status {name: count}, censored_by_status, min_quality,
+        r2star_{mean, sd, median, iqr, p5, p25, p75, p95} (1/s), the same for t2star (ms),
+        r2star_censored_fraction (share of the included voxels that decay faster than the echoes
+        can measure), r2star_measurable_limit (1/s), r2star_lower_bound and t2star_upper_bound
+        (given when the median falls among the censored voxels; r2star_median is then None),
+        censoring (reference S0, noise and limits used), r2star_uncertainty_median (median
+        per-voxel SD of R2* from the fit, 1/s), r2star_se_median (standard error of the median
+        from the voxel spread, 1/s), quality_median (R^2), notes (list of str).
+
+    Raises
+    ------
+    GeometryError
+        When the mask or signal is not on the map grid.
     """
     mask = check_mask(mask, np.shape(fit_result.r2star))
     n = int(np.count_nonzero(mask))
@@ -460,9 +662,27 @@ def _censoring_notes(out: dict, limits: dict, te, quantity: str = "T2*") -> None
 
 
 def label_masks(labels, label_names: dict, spatial_shape) -> list[tuple[int, str, np.ndarray]]:
-    """(value, name, mask) for every named label and every unnamed non-zero label present.
+    """A mask for every named label and every unnamed non-zero label present.
 
     Named labels with no voxels are kept (their statistics then say the region is empty).
+
+    Parameters
+    ----------
+    labels : int ndarray, shape (k, j, i)
+    label_names : dict of int to str
+        Keys convertible to int; unnamed labels are called "label <value>".
+    spatial_shape : tuple of int
+        The maps' spatial shape (k, j, i).
+
+    Returns
+    -------
+    list of (int, str, bool ndarray of shape (k, j, i))
+        (value, name, mask), by value.
+
+    Raises
+    ------
+    GeometryError, InputError
+        As `check_labels`, and for label_names keys that are not integers.
     """
     labels = check_labels(labels, spatial_shape)
     present = np.unique(labels)
@@ -482,10 +702,28 @@ def label_masks(labels, label_names: dict, spatial_shape) -> list[tuple[int, str
 def mean_decay(signal, labels, values, average: str = "mean") -> np.ndarray:
     """Each label's signal per echo: mean magnitude, or root mean square ("rms").
 
-    signal : (n_echoes, k, j, i); labels : (k, j, i) integers; values : the labels wanted.
-    Returns (len(values), n_echoes) float64 (NaN for a label with no voxels); non-finite
-    samples count as 0. The RMS keeps E[S^2] = A^2 + 2 L sigma^2 exact (the noise floor of
-    root-sum-of-squares magnitude), which the noise-corrected fit needs.
+    Non-finite samples count as 0. The RMS keeps E[S^2] = A^2 + 2 L sigma^2 exact (the noise
+    floor of root-sum-of-squares magnitude), which the noise-corrected fit needs.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (n_echoes, k, j, i)
+        Magnitudes (signal units).
+    labels : int ndarray, shape (k, j, i)
+    values : sequence of int
+        The labels wanted.
+    average : str
+        "mean" or "rms".
+
+    Returns
+    -------
+    float64 ndarray, shape (len(values), n_echoes)
+        Signal units; NaN for a label with no voxels.
+
+    Raises
+    ------
+    InputError
+        For another ``average``.
     """
     if average not in ("mean", "rms"):
         raise InputError(f"average must be 'mean' or 'rms'; got {average!r}.")
@@ -506,9 +744,27 @@ def mean_decay(signal, labels, values, average: str = "mean") -> np.ndarray:
 def roi_signal(signal, mask, average: str = "mean") -> np.ndarray:
     """The region's signal per echo: mean magnitude, or root mean square ("rms").
 
-    signal : (n_echoes, k, j, i); mask : (k, j, i) bool. Returns (n_echoes,) float64, as one
-    row of `mean_decay` (the same treatment of non-finite samples), for a single mask.
+    One row of `mean_decay` (the same treatment of non-finite samples), for a single mask.
     The RMS keeps E[S^2] = A^2 + 2 L sigma^2 exact, which the noise-corrected fit needs.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (n_echoes, k, j, i)
+        Magnitudes (signal units).
+    mask : bool ndarray, shape (k, j, i)
+    average : str
+        "mean" or "rms".
+
+    Returns
+    -------
+    float64 ndarray, shape (n_echoes,)
+
+    Raises
+    ------
+    InputError
+        For another ``average``.
+    GeometryError
+        When the mask is not on the signal's grid.
     """
     if average not in ("mean", "rms"):
         raise InputError(f"average must be 'mean' or 'rms'; got {average!r}.")
@@ -525,18 +781,43 @@ def roi_fit(signal, mask, echo_times_ms, method: str = DEFAULT_ROI_METHOD,
             quantity: str = "T2*") -> dict:
     """Fit the region's averaged signal decay with `IronMapping.relaxometry.fit`.
 
-    The cardiac T2* standard is an ROI-averaged fit. method "noise-corrected" (the default)
+    The cardiac T2* standard is an ROI-averaged fit. Method "noise-corrected" (the default)
     fits the mean of the squared magnitudes, whose noise floor is exactly 2 L sigma^2 whatever
     the decay, with the squared-signal model S^2 = S0^2 exp(-2 R2* t) + 2 L sigma^2 (Feng et
     al. MRM 2013;70:1765, doi:10.1002/mrm.24607): unbiased at high iron, where the mean
     magnitude keeps the floor. "truncation" (mean magnitude, late echoes below SNR 2 dropped;
-    He et al. MRM 2008;60:1082, CMRtools practice) is kept by name. Both need the per-voxel
-    noise sigma (a scalar, or a noise map of the region's shape whose RMS over the region is
-    used); without it the fit falls back to "nlls" and says so.
+    He et al. MRM 2008;60:1082, CMRtools practice) is kept by name. Both need the noise sigma;
+    without it the fit falls back to "nlls" and says so.
 
-    Returns a JSON-able dict: method, signal_average, r2star (1/s), t2star (ms), s0, quality
-    (R^2), echoes_used, status, r2star_measurable_limit (1/s, noise-corrected only), notes.
-    Values are None when the fit failed or R2* is beyond what the averaged echoes measure.
+    Parameters
+    ----------
+    signal : ndarray, shape (n_echoes, k, j, i)
+        Magnitudes (signal units).
+    mask : bool ndarray, shape (k, j, i)
+    echo_times_ms : ndarray, shape (n_echoes,)
+        Echo times in ms.
+    method : str
+        "noise-corrected" or "truncation".
+    noise_sigma : float or ndarray, shape (k, j, i), optional
+        Noise SD per real channel (signal units); of a noise map, the RMS over the region is
+        used.
+    coils : float, optional
+        Effective coil count L.
+    quantity : str
+        "T2*", or "T2" for spin echo.
+
+    Returns
+    -------
+    dict
+        JSON-able: method, signal_average, r2star (1/s), t2star (ms), s0 (signal units),
+        quality (R^2), echoes_used, status, n_voxels, r2star_measurable_limit (1/s,
+        noise-corrected only), echoes_above_floor (noise-corrected only), notes. Values are
+        None when the fit failed or R2* is beyond what the averaged echoes measure.
+
+    Raises
+    ------
+    InputError
+        For an unknown method.
     """
     from .relaxometry import Status, fit
 
@@ -616,6 +897,23 @@ def compare_lesion(lesion: dict, background: dict, coverage_factor: float = LESI
     The difference "exceeds" it when |difference| > coverage_factor x combined. The reading:
     not exceeding -> isointense to liver on T2*; lower R2* -> hyperintense (less iron, e.g.
     adenoma, HCC, metastasis); higher -> hypointense (Belay 2018, J Med Case Reports).
+    A liver known only to be above a lower bound gives "hyperintense" when the lesion is
+    clearly below the bound, else no reading.
+
+    Parameters
+    ----------
+    lesion, background : dict
+        `region_statistics` of the lesion and of the background liver.
+    coverage_factor : float
+        k in |difference| > k x combined uncertainty.
+
+    Returns
+    -------
+    dict
+        lesion_r2star_median, background_r2star_median, difference_r2star, ratio_r2star,
+        combined_uncertainty_r2star (all 1/s but the ratio), uncertainty_basis,
+        coverage_factor, standard_error_difference_r2star (1/s), exceeds_uncertainty, reading,
+        text; background_r2star_lower_bound when the liver is censored.
     """
     out = {"lesion_r2star_median": lesion.get("r2star_median"),
            "background_r2star_median": background.get("r2star_median"),
@@ -690,9 +988,27 @@ def _compare_with_censored_background(out: dict, lesion: dict, a: float, bound: 
 def signal_intensity_ratio(signal, mask, reference_mask, echo_times_ms=None) -> dict:
     """Mean signal of a region over the mean signal of a reference region, per echo.
 
-    For SIR-style (Gandon 2004) and single-echo protocols. Returns {"echo_times_ms": [...],
-    "ratio": [...], "region_mean_signal": [...], "reference_mean_signal": [...]}; ratios are
-    None where the reference signal is zero or a region is empty.
+    For SIR-style (Gandon 2004) and single-echo protocols.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (n_echoes, k, j, i) or (k, j, i)
+        Magnitudes (signal units).
+    mask, reference_mask : bool ndarray, shape (k, j, i)
+    echo_times_ms : ndarray, shape (n_echoes,), optional
+        Echo times in ms, copied to the result.
+
+    Returns
+    -------
+    dict
+        "echo_times_ms", "ratio", "region_mean_signal", "reference_mean_signal": lists, one
+        entry per echo; ratios are None where the reference signal is zero or a region is
+        empty.
+
+    Raises
+    ------
+    InputError
+        When the number of echo times differs from the echoes.
     """
     signal = np.asarray(signal)
     if signal.ndim == 3:

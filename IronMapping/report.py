@@ -57,6 +57,7 @@ LESION_COLUMNS = (
 
 
 def matplotlib_available() -> bool:
+    """Whether matplotlib can be imported (figures and the PDF need it)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -65,7 +66,16 @@ def matplotlib_available() -> bool:
 
 
 def pdf_path(html_path) -> Path:
-    """Where ``write_report`` puts the PDF: beside the HTML, same stem."""
+    """Where ``write_report`` puts the PDF: beside the HTML, same stem.
+
+    Parameters
+    ----------
+    html_path : str or Path
+
+    Returns
+    -------
+    Path
+    """
     return Path(html_path).with_suffix(".pdf")
 
 
@@ -75,18 +85,45 @@ def write_report(path, summary: Mapping[str, Any] | None, *, fit=None, image=Non
                  warnings: Iterable[str] = (), timings: Mapping[str, float] | None = None,
                  truth: Mapping[str, float] | None = None, title: str | None = None,
                  pdf: bool = True) -> Path:
-    """Write the HTML report to ``path`` (and ``report.pdf`` beside it) and return the path.
+    """Write the HTML report (and ``report.pdf`` beside it).
 
     Parameters
     ----------
-    summary : the statistics dict (``quantification.summarize``); None when no regions.
-    fit : ``RelaxometryFit`` (maps for the figures, noise floor, method provenance).
-    image : ``MultiEchoImage`` (first echo, mean decay curves, orientation from ijk_to_ras).
-    labels : int array [k, j, i] on the map grid; ``label_names`` {value: name}.
-    inputs : what went in (paths, options), shown verbatim.
-    figures : False skips figures (faster); they are also skipped without matplotlib.
-    truth : {region name: true R2* 1/s} for phantom runs, shown beside the measurements.
-    pdf : also write the PDF (needs matplotlib; an older PDF of this name is removed otherwise).
+    path : str or Path
+        The HTML file.
+    summary : dict or None
+        The statistics dict (``quantification.summarize``); None when no regions.
+    fit : RelaxometryFit, optional
+        Maps for the figures, noise floor, method provenance.
+    image : MultiEchoImage, optional
+        First echo, mean decay curves, orientation from ijk_to_ras.
+    labels : int ndarray, shape (k, j, i), optional
+        Regions on the map grid.
+    label_names : dict of int to str, optional
+    inputs : dict, optional
+        What went in (paths, options), shown verbatim.
+    figures : bool
+        False skips figures (faster); they are also skipped without matplotlib.
+    warnings : iterable of str
+        Listed before the summary's own warnings, each once.
+    timings : dict of str to float, optional
+        Seconds per stage, shown with the inputs.
+    truth : dict of str to float, optional
+        {region name: true R2* in 1/s} for phantom runs, shown beside the measurements.
+    title : str, optional
+        Page title (default "IronMapping iron quantification report").
+    pdf : bool
+        Also write the PDF (needs matplotlib; an older PDF of this name is removed otherwise).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError, OutputError
+        As :func:`IronMapping.fileio.write_text`.
     """
     path = Path(path)
     report = build_report(summary, fit=fit, image=image, labels=labels, label_names=label_names,
@@ -106,15 +143,33 @@ def write_report(path, summary: Mapping[str, Any] | None, *, fit=None, image=Non
 
 def render_report(summary, *, fit=None, image=None, labels=None, label_names=None, inputs=None,
                   figures=True, warnings=(), timings=None, truth=None, title=None) -> str:
-    """The report as one HTML string (see :func:`write_report`)."""
+    """The report as one HTML string.
+
+    Parameters
+    ----------
+    summary, fit, image, labels, label_names, inputs, figures, warnings, timings, truth, title
+        As in :func:`write_report`.
+
+    Returns
+    -------
+    str
+    """
     return build_report(summary, fit=fit, image=image, labels=labels, label_names=label_names,
                         inputs=inputs, figures=figures, warnings=warnings, timings=timings,
                         truth=truth, title=title).html
 
 
 class Report:
-    """The built report: ``html``, ``figures`` (report_figures.Figure), ``text_blocks`` (for
-    the PDF's first page) and ``title``."""
+    """The built report.
+
+    Attributes
+    ----------
+    html : str
+    figures : list of report_figures.Figure
+    text_blocks : list of (str, str)
+        (style, text) for the PDF's first page.
+    title : str
+    """
 
     def __init__(self, html_text, figures, text_blocks, title):
         self.html, self.figures, self.text_blocks, self.title = html_text, figures, text_blocks, title
@@ -122,6 +177,17 @@ class Report:
 
 def build_report(summary, *, fit=None, image=None, labels=None, label_names=None, inputs=None,
                  figures=True, warnings=(), timings=None, truth=None, title=None) -> Report:
+    """Build the report's HTML, figures and PDF text.
+
+    Parameters
+    ----------
+    summary, fit, image, labels, label_names, inputs, figures, warnings, timings, truth, title
+        As in :func:`write_report`.
+
+    Returns
+    -------
+    Report
+    """
     summary = dict(summary or {})
     if fit is not None and getattr(fit, "quantity", None) and "quantity" not in summary:
         summary["quantity"] = fit.quantity

@@ -27,7 +27,15 @@ BACK = 0.07           # figure background grey (0 black)
 
 @dataclass
 class Figure:
-    """A rendered figure: PNG for the HTML page, its RGB pixels for the PDF, its caption."""
+    """A rendered figure: PNG for the HTML page, its RGB pixels for the PDF, its caption.
+
+    Attributes
+    ----------
+    png : bytes
+    pixels : uint8 ndarray, shape (rows, cols, 3)
+    caption : str
+    title : str
+    """
 
     png: bytes
     pixels: np.ndarray
@@ -127,11 +135,29 @@ def _free(cands: np.ndarray, boxes, w, h) -> np.ndarray:
 def place_names(regions, w, h, font_px, taken=(), strict=False, boxes=None):
     """Label positions that avoid each other, the orientation letters and the panel edges.
 
-    regions : name_positions() rows; returns [(name, x, y)] of box centres in panel pixels.
     Tried in order: above the region, below it, inside its top, right and left of it, inside
     its bounding box; failing all, the free place in the panel nearest to the region's top
-    (``strict``: the name is left out instead). ``boxes``: a list of occupied boxes to use
-    and extend (default: a copy of ``taken``).
+    (``strict``: the name is left out instead).
+
+    Parameters
+    ----------
+    regions : list of tuple
+        ``name_positions()`` rows: (name, top, bottom, left, right, centre column) in pixels.
+    w, h : float
+        Panel width and height in pixels.
+    font_px : float
+        Font size in pixels.
+    taken : sequence of (x0, y0, x1, y1)
+        Occupied boxes (orientation letters).
+    strict : bool
+        Leave a name out rather than place it away from its region.
+    boxes : list of (x0, y0, x1, y1), optional
+        Occupied boxes to use and extend (default: a copy of ``taken``).
+
+    Returns
+    -------
+    list of (str, float, float)
+        (name, x, y) of box centres in panel pixels.
     """
     boxes = list(taken) if boxes is None else boxes
     out = []
@@ -167,14 +193,37 @@ def place_names(regions, w, h, font_px, taken=(), strict=False, boxes=None):
 
 
 def organ_slices(r2, labels) -> np.ndarray:
-    """Indices of the stored slices that hold a segmented region (or fitted voxels)."""
+    """Indices of the stored slices that hold a segmented region (or fitted voxels).
+
+    Parameters
+    ----------
+    r2 : ndarray, shape (k, j, i)
+        R2* map in 1/s (NaN where not fitted).
+    labels : int ndarray, shape (k, j, i), or None
+
+    Returns
+    -------
+    int ndarray
+    """
     weight = (np.asarray(labels) > 0) if labels is not None else np.isfinite(r2)
     per_slice = weight.reshape(weight.shape[0], -1).sum(1)
     return np.flatnonzero(per_slice)
 
 
 def key_slice(r2, labels) -> int:
-    """The slice holding the most distinct regions (then the largest labelled area)."""
+    """The slice holding the most distinct regions (then the largest labelled area).
+
+    Parameters
+    ----------
+    r2 : ndarray, shape (k, j, i)
+        R2* map in 1/s.
+    labels : int ndarray, shape (k, j, i), or None
+
+    Returns
+    -------
+    int
+        Index k; the middle slice when nothing is segmented or fitted.
+    """
     candidates = organ_slices(r2, labels)
     if candidates.size == 0:
         return int(r2.shape[0] // 2)
@@ -291,7 +340,24 @@ def _map_figure(panels: _Panels, items, ncol, scale, rate, caption, title, name_
 
 
 def map_figures(fit, image, labels, label_names, summary, rate) -> list[Figure]:
-    """Key image (first echo beside the R2* map) and the montage of every organ slice."""
+    """Key image (first echo beside the R2* map) and the montage of every organ slice.
+
+    Parameters
+    ----------
+    fit : RelaxometryFit
+    image : MultiEchoImage or None
+    labels : int ndarray, shape (k, j, i), or None
+    label_names : dict of int to str
+    summary : dict or None
+        For the field strength and the grading bands.
+    rate : str
+        "R2*", or "R2" for spin echo.
+
+    Returns
+    -------
+    list of Figure
+        Empty when the maps are not 3-D.
+    """
     r2 = np.asarray(fit.r2star)
     if r2.ndim != 3:
         return []
@@ -343,6 +409,16 @@ def map_figures(fit, image, labels, label_names, summary, rate) -> list[Figure]:
 
 
 def view_matrix(image):
+    """The image's ijk_to_ras (4, 4), or the identity without an image.
+
+    Parameters
+    ----------
+    image : MultiEchoImage or None
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+    """
     return image.ijk_to_ras if image is not None else np.eye(4)
 
 
@@ -358,7 +434,23 @@ def _noise_floor(fit):
 
 
 def decay_figure(image, fit, named, regions, rate) -> Figure:
-    """Per-region mean decay (points), the ROI fit (line) and the noise floor (dashed)."""
+    """Per-region mean decay (points), the ROI fit (line) and the noise floor (dashed).
+
+    Parameters
+    ----------
+    image : MultiEchoImage
+    fit : RelaxometryFit
+    named : list of (str, bool ndarray of shape (k, j, i))
+        (region name, mask) of the regions plotted.
+    regions : list of dict
+        The summary's region rows (ROI fits).
+    rate : str
+        "R2*", or "R2" for spin echo.
+
+    Returns
+    -------
+    Figure
+    """
     from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
     from .headline import fmt
@@ -442,10 +534,15 @@ A4 = (8.27, 11.69)
 
 
 def write_pdf(path, title: str, text_blocks, figures) -> None:
-    """report.pdf: a text page (the first-screen answer) then the figures, A4 portrait.
+    """Write report.pdf: a text page (the first-screen answer) then the figures, A4 portrait.
 
-    text_blocks : [(style, text)] with style "h1", "h2", "p", "row" (tab-separated columns)
-    or "small"; figures : `Figure` objects.
+    Parameters
+    ----------
+    path : str or Path
+    title : str
+    text_blocks : list of (str, str)
+        (style, text) with style "h1", "h2", "p", "row" (tab-separated columns) or "small".
+    figures : list of Figure
     """
     from matplotlib.backends.backend_pdf import PdfPages
 

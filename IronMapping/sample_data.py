@@ -52,15 +52,38 @@ def _thumbnail() -> str:
 
 
 def recipe_path(sample: str) -> Path:
-    """The shipped recipe file of a sample name (Resources/SampleData/<sample>.ironphantom)."""
+    """The shipped recipe file of a sample name (Resources/SampleData/<sample>.ironphantom).
+
+    Parameters
+    ----------
+    sample : str
+        Sample name, a key of ``SAMPLES``.
+
+    Returns
+    -------
+    Path
+    """
     return _RESOURCES / "SampleData" / (sample + RECIPE_EXTENSION)
 
 
 def read_recipe(path) -> dict:
-    """The phantom recipe in ``path``: {"preset": str, "options": dict for make_phantom}.
+    """The phantom recipe in a file.
 
-    Raises InputError when the file is not a recipe, names an unknown preset or an option
-    that :func:`IronMapping.phantom.make_phantom` does not take.
+    Parameters
+    ----------
+    path : str or Path
+        JSON with ``"format": RECIPE_FORMAT``.
+
+    Returns
+    -------
+    dict
+        {"preset": str, "options": dict for make_phantom} (lists as tuples).
+
+    Raises
+    ------
+    InputError
+        When the file is not a recipe, names an unknown preset or an option that
+        :func:`IronMapping.phantom.make_phantom` does not take.
     """
     import inspect
 
@@ -86,7 +109,24 @@ def read_recipe(path) -> dict:
 def load_recipe(path, name: str | None = None, scene=None):
     """Generate the phantom a recipe file describes and add it to the scene.
 
-    Returns (volume sequence node, segmentation node, Phantom), as :func:`load_phantom`.
+    Parameters
+    ----------
+    path : str or Path
+        The recipe (see :func:`read_recipe`).
+    name : str, optional
+        Node name (default "IronPhantom <preset>").
+    scene : vtkMRMLScene, optional
+        Default: Slicer's scene.
+
+    Returns
+    -------
+    (vtkMRMLSequenceNode, vtkMRMLSegmentationNode, Phantom)
+        As :func:`load_phantom`.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_recipe`.
     """
     recipe = read_recipe(path)
     sequence, segmentation, phantom = load_phantom(recipe["preset"], name=name, scene=scene, **recipe["options"])
@@ -97,10 +137,24 @@ def load_recipe(path, name: str | None = None, scene=None):
 
 def load_phantom(preset: str = "neonatal-haemochromatosis", name: str | None = None, scene=None,
                  **phantom_options):
-    """Generate the phantom and add it to the scene.
+    """Generate the phantom and add it to the scene (all nodes or none).
 
-    Returns (volume sequence node, segmentation node, Phantom). ``phantom_options`` go to
-    :func:`IronMapping.phantom.make_phantom` (shape, snr, coils, field_strength_t, seed, ...).
+    Parameters
+    ----------
+    preset : str
+        As in :func:`IronMapping.phantom.make_phantom`.
+    name : str, optional
+        Node name (default "IronPhantom <preset>").
+    scene : vtkMRMLScene, optional
+        Default: Slicer's scene.
+    **phantom_options
+        Passed to :func:`IronMapping.phantom.make_phantom` (shape, snr, coils,
+        field_strength_t, seed, ...).
+
+    Returns
+    -------
+    (vtkMRMLSequenceNode, vtkMRMLSegmentationNode, Phantom)
+        The echoes, the organ segmentation "<name> organs" and the phantom with its truth.
     """
     from . import scene as mrml
 
@@ -152,6 +206,16 @@ def echo_volumes(sequence_node, scene=None) -> list:
 
     This is how a series looks when its echoes are loaded one by one: no echo times are
     attached (the user types them in). Used by the self-test's echo-volume path.
+
+    Parameters
+    ----------
+    sequence_node : vtkMRMLSequenceNode
+    scene : vtkMRMLScene, optional
+        Default: Slicer's scene.
+
+    Returns
+    -------
+    list of vtkMRMLScalarVolumeNode
     """
     from . import scene as mrml
 

@@ -57,17 +57,47 @@ def statistics(r2star_values, organ: str | None = None, field_strength_t: float 
                calibration=None, status_values=None, s0_values=None, echo_times_ms=None,
                noise_sigma: float | None = None, coils: float | None = None,
                reference_s0: float | None = None) -> dict:
-    """Statistics of the R2* values (1/s) of one segment; NaN values (failed fits) are excluded.
+    """Statistics of the R2* values of one segment; NaN values (failed fits) are excluded.
 
-    With the fit's status (and S0, echo times in ms, noise sigma and coil count) of the same
-    voxels, voxels whose decay is faster than the echoes can measure are ranked above every
-    value (IronMapping.regions.too_fast_voxels), so the median stays valid while fewer than half
-    are that fast; beyond that "r2star_median" is left out and "r2star_lower_bound" (1/s) and,
-    for liver, "lic_lower_bound" (mg Fe/g) are given; "r2star_median_text" reads e.g. "> 1444".
+    With the fit's status (and S0, echo times, noise sigma and coil count) of the same voxels,
+    voxels whose decay is faster than the echoes can measure are ranked above every value
+    (IronMapping.regions.too_fast_voxels), so the median stays valid while fewer than half are
+    that fast; beyond that "r2star_median" is left out and "r2star_lower_bound" (1/s) and, for
+    liver, "lic_lower_bound" (mg Fe/g) are given; "r2star_median_text" reads e.g. "> 1444".
     The limit needs the tissue amplitude: the segment's well-measured voxels when they are the
     majority, else ``reference_s0`` (e.g. IronMapping.regions.image_tissue_amplitude).
     LIC is given for liver only and only when the field strength suits the calibration
     (IronMapping.calibration.liver_iron_concentration); otherwise it is left out.
+
+    Parameters
+    ----------
+    r2star_values : ndarray, shape (n,)
+        R2* in 1/s of the segment's voxels.
+    organ : str, optional
+        Recognised organ ("liver" gets LIC).
+    field_strength_t : float, optional
+        Field strength in T.
+    calibration : str or Calibration, optional
+        LIC calibration (None: the default).
+    status_values : uint8 ndarray, shape (n,), optional
+        Fit status of the same voxels.
+    s0_values : ndarray, shape (n,), optional
+        Fitted S0 (signal units).
+    echo_times_ms : ndarray, shape (n_echoes,), optional
+        Echo times in ms.
+    noise_sigma : float, optional
+        Noise SD per real channel (signal units).
+    coils : float, optional
+        Effective coil count L.
+    reference_s0 : float, optional
+        Tissue amplitude (signal units) when the segment's own is not measured.
+
+    Returns
+    -------
+    dict
+        Keys of MEASUREMENTS that have a value (None values are left out): fitted_percent,
+        r2star_median_text, r2star_mean, r2star_sd, r2star_median (1/s), t2star_median (ms),
+        censored_percent, r2star_lower_bound, lic or lic_lower_bound (mg Fe/g dw).
     """
     values = np.asarray(r2star_values, dtype=np.float64).ravel()
     finite = values[np.isfinite(values)]
@@ -137,7 +167,24 @@ def _censored_median_low(values, n_censored):
 
 
 def compute_for_segment(segmentation_node, segment_id, volume_node, scene=None, calibration=None) -> dict:
-    """Statistics of one segment on the R2* map that belongs to ``volume_node`` ({} if none)."""
+    """Statistics of one segment on the R2* map that belongs to a volume.
+
+    Parameters
+    ----------
+    segmentation_node : vtkMRMLSegmentationNode
+    segment_id : str
+    volume_node : vtkMRMLScalarVolumeNode
+        An IronMapping R2* map, a sibling output or the multi-echo input.
+    scene : vtkMRMLScene, optional
+        Default: Slicer's scene.
+    calibration : str or Calibration, optional
+        LIC calibration.
+
+    Returns
+    -------
+    dict
+        As :func:`statistics`; {} when the volume has no R2* map.
+    """
     from . import scene as mrml
     from .organs import recognise_organ
 
@@ -193,11 +240,22 @@ PLUGIN_CLASS_NAME = "IronMappingSegmentStatisticsPlugin"
 def run_segment_statistics(logic, segmentation_node, volume_node) -> dict:
     """Compute every key of the plugin with a SegmentStatisticsLogic, as a script would.
 
-    ``logic`` is a ``SegmentStatisticsLogic()`` with the plugin registered. Its parameter node
-    gets the segmentation, the scalar volume (an IronMapping R2* map, a sibling output or the
-    multi-echo input), all segments (not only visible ones) and all of the plugin's keys.
-    Returns {segment name: {key: value}} with the plugin's keys only (values as the logic
-    stores them: R2* 1/s, T2* ms, LIC mg Fe/g dry weight, fitted %).
+    Its parameter node gets the segmentation, the scalar volume, all segments (not only visible
+    ones) and all of the plugin's keys.
+
+    Parameters
+    ----------
+    logic : SegmentStatisticsLogic
+        With the plugin registered.
+    segmentation_node : vtkMRMLSegmentationNode
+    volume_node : vtkMRMLScalarVolumeNode
+        An IronMapping R2* map, a sibling output or the multi-echo input.
+
+    Returns
+    -------
+    dict
+        {segment name: {key: value}} with the plugin's keys only (values as the logic stores
+        them: R2* 1/s, T2* ms, LIC mg Fe/g dry weight, fitted %).
     """
     params = logic.getParameterNode()
     params.SetParameter("Segmentation", segmentation_node.GetID())

@@ -21,7 +21,17 @@ SPIKE_FACTOR = 10.0
 
 
 def invalid_voxels(signal2d) -> np.ndarray:
-    """(n_voxels,) bool: NaN, inf or a negative value in any echo."""
+    """Voxels with NaN, inf or a negative value in any echo.
+
+    Parameters
+    ----------
+    signal2d : ndarray, shape (n_echoes, n_voxels)
+        Magnitudes (signal units).
+
+    Returns
+    -------
+    bool ndarray, shape (n_voxels,)
+    """
     out = np.empty(signal2d.shape[1], bool)
     step = 1 << 18  # in chunks of voxels: no echo-sized temporary arrays
     with np.errstate(invalid="ignore"):
@@ -32,9 +42,20 @@ def invalid_voxels(signal2d) -> np.ndarray:
 
 
 def spike_voxels(signal2d, invalid=None) -> np.ndarray:
-    """(n_voxels,) bool: a sample more than SPIKE_FACTOR x its echo's 99.9th percentile.
+    """Voxels with a sample more than SPIKE_FACTOR x its echo's 99.9th percentile (hot pixels).
 
     Needs at least 1000 voxels (a percentile of a handful of voxels says nothing).
+
+    Parameters
+    ----------
+    signal2d : ndarray, shape (n_echoes, n_voxels)
+        Magnitudes (signal units).
+    invalid : bool ndarray, shape (n_voxels,), optional
+        `invalid_voxels` of the signal, computed when None; such voxels are never spikes.
+
+    Returns
+    -------
+    bool ndarray, shape (n_voxels,)
     """
     n_echoes, n_vox = signal2d.shape
     spikes = np.zeros(n_vox, bool)
@@ -59,6 +80,15 @@ def fill_body(mask: np.ndarray) -> np.ndarray:
     The same as scipy's binary_fill_holes per slice and then in 3-D, done by labelling the
     background once (components that touch the border are outside) rather than flooding it
     step by step, which costs several times more on a full abdomen.
+
+    Parameters
+    ----------
+    mask : bool ndarray, shape (k, j, i) or (j, i)
+        Tissue mask; 1-D masks are returned unchanged.
+
+    Returns
+    -------
+    bool ndarray, same shape
     """
     mask = np.asarray(mask, bool)
     if mask.ndim < 2:
@@ -85,19 +115,45 @@ def _outside(background, structure, border_axes) -> np.ndarray:
 
 
 def tissue_threshold(noise: NoiseEstimate, k: float = FLOOR_SDS):
-    """Signal level above which a first-echo sample is tissue (scalar or per-voxel array)."""
+    """Signal level above which a first-echo sample is tissue: floor mean + k floor SDs.
+
+    Parameters
+    ----------
+    noise : NoiseEstimate
+        Its ``sigma_map`` is used when present.
+    k : float
+        Noise-floor SDs above the floor mean.
+
+    Returns
+    -------
+    float or ndarray, shape (n_voxels,)
+        Threshold in signal units (per voxel with a noise map).
+    """
     sigma = noise.sigma if noise.sigma_map is None else noise.sigma_map
     return noise_floor_mean(sigma, noise.coils) + k * noise_floor_sd(sigma, noise.coils)
 
 
 def automatic_mask(first_echo, noise: NoiseEstimate | None = None, k: float = FLOOR_SDS,
                    spatial=None, second_echo=None) -> np.ndarray:
-    """Tissue mask (flat bool) from the first echo(es): above the noise floor, holes filled.
+    """Tissue mask from the first echo(es): above the noise floor, holes filled.
 
-    first_echo : (n_voxels,) magnitudes of echo 1; second_echo optionally echo 2 (a voxel above
-    the floor in either counts). noise : the noise estimate; without it Otsu's threshold is
-    used on values clipped against spikes. spatial : the spatial shape, to fill the holes of
-    the body outline (a dark, iron-loaded organ inside the body is kept).
+    Parameters
+    ----------
+    first_echo : ndarray, shape (n_voxels,)
+        Magnitudes of echo 1 (signal units).
+    noise : NoiseEstimate, optional
+        Without it Otsu's threshold is used on values clipped against spikes.
+    k : float
+        Noise-floor SDs above the floor mean that count as tissue.
+    spatial : tuple of int, optional
+        The spatial shape (k, j, i), to fill the holes of the body outline (a dark,
+        iron-loaded organ inside the body is kept).
+    second_echo : ndarray, shape (n_voxels,), optional
+        Echo 2; a voxel above the floor in either echo counts.
+
+    Returns
+    -------
+    bool ndarray, shape (n_voxels,)
     """
     from .noise_source import robust_otsu
 

@@ -32,9 +32,11 @@ class WrittenSeries:
     Attributes
     ----------
     paths : list of str
-    series_uids : list of str (one, or one per echo with ``series_per_echo``)
-    expected : dict component -> float32 array [echo, k, j, i]
-        Values a correct reader returns (input quantised to the stored 16-bit grid).
+    series_uids : list of str
+        One, or one per echo with ``series_per_echo``.
+    expected : dict of str to float32 ndarray, shape (n_echoes, k, j, i)
+        Per component, the values a correct reader returns (input quantised to the stored
+        16-bit grid).
     """
 
     paths: list = field(default_factory=list)
@@ -136,8 +138,16 @@ def write_multiecho_dicom(image, folder, *, enhanced=False, series_per_echo=Fals
     components : dict, optional
         Extra images {"phase"|"real"|"imaginary": array [echo, k, j, i]} written into the
         same series, marked as such (ImageType / ComplexImageComponent).
+    series_number : int
+        SeriesNumber (the next numbers for further series with ``series_per_echo``).
+    series_description : str
+        SeriesDescription (and ProtocolName of classic files).
     scanning_sequence : str, optional
         "GR" or "SE"; defaults to "SE" when ``image.quantity`` is "T2", else "GR".
+    manufacturer : str
+        Manufacturer.
+    study_uid, frame_of_reference_uid : str, optional
+        StudyInstanceUID and FrameOfReferenceUID; new UIDs when None.
     shuffle_seed : int or None
         Shuffle file names / frame order so that readers cannot rely on them (None: keep
         echo-interleaved order).
@@ -145,6 +155,13 @@ def write_multiecho_dicom(image, folder, *, enhanced=False, series_per_echo=Fals
     Returns
     -------
     WrittenSeries
+
+    Raises
+    ------
+    InputError
+        For ``series_per_echo`` with ``enhanced``, or an unknown or misshapen component.
+    GeometryError
+        When the i and j axes are not orthogonal.
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence

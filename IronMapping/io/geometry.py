@@ -11,7 +11,18 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def sitk_ijk_to_ras(image) -> np.ndarray:
-    """IJK-to-RAS (4x4, mm) of the first three axes of a SimpleITK image (ITK works in LPS)."""
+    """IJK-to-RAS matrix of the first three axes of a SimpleITK image (ITK works in LPS).
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        2-D, 3-D or 4-D.
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+        Voxel index (i, j, k) to RAS millimetres.
+    """
     dim = image.GetDimension()
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)

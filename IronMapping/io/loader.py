@@ -52,12 +52,24 @@ class FileGroupCandidate:
         self.n_files = len(mags)
 
     def summary(self):
+        """One line for listings: label, number of magnitude files, echo-time range in ms."""
         tes = sorted(t for e in self.entries if e.component == "magnitude"
                      for t in (e.echo_times or []))
         te = f", TE {tes[0]:g}-{tes[-1]:g} ms" if tes else ", echo times not in sidecars"
         return f"NIfTI {self.label}: {self.n_files} magnitude file(s){te}"
 
     def load(self, echo_times_ms=None):
+        """Read the files of this group.
+
+        Parameters
+        ----------
+        echo_times_ms : sequence of float, optional
+            Echo times in ms, one per echo, when the files do not record them.
+
+        Returns
+        -------
+        MultiEchoImage
+        """
         fmt = "nifti" if all(nifti.is_nifti(e.path) for e in self.entries) else "volume-files"
         return nifti.load_files(self.entries, echo_times_ms, explicit=self.explicit,
                                 source_format=fmt)
@@ -74,9 +86,26 @@ class SequenceCandidate:
         self.identifiers = {nifti.strip_suffix(path).lower(), os.path.basename(path).lower()}
 
     def summary(self):
+        """One line for listings."""
         return f"NRRD {self.label}"
 
     def load(self, echo_times_ms=None):
+        """Read the sequence; T2* (gradient echo) is assumed, and a warning says so.
+
+        Parameters
+        ----------
+        echo_times_ms : sequence of float, optional
+            Echo times in ms, one per frame, when the header does not record them.
+
+        Returns
+        -------
+        MultiEchoImage
+
+        Raises
+        ------
+        EchoTimeError
+            When the number of echo times differs from the number of frames.
+        """
         seq = read_volume_sequence(self.path)
         found, source, looked = sequence_echo_times(seq, self.path)
         use, source = reconcile_echo_times(found, echo_times_ms, source or "")
@@ -143,9 +172,25 @@ def _nifti_groups(files):
 
 
 def find_candidates(path_or_paths):
-    """Every candidate multi-echo series among the given folder/files.
+    """Every candidate multi-echo series among the given folder or files.
 
-    Returns (candidates, skipped, where) — ``where`` describes the input for messages.
+    Parameters
+    ----------
+    path_or_paths : str, os.PathLike or sequence of them
+        As in `load_multiecho`.
+
+    Returns
+    -------
+    candidates : list of FileGroupCandidate, SequenceCandidate or DICOM candidates
+    skipped : list of (str, str)
+        (path, reason) of DICOM files that were skipped.
+    where : str
+        The input described for messages.
+
+    Raises
+    ------
+    InputError
+        For paths that do not exist, an empty list, or a folder inside a list of files.
     """
     if isinstance(path_or_paths, (str, os.PathLike)):
         path = os.fspath(path_or_paths)
@@ -216,8 +261,28 @@ def _listing(cands, limit=12):
 
 
 def choose_candidate(candidates, series, where, skipped=()):
-    """The candidate named by ``series`` (number, UID, description or file name) or the only
-    usable one; raises InputError listing the candidates otherwise."""
+    """The candidate named by ``series``, or the only usable one.
+
+    Parameters
+    ----------
+    candidates : list
+        From `find_candidates`.
+    series : int, str or None
+        Series number, UID, description or file name.
+    where : str
+        The input described for messages.
+    skipped : sequence of (str, str)
+        (path, reason) of skipped files, named when nothing is usable.
+
+    Returns
+    -------
+    candidate
+
+    Raises
+    ------
+    InputError
+        Listing the candidates when none matches, several match, or none is usable.
+    """
     usable = [c for c in candidates if c.usable]
     if series is not None:
         key = str(series).strip().lower()
@@ -304,7 +369,15 @@ def load_multiecho(path_or_paths, series=None, echo_times_ms: Sequence[float] | 
 def list_series(path_or_paths):
     """Summaries of the candidate series found (for a chooser in a GUI or CLI).
 
-    Returns a list of dicts: ``label``, ``summary``, ``usable``, ``reason``, ``identifiers``.
+    Parameters
+    ----------
+    path_or_paths : str, os.PathLike or sequence of them
+        As in `load_multiecho`.
+
+    Returns
+    -------
+    list of dict
+        ``label``, ``summary``, ``usable``, ``reason``, ``identifiers`` (sorted list of str).
     """
     candidates, _, _ = find_candidates(path_or_paths)
     return [{"label": c.label, "summary": c.summary(), "usable": c.usable,

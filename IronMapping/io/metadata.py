@@ -13,11 +13,22 @@ ARRAY_KEYS = ("complex_components",)
 
 
 def json_safe(metadata: dict, max_list: int = 64) -> dict:
-    """A copy of ``metadata`` that ``json.dumps`` accepts (see :func:`IronMapping.fileio.json_safe`).
+    """A copy of image metadata that ``json.dumps`` accepts (see :func:`fileio.json_safe`).
 
     Arrays in ``ARRAY_KEYS`` are replaced by their shapes, numpy scalars/arrays become Python
-    numbers/lists, NaN and infinity None, and lists longer than ``max_list`` (e.g. hundreds of
-    source paths) are cut to their first items plus a count.
+    numbers/lists, NaN and infinity None, and long lists (e.g. hundreds of source paths) are cut
+    to their first items plus a count.
+
+    Parameters
+    ----------
+    metadata : dict
+        ``MultiEchoImage.metadata``.
+    max_list : int
+        Items kept of a longer list.
+
+    Returns
+    -------
+    dict
     """
     out = {}
     for k, v in metadata.items():

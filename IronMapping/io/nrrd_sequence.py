@@ -83,10 +83,25 @@ def _quoted(text):
 
 
 def read_nrrd_header(path):
-    """Return (fields, keys, data_offset) of an NRRD/NHDR file.
+    """The header of an NRRD/NHDR file.
 
-    ``fields`` maps lower-case standard field names to their text, ``keys`` holds the
-    ``key:=value`` pairs verbatim.
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    fields : dict
+        Lower-case standard field names to their text.
+    keys : dict
+        The ``key:=value`` pairs verbatim.
+    data_offset : int
+        Byte offset of attached data.
+
+    Raises
+    ------
+    InputError
+        When the file does not start with "NRRD".
     """
     with open(path, "rb") as fh:
         magic = fh.readline()
@@ -113,7 +128,22 @@ def read_nrrd_header(path):
 
 
 def read_nrrd(path) -> NrrdFile:
-    """Read an NRRD file (attached or single detached data file; raw, gzip, bzip2 or ascii)."""
+    """Read an NRRD file (attached or single detached data file; raw, gzip, bzip2 or ascii).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    NrrdFile
+        ``data`` with the NRRD sizes reversed (C order).
+
+    Raises
+    ------
+    InputError
+        For an unknown type, multi-file data, an unsupported encoding or truncated data.
+    """
     path = os.fspath(path)
     fields, keys, offset = read_nrrd_header(path)
     try:
@@ -206,9 +236,25 @@ class VolumeSequence:
 
 
 def read_volume_sequence(path) -> VolumeSequence:
-    """Read a Slicer .seq.nrrd (or any 3-D/4-D scalar NRRD) into frames [n, k, j, i].
+    """Read a Slicer .seq.nrrd (or any 3-D/4-D scalar NRRD) into frames.
 
     A 3-D NRRD gives one frame. A vector-valued list axis beside the sequence axis is refused.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    VolumeSequence
+        ``frames`` of shape (n_frames, k, j, i), ``ijk_to_ras`` (4, 4) in mm, the sequence
+        axis label, unit and index values, the header keys and notes.
+
+    Raises
+    ------
+    InputError
+        When the header has not 3 spatial axes and at most one sequence axis, or an unsupported
+        space.
     """
     nrrd = read_nrrd(path)
     sizes = [int(s) for s in nrrd.fields["sizes"].split()]
@@ -261,9 +307,28 @@ def _unit_factor(unit, path, what):
 
 
 def sequence_echo_times(seq: VolumeSequence, path):
-    """Echo times (ms) recorded in a volume sequence, or None; plus where they were looked for.
+    """Echo times recorded in a volume sequence, and where they were looked for.
 
-    Returns (echo_times_ms or None, source description, list of places looked).
+    Parameters
+    ----------
+    seq : VolumeSequence
+        Notes are appended when frame labels do not match the frames.
+    path : str or os.PathLike
+        The file, for messages.
+
+    Returns
+    -------
+    echo_times_ms : list of float or None
+        In ms, one per frame; None when not recorded.
+    source : str or None
+        Where they came from.
+    looked : list of str
+        The places looked in.
+
+    Raises
+    ------
+    InputError
+        When frame labels are not numbers, or a unit is not a time unit.
     """
     looked = []
     name = os.path.basename(os.fspath(path))

@@ -27,7 +27,21 @@ def _slicer():
 
 
 def mrml_scene(scene=None):
-    """The given scene, else ``slicer.mrmlScene``; raise InputError when there is none."""
+    """The given scene, else ``slicer.mrmlScene``.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    vtkMRMLScene
+
+    Raises
+    ------
+    InputError
+        When there is none.
+    """
     if scene is not None:
         return scene
     scene = getattr(_slicer(), "mrmlScene", None)
@@ -42,6 +56,10 @@ class SceneTransaction:
     """Context manager: on an exception, remove every node added to the scene meanwhile.
 
     Also usable for deliberate clean-up of temporary nodes (``rollback()``).
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
     """
 
     def __init__(self, scene):
@@ -53,6 +71,7 @@ class SceneTransaction:
         return self
 
     def rollback(self) -> None:
+        """Remove every node added since the transaction began (display and storage nodes first)."""
         added = [self.scene.GetNodeByID(i) for i in _node_ids(self.scene) - self._before]
         # Display, storage and colour nodes first, then their owners.
         added.sort(key=lambda n: 0 if n is not None and not n.IsA("vtkMRMLDisplayableNode") else 1)
@@ -71,7 +90,18 @@ def _node_ids(scene) -> set[str]:
 
 
 def nodes_by_class(scene, class_name: str) -> list:
-    """Nodes of a class (and subclasses) in scene order."""
+    """Nodes of a class (and subclasses) in scene order.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    class_name : str
+        E.g. "vtkMRMLScalarVolumeNode".
+
+    Returns
+    -------
+    list of vtkMRMLNode
+    """
     collection = scene.GetNodesByClass(class_name)
     collection.UnRegister(None)  # the C++ call returns a new reference that Python also holds
     return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
@@ -87,7 +117,21 @@ def _ijk_to_ras(node) -> np.ndarray:
 
 
 def find_output(input_node, key: str, scene=None, class_name: str = "vtkMRMLNode"):
-    """The output node ``key`` previously made from ``input_node``, else None."""
+    """The output node ``key`` previously made from an input node.
+
+    Parameters
+    ----------
+    input_node : vtkMRMLNode
+    key : str
+        Output key ("r2star", "table", ...; the ``IronMapping.Output`` attribute).
+    scene : vtkMRMLScene, optional
+    class_name : str
+        Class the output must be.
+
+    Returns
+    -------
+    vtkMRMLNode or None
+    """
     scene = mrml_scene(scene)
     if input_node is None:
         return None
@@ -100,7 +144,18 @@ def find_output(input_node, key: str, scene=None, class_name: str = "vtkMRMLNode
 
 
 def outputs_of(input_node, scene=None) -> dict:
-    """All IronMapping outputs of ``input_node``: {key: node}."""
+    """All IronMapping outputs of an input node.
+
+    Parameters
+    ----------
+    input_node : vtkMRMLNode
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    dict of str to vtkMRMLNode
+        By output key.
+    """
     scene = mrml_scene(scene)
     result = {}
     for i in range(scene.GetNumberOfNodes()):
@@ -137,7 +192,17 @@ def _set_attributes(node, attributes: dict) -> None:
 
 
 def output_attributes(node) -> dict:
-    """{attribute name without the prefix: value} of an IronMapping output node."""
+    """The ``IronMapping.*`` attributes of an output node.
+
+    Parameters
+    ----------
+    node : vtkMRMLNode
+
+    Returns
+    -------
+    dict of str to str
+        Attribute name without the prefix -> value.
+    """
     result = {}
     for name in node.GetAttributeNames() or ():
         if name.startswith(ATTRIBUTE_PREFIX):
@@ -170,7 +235,15 @@ def _place_in_hierarchy(scene, input_node, nodes) -> None:
 
 
 def remove_outputs(input_node, keys: Iterable[str], scene=None) -> None:
-    """Remove IronMapping outputs ``keys`` of ``input_node`` (e.g. a PDFF map no longer made)."""
+    """Remove IronMapping outputs of an input node (e.g. a PDFF map no longer made).
+
+    Parameters
+    ----------
+    input_node : vtkMRMLNode
+    keys : iterable of str
+        Output keys.
+    scene : vtkMRMLScene, optional
+    """
     scene = mrml_scene(scene)
     current = outputs_of(input_node, scene)
     for key in keys:
@@ -184,14 +257,47 @@ def remove_outputs(input_node, keys: Iterable[str], scene=None) -> None:
 
 
 def volume_array(node) -> np.ndarray:
-    """Voxels [k, j, i] of a volume node (a copy)."""
+    """Voxels of a volume node (a copy).
+
+    Parameters
+    ----------
+    node : vtkMRMLVolumeNode
+
+    Returns
+    -------
+    ndarray, shape (k, j, i)
+    """
     return np.array(_slicer().util.arrayFromVolume(node))
 
 
 def volume_geometry(node) -> tuple[tuple, np.ndarray]:
-    """(shape (k, j, i), ijk_to_ras 4x4) of a volume node."""
+    """Shape and geometry of a volume node.
+
+    Parameters
+    ----------
+    node : vtkMRMLVolumeNode
+
+    Returns
+    -------
+    shape : tuple of int
+        (k, j, i).
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    """
     return tuple(reversed(node.GetImageData().GetDimensions())), _ijk_to_ras(node)
 
 
 def node_by_id(node_id: str, scene=None):
+    """A node of the scene by its ID.
+
+    Parameters
+    ----------
+    node_id : str
+        Empty gives None.
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    vtkMRMLNode or None
+    """
     return mrml_scene(scene).GetNodeByID(node_id) if node_id else None

@@ -20,7 +20,18 @@ FOCAL_COLOURS = {
 
 
 def focal_colour(finding: dict) -> tuple:
-    """Segment colour of a focal finding, by kind (and by field-shift sign for dense ones)."""
+    """Segment colour of a focal finding, by kind (and by field-shift sign for dense ones).
+
+    Parameters
+    ----------
+    finding : dict
+        One finding of ``summary["focal_findings"]``.
+
+    Returns
+    -------
+    tuple of 3 float
+        RGB 0..1.
+    """
     shift = finding.get("field_shift") or {}
     if finding.get("kind") == "iron-dense" and shift.get("sign") == "diamagnetic":
         return FOCAL_COLOURS["iron-dense diamagnetic"]
@@ -28,6 +39,17 @@ def focal_colour(finding: dict) -> tuple:
 
 
 def focal_segment_name(finding: dict) -> str:
+    """Segment name of a focal finding: id, kind, region and size (mL, or voxels).
+
+    Parameters
+    ----------
+    finding : dict
+        One finding of ``summary["focal_findings"]``.
+
+    Returns
+    -------
+    str
+    """
     volume = finding.get("volume_ml")
     size = f"{volume:.1f} mL" if volume is not None else f"{finding.get('n_voxels')} voxels"
     return f"{finding['id']} {finding['kind']} {finding['region']} {size}"
@@ -35,9 +57,35 @@ def focal_segment_name(finding: dict) -> str:
 
 def write_focal_findings(desc: InputDescription, image: MultiEchoImage, findings: list,
                          attributes: dict | None = None, reuse: bool = True, scene=None) -> dict:
-    """The "<input> focal findings" segmentation (one segment per finding, named and coloured
-    by kind) and its "<input> focal findings table". Re-running replaces the segments of the
-    same node. Returns {"focal_segmentation": node, "focal_table": node}."""
+    """The "<input> focal findings" segmentation and its "<input> focal findings table".
+
+    One segment per finding, named and coloured by kind. Re-running replaces the segments of
+    the same node.
+
+    Parameters
+    ----------
+    desc : InputDescription
+        The input the findings belong to.
+    image : MultiEchoImage
+        The fitted image (grid of the findings' masks).
+    findings : list of dict
+        ``summary["focal_findings"]``.
+    attributes : dict, optional
+        Further ``IronMapping.*`` attributes of the nodes.
+    reuse : bool
+        Update the nodes of a previous run instead of adding new ones.
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    dict
+        {"focal_segmentation": node, "focal_table": node}.
+
+    Raises
+    ------
+    InputError
+        When the segments cannot be made.
+    """
     from ..focal import findings_label_map, findings_table
 
     scene = mrml_scene(scene)

@@ -34,7 +34,20 @@ def _database_value(lookup: str, key: str, tag: str) -> str:
 
 
 def dicom_value(uid: str, tag: str) -> str:
-    """A tag of a DICOM instance (by UID) from Slicer's DICOM database."""
+    """A tag of a DICOM instance from Slicer's DICOM database.
+
+    Parameters
+    ----------
+    uid : str
+        SOPInstanceUID.
+    tag : str
+        "gggg,eeee".
+
+    Returns
+    -------
+    str
+        "" when there is no database or no value.
+    """
     return _database_value("instanceValue", uid, tag)
 
 
@@ -52,15 +65,29 @@ def _instance_uids(node) -> list[str]:
 class InputDescription:
     """What was found about an input before reading its voxels.
 
-    nodes : the input node(s) as given (one node, or the list of echo volumes).
-    primary : the node that names the outputs and is referenced by them.
-    display : a scalar volume in the scene showing the first echo (background of the maps).
-    echo_nodes : one volume node per echo (may live inside a sequence node).
-    kind : "sequence" | "multivolume" | "volumes".
-    echo_times_ms : echo times found in the metadata, None when not found.
-    echo_time_source : where they came from.
-    field_strength_t : from DICOM (0018,0087), None when unknown.
-    quantity : "T2*" (gradient echo) or "T2" (spin echo, from DICOM ScanningSequence).
+    Attributes
+    ----------
+    nodes : list of vtkMRMLNode
+        The input node(s) as given (one node, or the list of echo volumes).
+    primary : vtkMRMLNode
+        The node that names the outputs and is referenced by them.
+    display : vtkMRMLScalarVolumeNode or None
+        A scalar volume in the scene showing the first echo (background of the maps).
+    echo_nodes : list of vtkMRMLVolumeNode
+        One volume node per echo (may live inside a sequence node).
+    kind : str
+        "sequence", "multivolume" or "volumes".
+    frame_component : bool
+        The echoes are the scalar components (frames) of one MultiVolume node.
+    echo_times_ms : ndarray, shape (n_echoes,), or None
+        Echo times in ms found in the metadata, None when not found.
+    echo_time_source : str
+        Where they came from.
+    field_strength_t : float or None
+        In T, from DICOM (0018,0087), None when unknown.
+    quantity : str
+        "T2*" (gradient echo) or "T2" (spin echo, from DICOM ScanningSequence).
+    metadata : dict
     """
 
     nodes: list
@@ -77,10 +104,12 @@ class InputDescription:
 
     @property
     def name(self) -> str:
+        """Name of the primary node (its ID when unnamed)."""
         return self.primary.GetName() or self.primary.GetID()
 
     @property
     def n_echoes(self) -> int:
+        """Number of echoes."""
         return len(self.echo_nodes)
 
 
@@ -163,7 +192,19 @@ def _dicom_echo_times(uid_groups: Sequence[Sequence[str]]) -> np.ndarray | None:
 
 
 def dicom_file_value(path: str, tag: str) -> str:
-    """A tag of a DICOM file through Slicer's DICOM database."""
+    """A tag of a DICOM file through Slicer's DICOM database.
+
+    Parameters
+    ----------
+    path : str
+    tag : str
+        "gggg,eeee".
+
+    Returns
+    -------
+    str
+        "" when there is no database or no value.
+    """
     return _database_value("fileValue", path, tag)
 
 
@@ -192,8 +233,28 @@ def _dicom_facts(uids: Sequence[str], files: Sequence[str] = ()) -> dict:
 
 
 def describe_input(input_nodes, scene=None) -> InputDescription:
-    """Find the echo volumes, echo times, field strength and quantity of an input, without
-    reading voxels. ``input_nodes`` is one node or a list of scalar volume nodes."""
+    """Find the echo volumes, echo times, field strength and quantity of an input.
+
+    No voxels are read.
+
+    Parameters
+    ----------
+    input_nodes : vtkMRMLNode or list of vtkMRMLScalarVolumeNode
+        A volume sequence, MultiVolume or proxy volume of a sequence, or one scalar volume
+        per echo.
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    InputDescription
+
+    Raises
+    ------
+    InputError
+        For no input, a node that is not a multi-echo input, or volumes without image data.
+    EchoTimeError
+        For a single volume.
+    """
     slicer = _slicer()
     scene = mrml_scene(scene)
     if input_nodes is None:
@@ -307,12 +368,33 @@ def _describe_sequence(sequence, scene, primary, display) -> InputDescription:
 
 def read_multiecho(input_nodes, echo_times_ms=None, field_strength_t=None, scene=None,
                    description: InputDescription | None = None) -> tuple[MultiEchoImage, InputDescription]:
-    """Read a multi-echo input from the scene into a MultiEchoImage (signal [echo, k, j, i]).
+    """Read a multi-echo input from the scene into a MultiEchoImage.
 
-    ``echo_times_ms`` (typed by the user) override what the metadata says; ``field_strength_t``
-    likewise. Echoes are checked and sorted by :func:`IronMapping.io.checks.stack_echoes`, the
-    same rules as for files. Raises EchoTimeError / GeometryError / InputError with advice;
-    never changes the scene.
+    Echoes are checked and sorted by :func:`IronMapping.io.checks.stack_echoes`, the same rules
+    as for files. The scene is never changed.
+
+    Parameters
+    ----------
+    input_nodes : vtkMRMLNode or list of vtkMRMLScalarVolumeNode
+        As in :func:`describe_input`.
+    echo_times_ms : sequence of float, optional
+        Echo times in ms typed by the user; they override what the metadata says.
+    field_strength_t : float, optional
+        Field strength in T; likewise overrides the metadata.
+    scene : vtkMRMLScene, optional
+    description : InputDescription, optional
+        From :func:`describe_input`, when already made.
+
+    Returns
+    -------
+    image : MultiEchoImage
+        signal of shape (n_echoes, k, j, i).
+    description : InputDescription
+
+    Raises
+    ------
+    EchoTimeError, GeometryError, InputError
+        With advice.
     """
     slicer = _slicer()
     from ..io.checks import stack_echoes
@@ -374,9 +456,25 @@ def read_multiecho(input_nodes, echo_times_ms=None, field_strength_t=None, scene
 
 
 def add_multiecho_sequence(image: MultiEchoImage, name: str, scene=None, with_browser: bool = True):
-    """Put a MultiEchoImage in the scene the way MultiVolumeImporter does: a volume sequence
-    indexed by frame number with MultiVolume.* attributes (echo times in FrameLabels), plus a
-    sequence browser and proxy volume. Returns (sequence node, proxy volume or None)."""
+    """Put a MultiEchoImage in the scene the way MultiVolumeImporter does.
+
+    A volume sequence indexed by frame number with MultiVolume.* attributes (echo times in
+    FrameLabels), plus a sequence browser and proxy volume.
+
+    Parameters
+    ----------
+    image : MultiEchoImage
+    name : str
+        Node name.
+    scene : vtkMRMLScene, optional
+    with_browser : bool
+        Also add the sequence browser and proxy volume.
+
+    Returns
+    -------
+    sequence : vtkMRMLSequenceNode
+    proxy : vtkMRMLScalarVolumeNode or None
+    """
     slicer = _slicer()
     scene = mrml_scene(scene)
     with SceneTransaction(scene):

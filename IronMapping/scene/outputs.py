@@ -47,7 +47,20 @@ def _colour_table(scene, key: str, name: str, colours: np.ndarray, names: Sequen
 
 
 def iron_colours(n: int = 256, reverse: bool = False) -> np.ndarray:
-    """"Iron" colour ramp [n, 4]: black -> deep red -> orange -> yellow -> white (more iron, hotter)."""
+    """"Iron" colour ramp: black -> deep red -> orange -> yellow -> white (more iron, hotter).
+
+    Parameters
+    ----------
+    n : int
+        Number of colours.
+    reverse : bool
+        White to black (T2*: shorter hotter).
+
+    Returns
+    -------
+    ndarray, shape (n, 4)
+        RGBA 0..1.
+    """
     x = np.linspace(0.0, 1.0, n)
     r = np.clip(1.6 * x, 0, 1)
     g = np.clip(1.6 * x - 0.55, 0, 1)
@@ -57,6 +70,15 @@ def iron_colours(n: int = 256, reverse: bool = False) -> np.ndarray:
 
 
 def status_colours() -> tuple[np.ndarray, list[str]]:
+    """Colours and names of the fit status codes, for the status label map.
+
+    Returns
+    -------
+    colours : ndarray, shape (n_codes, 4)
+        RGBA 0..1 (code 0 transparent).
+    names : list of str
+        "<name>: <sentence>" per code.
+    """
     from ..relaxometry import Status
 
     palette = {0: (0, 0, 0, 0), 1: (0.2, 0.7, 0.3, 1), 2: (0.95, 0.8, 0.1, 1),
@@ -85,11 +107,31 @@ def _quantity_names(quantity: str) -> dict:
 
 def write_maps(desc: InputDescription, image: MultiEchoImage, fit, extra_attributes=None,
                reuse: bool = True, scene=None) -> dict:
-    """Create or update one volume node per map of ``fit`` shown in Slicer (the maps of
-    :data:`IronMapping.quantities.MAPS` with ``scene``: r2star, t2star, s0, quality, status,
-    r2star_sd, and pdff when the fit has it). With ``reuse``, the nodes of optional maps an
-    earlier run made and this fit lacks (a PDFF map after a fit without fat-water) are
-    removed. Returns {key: node}."""
+    """Create or update one volume node per map of a fit shown in Slicer.
+
+    The maps of :data:`IronMapping.quantities.MAPS` with ``scene``: r2star, t2star, s0,
+    quality, status, r2star_sd, and pdff when the fit has it. With ``reuse``, the nodes of
+    optional maps an earlier run made and this fit lacks (a PDFF map after a fit without
+    fat-water) are removed.
+
+    Parameters
+    ----------
+    desc : InputDescription
+        The input; outputs are named after it and reference it.
+    image : MultiEchoImage
+        The fitted image (geometry of the maps).
+    fit : RelaxometryFit
+    extra_attributes : dict, optional
+        Further ``IronMapping.*`` attributes of every map node.
+    reuse : bool
+        Update the nodes of a previous run instead of adding new ones.
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    dict of str to vtkMRMLVolumeNode
+        By map key.
+    """
     slicer = _slicer()
     from ..maps_io import map_metadata
 
@@ -189,6 +231,28 @@ def write_table(desc: InputDescription, rows: list[dict], attributes: dict | Non
     Columns that are quantities of :mod:`IronMapping.quantities` get its unit label, UCUM unit
     code (column properties ``unitCode``/``unitCodingScheme``) and description; the values
     are shown as given (``regions_table`` has rounded them to their display precision).
+
+    Parameters
+    ----------
+    desc : InputDescription
+        The input; the table is named "<input> <title>" and references it.
+    rows : list of dict
+        Keyed by column label.
+    attributes : dict, optional
+        Further ``IronMapping.*`` attributes of the node.
+    key : str
+        Output key of the table.
+    title : str
+        Node name after the input's name.
+    reuse : bool
+        Update the node of a previous run instead of adding a new one.
+    descriptions : dict of str to str, optional
+        Column descriptions by column label (beside those from the quantities table).
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    vtkMRMLTableNode
     """
     import vtk
 
@@ -257,7 +321,16 @@ def _cell_text(value) -> str:
 
 
 def table_rows(table_node) -> list[dict]:
-    """Rows of a table node as dicts (numbers as float, NaN for empty numeric cells)."""
+    """Rows of a table node as dicts (numbers as float or int, NaN for empty numeric cells).
+
+    Parameters
+    ----------
+    table_node : vtkMRMLTableNode
+
+    Returns
+    -------
+    list of dict
+    """
     table = table_node.GetTable()
     names = [table.GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())]
     rows = []
@@ -279,8 +352,27 @@ def write_plot(desc: InputDescription, echo_times_ms, curves: list[dict], fit_ti
                quantity: str = "T2*", reuse: bool = True, scene=None):
     """Plot each region's mean signal (markers) and fitted curve (line) against echo time.
 
-    curves: [{"name", "mean" [n_echoes], "fit" [len(fit_times_ms)], "r2star"}]. Returns the
-    plot chart node; data live in the table node "<input> decay curves".
+    The data live in the table node "<input> decay curves".
+
+    Parameters
+    ----------
+    desc : InputDescription
+    echo_times_ms : ndarray, shape (n_echoes,)
+        Echo times in ms.
+    curves : list of dict
+        {"name", "mean" (shape (n_echoes,), signal units), "fit" (shape
+        (len(fit_times_ms),)), "r2star" (1/s)} per region.
+    fit_times_ms : ndarray
+        Times in ms of the fitted curves.
+    quantity : str
+        "T2*", or "T2" for spin echo (axis and legend wording).
+    reuse : bool
+        Update the nodes of a previous run instead of adding new ones.
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    vtkMRMLPlotChartNode
     """
     slicer = _slicer()
     import vtk
@@ -358,9 +450,22 @@ def write_plot(desc: InputDescription, echo_times_ms, curves: list[dict], fit_ti
 
 
 def r2star_map_for(volume_node, scene=None):
-    """The IronMapping R2* map that belongs to ``volume_node``: the node itself when it is one,
-    the R2* map of the same run when it is another output (T2*, S0, ...), or the R2* map computed
-    from it when it is an input (or a sequence's proxy volume). None when there is none."""
+    """The IronMapping R2* map that belongs to a volume node.
+
+    The node itself when it is one, the R2* map of the same run when it is another output (T2*,
+    S0, ...), or the R2* map computed from it when it is an input (or a sequence's proxy
+    volume).
+
+    Parameters
+    ----------
+    volume_node : vtkMRMLVolumeNode or None
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    vtkMRMLScalarVolumeNode or None
+        None when there is none.
+    """
     scene = mrml_scene(scene)
     if volume_node is None:
         return None

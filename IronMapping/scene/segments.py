@@ -16,13 +16,21 @@ from .core import SceneTransaction, _node_ids, _slicer, mrml_scene
 class Regions:
     """Segments resampled onto the echo grid.
 
-    labels : uint16 [k, j, i], 0 = no region; where segments overlap, the smaller one wins
-        (so a lesion drawn inside the liver is not counted as background liver).
-    label_names : {label value: segment name}
-    segment_ids : {label value: segment ID}
-    terminology : {label value: Slicer terminology string ("" when none)}
-    masks : {label value: bool [k, j, i]} full mask of each segment (before overlap resolution)
-    overlaps : list of sentences describing overlaps
+    Attributes
+    ----------
+    labels : uint16 ndarray, shape (k, j, i)
+        0 = no region; where segments overlap, the smaller one wins (so a lesion drawn inside
+        the liver is not counted as background liver).
+    label_names : dict of int to str
+        Label value to segment name.
+    segment_ids : dict of int to str
+        Label value to segment ID.
+    terminology : dict of int to str
+        Label value to Slicer terminology string ("" when none).
+    masks : dict of int to bool ndarray, shape (k, j, i)
+        Full mask of each segment (before overlap resolution).
+    overlaps : list of str
+        Sentences describing overlaps.
     """
 
     labels: np.ndarray
@@ -34,15 +42,53 @@ class Regions:
 
 
 def segment_ids_of(segmentation_node) -> list[str]:
+    """The segment IDs of a segmentation node, in order.
+
+    Parameters
+    ----------
+    segmentation_node : vtkMRMLSegmentationNode
+
+    Returns
+    -------
+    list of str
+    """
     seg = segmentation_node.GetSegmentation()
     return [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
 
 
 def segment_masks(segmentation_node, segment_ids, shape, ijk_to_ras, scene=None,
                   reference_node=None, allow_empty: bool = False) -> dict:
-    """{segment ID: bool mask [k, j, i]} of segments resampled onto a grid (shape, ijk_to_ras)
-    with ``ExportSegmentsToLabelmapNode``. The temporary nodes it needs are removed again.
-    ``reference_node``'s parent transform, if any, is applied to the grid."""
+    """Segments resampled onto a grid with ``ExportSegmentsToLabelmapNode``.
+
+    The temporary nodes it needs are removed again. ``reference_node``'s parent transform, if
+    any, is applied to the grid.
+
+    Parameters
+    ----------
+    segmentation_node : vtkMRMLSegmentationNode
+    segment_ids : sequence of str
+    shape : tuple of int
+        Grid (k, j, i).
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm of the grid.
+    scene : vtkMRMLScene, optional
+    reference_node : vtkMRMLVolumeNode, optional
+        The volume whose parent transform applies to the grid.
+    allow_empty : bool
+        Accept a segment with no voxel on the grid (else InputError).
+
+    Returns
+    -------
+    dict of str to bool ndarray, shape (k, j, i)
+        By segment ID.
+
+    Raises
+    ------
+    InputError
+        When a segment cannot be resampled, or is empty on the grid (unless ``allow_empty``).
+    GeometryError
+        When a resampled segment does not come out on the grid.
+    """
     slicer = _slicer()
     import vtk
 
@@ -88,10 +134,31 @@ def segment_masks(segmentation_node, segment_ids, shape, ijk_to_ras, scene=None,
 
 def region_labels(segmentation_node, segment_ids, image: MultiEchoImage, scene=None,
                   reference_node=None) -> Regions:
-    """Resample the chosen segments (all when ``segment_ids`` is None) onto the echo grid with
-    ``vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode``, whatever the
-    segmentation's own geometry. Temporary nodes are removed; raises InputError for an unknown
-    or empty segment."""
+    """Resample the chosen segments onto the echo grid, whatever the segmentation's geometry.
+
+    Uses ``vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode``; temporary nodes are
+    removed.
+
+    Parameters
+    ----------
+    segmentation_node : vtkMRMLSegmentationNode
+    segment_ids : sequence of str or None
+        None for all segments.
+    image : MultiEchoImage
+        The echo grid.
+    scene : vtkMRMLScene, optional
+    reference_node : vtkMRMLVolumeNode, optional
+        As in :func:`segment_masks`.
+
+    Returns
+    -------
+    Regions
+
+    Raises
+    ------
+    InputError
+        For no segmentation, no segments, an unknown or empty segment.
+    """
     scene = mrml_scene(scene)
     if segmentation_node is None:
         raise InputError("No segmentation given.")
@@ -133,6 +200,14 @@ def segment_terminology(segment) -> str:
 
     ``vtkSegment.GetTerminology`` exists only since Slicer 5.9 (March 2025); Slicer 5.8 keeps
     the same string in the segment's tag named ``vtkSegment.GetTerminologyEntryTagName()``.
+
+    Parameters
+    ----------
+    segment : vtkSegment
+
+    Returns
+    -------
+    str
     """
     getter = getattr(segment, "GetTerminology", None)
     if getter is not None:
@@ -146,7 +221,28 @@ def segment_terminology(segment) -> str:
 
 def add_label_segmentation(labels: np.ndarray, label_names: dict, ijk_to_ras, name: str,
                            scene=None):
-    """A segmentation node with one segment per label value (named from ``label_names``)."""
+    """A segmentation node with one segment per label value (named from ``label_names``).
+
+    Parameters
+    ----------
+    labels : int ndarray, shape (k, j, i)
+        Values 0-255; 0 is background.
+    label_names : dict of int to str
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    name : str
+        Node name.
+    scene : vtkMRMLScene, optional
+
+    Returns
+    -------
+    vtkMRMLSegmentationNode
+
+    Raises
+    ------
+    InputError
+        When the segments cannot be made (the scene is left as it was).
+    """
     slicer = _slicer()
     scene = mrml_scene(scene)
     with SceneTransaction(scene) as transaction:
@@ -166,8 +262,25 @@ def add_label_segmentation(labels: np.ndarray, label_names: dict, ijk_to_ras, na
 
 
 def import_labels(scene, segmentation_node, labels: np.ndarray, ijk_to_ras, name: str) -> bool:
-    """Add one segment per label value of ``labels`` [k, j, i] (placed by ``ijk_to_ras``) to
-    ``segmentation_node`` through a temporary label map node, removed again. True on success."""
+    """Add one segment per label value to a segmentation through a temporary label map node.
+
+    The temporary node is removed again.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    segmentation_node : vtkMRMLSegmentationNode
+    labels : int ndarray, shape (k, j, i)
+    ijk_to_ras : ndarray, shape (4, 4)
+        Voxel index to RAS mm.
+    name : str
+        Name of the temporary label map node.
+
+    Returns
+    -------
+    bool
+        True on success.
+    """
     slicer = _slicer()
     before = _node_ids(scene)
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
