@@ -267,13 +267,33 @@ def neighbour_triples(candidates, spatial, limit: int = MAX_SAMPLED_VOXELS):
     c, a, b : int ndarray, shape (n_runs,)
         Flat indices of the three voxels of each run (a = c + 1, b = c + 2).
     """
-    n_last = spatial[-1] if spatial else candidates.size
-    ok = candidates[:-2] & candidates[1:-1] & candidates[2:]
-    c = np.flatnonzero(ok)
-    c = c[(c % n_last) < n_last - 2]  # all three in the same row
-    if c.size > limit:
-        c = c[np.linspace(0, c.size - 1, limit).astype(np.intp)]
+    n = candidates.size
+    n_last = spatial[-1] if spatial else n
+    ok = np.zeros(n, bool)
+    if n >= 3:
+        np.logical_and(candidates[:-2], candidates[1:-1], out=ok[:-2])
+        ok[:-2] &= candidates[2:]
+    ok.reshape(-1, n_last)[:, max(n_last - 2, 0):] = False  # all three in the same row
+    count = int(np.count_nonzero(ok))
+    ranks = np.linspace(0, count - 1, min(count, limit)).astype(np.intp)
+    c = _positions_of_ranks(ok, ranks)
     return c, c + 1, c + 2
+
+
+def _positions_of_ranks(flags, ranks, chunk: int = 1 << 20) -> np.ndarray:
+    """np.flatnonzero(flags)[ranks] for sorted ranks, a chunk at a time (no index array of
+    every True position: on a large volume that is several times the mask's size)."""
+    out = np.empty(ranks.size, np.intp)
+    seen, k = 0, 0
+    for start in range(0, flags.size, chunk):
+        part = flags[start:start + chunk]
+        n_true = int(np.count_nonzero(part))
+        stop = int(np.searchsorted(ranks, seen + n_true, side="left"))
+        if stop > k:
+            out[k:stop] = np.flatnonzero(part)[ranks[k:stop] - seen] + start
+            k = stop
+        seen += n_true
+    return out
 
 
 _BIN = 0.02
@@ -770,6 +790,15 @@ def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
     return paired_residual_variances(ya, yb, t, n_keep, coils=coils, sigma=np.asarray(sigma_pair))
 
 
+def _group_index(groups) -> np.ndarray:
+    """Non-negative integer group numbers for bincount: tile ids as they are (no sort of every
+    sample), anything else through np.unique."""
+    g = np.asarray(groups)
+    if g.dtype.kind in "iu" and g.size and g.min() >= 0 and g.max() < 4 * g.size:
+        return g
+    return np.unique(g, return_inverse=True)[1].reshape(-1)
+
+
 def coils_from_floor_ratio(samples, groups=None) -> float | None:
     """Effective coil count from the shape of pure-floor samples, whatever their noise level.
 
@@ -792,7 +821,7 @@ def coils_from_floor_ratio(samples, groups=None) -> float | None:
     x = np.asarray(samples, dtype=np.float64)
     if x.size < MIN_FLOOR_SAMPLES:
         return None
-    g = np.zeros(x.size, np.intp) if groups is None else np.unique(groups, return_inverse=True)[1]
+    g = np.zeros(x.size, np.intp) if groups is None else _group_index(groups)
     n = np.bincount(g)
     m1 = np.bincount(g, weights=x) / np.maximum(n, 1)
     m2 = np.bincount(g, weights=x * x) / np.maximum(n, 1)

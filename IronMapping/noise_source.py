@@ -122,30 +122,33 @@ def background_purity(samples, tiles=None) -> dict:
         pure (bool), zero_share (share of exact zeros), moment_ratio (float or None), n (non-zero
         samples), coils (float or None), why (str: the reason it is not pure; "" when pure).
     """
-    x = np.asarray(samples, dtype=np.float64)
+    x = np.asarray(samples)
     n = x.size
     finite = np.isfinite(x)
-    zeros = float(np.mean(x[finite] == 0)) if n else 1.0
+    n_finite = int(np.count_nonzero(finite))
     usable = finite & (x > 0)
-    result = {"pure": False, "zero_share": zeros, "moment_ratio": None, "n": int(usable.sum()),
+    del finite
+    n_usable = int(np.count_nonzero(usable))
+    zeros = int(np.count_nonzero(x == 0)) / n_finite if n_finite else 1.0
+    result = {"pure": False, "zero_share": zeros, "moment_ratio": None, "n": n_usable,
               "coils": None, "why": "too little non-zero background air"}
-    if usable.sum() < 1000:
+    if n_usable < 1000:
         return result
     values = x[usable]
     cut = values <= 5.0 * np.median(values)  # ghosts and stray tissue sit in the far tail
-    values = values[cut]
+    values = values[cut].astype(np.float64)
     ratio = float(values.mean() ** 2 / np.mean(values * values))
     result["moment_ratio"] = ratio
     groups = None if tiles is None else np.asarray(tiles)[usable][cut]
     L = coils_from_floor_ratio(values, groups)
+    del values, groups, cut
     result["coils"] = L
-    half = x.shape[0] // 2
-    early, late = x[:max(half, 1)], x[max(half, 1):]
+    half = max(x.shape[0] // 2, 1)
     decays = False
-    if late.size:
-        e2 = np.mean(early[np.isfinite(early) & (early > 0)] ** 2)
-        l2 = np.mean(late[np.isfinite(late) & (late > 0)] ** 2)
-        decays = l2 < 0.85 * e2
+    if x.shape[0] > half:
+        power = [np.mean(np.square(part[use], dtype=np.float64))
+                 for part, use in ((x[:half], usable[:half]), (x[half:], usable[half:]))]
+        decays = power[1] < 0.85 * power[0]
     if zeros > ZERO_FILLED_SHARE:
         why = f"{100 * zeros:.0f}% of the background is exactly zero (zero-filled or masked by the scanner)"
     elif not PURE_NOISE_RATIO[0] <= ratio <= PURE_NOISE_RATIO[1]:

@@ -96,9 +96,11 @@ def fill_body(mask: np.ndarray) -> np.ndarray:
     nd = mask.ndim
     filled = mask
     if nd >= 3:
-        in_plane = np.zeros((3,) * nd, bool)
-        in_plane[(1,) * (nd - 2)] = ndimage.generate_binary_structure(2, 1)
-        filled = ~_outside(~mask, in_plane, (nd - 2, nd - 1))
+        # slice by slice: the labels of one slice, not of the volume, are held at a time
+        filled = mask.copy()
+        plane = ndimage.generate_binary_structure(2, 1)
+        for lead in np.ndindex(mask.shape[:-2]):
+            filled[lead] = ~_outside(~mask[lead], plane, (0, 1))
     return ~_outside(~filled, ndimage.generate_binary_structure(nd, 1), range(nd))
 
 

@@ -259,3 +259,16 @@ def test_uniform_noise_gets_no_map_from_the_tiles_sampling_noise(name, quick, se
     result = quiet(ph.image.signal, ph.image.echo_times_ms)
     assert result.noise_sigma_map is None
     assert result.noise_sigma == pytest.approx(ph.noise_sigma, rel=0.04)
+
+
+def test_background_purity_counts_zeros_and_decay_as_before_on_float32_air():
+    rng = np.random.default_rng(5)
+    air = noncentral_chi(np.zeros((8, 20000)), 10.0, 1, rng).astype(np.float32)
+    pure = background_purity(air)
+    assert pure["pure"] and pure["zero_share"] == 0.0
+    assert pure["moment_ratio"] == pytest.approx(np.pi / 4, abs=0.01)
+    air[:, :12000] = 0.0                      # scanner zero-filling
+    assert background_purity(air)["zero_share"] == pytest.approx(0.6)
+    fading = noncentral_chi(np.zeros((8, 20000)), 10.0, 1, rng)
+    fading[4:] *= 0.88                        # late echoes 23 % lower in power: not pure noise
+    assert "decays" in background_purity(fading.astype(np.float32))["why"]
