@@ -309,6 +309,7 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     kernel = _kernel_for(problem.method, field_strength_t, snr_limit=snr_limit,
                          fat_evidence=fat_evidence, precession_clockwise=precession_clockwise)
     flat = _run(problem, noise, index, kernel, workers, progress, cancel)
+    del index
     flat.status[spikes] = Status.OUTLIER
     result = _assemble(problem, noise, flat, notes)
     for w in result.warnings:
