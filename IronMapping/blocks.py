@@ -4,10 +4,11 @@ Both voxel fits use it (``relaxometry.fit`` and ``fatwater.fit_fatwater``), so t
 progress and honour a cancel request the same way:
 
 * ``work(block)`` is called once per block, a ``slice`` of ``range(n_items)`` of at most
-  ``block_size`` items, in order; with ``workers > 1`` up to that many blocks run at once on
-  threads (the kernels are numpy, which releases the GIL), otherwise in the calling thread.
-* ``cancel()`` is polled in the calling thread before each block starts, after each block
-  finishes and, while blocks run on threads, every 50 ms. When it returns True no further block
+  ``block_size`` items, taken in order; with ``workers > 1`` that many threads each take the
+  next block as soon as they are free (the kernels are numpy, which releases the GIL),
+  otherwise the blocks run in the calling thread.
+* ``cancel()`` is polled in the calling thread before the first block, after each block
+  finishes and, while blocks run on threads, every 50 ms. Once it returns True no further block
   starts, the running blocks are waited for (none writes after the runner returns) and
   ``FitCancelled`` is raised: a request is honoured within one block.
 * ``progress(fraction)`` is called in the calling thread after blocks finish, with the finished
@@ -20,7 +21,8 @@ progress and honour a cancel request the same way:
 from __future__ import annotations
 
 import os
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from .errors import FitCancelled
@@ -86,48 +88,74 @@ def run_blocks(work: Callable[[slice], object], n_items: int, block_size: int = 
     workers = min(workers, len(blocks))
     done = 0
 
+    lock = threading.Lock()
+    stop = threading.Event()
+
     def check():
-        if cancel is not None and cancel():
-            raise FitCancelled(f"{what} was cancelled; no maps were produced.")
+        # under the lock that hands out blocks: once cancel() says so, no block starts
+        with lock:
+            if cancel is not None and cancel():
+                stop.set()
+                raise FitCancelled(f"{what} was cancelled; no maps were produced.")
 
     def report(finished):
         if progress is not None:
             progress(start + share * finished / n_items)
 
     if workers == 1:
+        check()
         for block in blocks:
-            check()
             work(block)
             done += block.stop - block.start
             report(done)
             check()
         return
 
+    # Each thread takes the next block itself, so no worker waits for the calling thread; that
+    # thread only reports progress and polls cancel, waking when a block finishes.
     queue = iter(blocks)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        running = {}
+    wake = threading.Event()
+    state = {"finished": 0, "exited": 0, "error": None}
+
+    def worker():
         try:
-            for block in queue:
-                check()
-                running[pool.submit(work, block)] = block
-                if len(running) == workers:
-                    break
-            while running:
-                finished, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    block = running.pop(future)
-                    future.result()
-                    done += block.stop - block.start
-                if finished:
+            while True:
+                with lock:
+                    block = None if stop.is_set() else next(queue, None)
+                if block is None:
+                    return
+                work(block)
+                with lock:
+                    state["finished"] += block.stop - block.start
+                wake.set()
+        except BaseException as error:  # handed to the calling thread
+            stop.set()
+            with lock:
+                if state["error"] is None:
+                    state["error"] = error
+        finally:
+            with lock:
+                state["exited"] += 1
+            wake.set()
+
+    check()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in range(workers):
+            pool.submit(worker)
+        try:
+            while True:
+                wake.wait(POLL_S)
+                wake.clear()
+                with lock:
+                    finished, exited, error = state["finished"], state["exited"], state["error"]
+                if error is not None:
+                    raise error
+                if finished != done:
+                    done = finished
                     report(done)
                 check()
-                for _ in range(len(finished)):
-                    block = next(queue, None)
-                    if block is None:
-                        break
-                    running[pool.submit(work, block)] = block
+                if exited == workers:
+                    return
         except BaseException:
-            # no new block starts; leaving the pool waits for the running ones
-            for future in running:
-                future.cancel()
+            stop.set()  # no new block starts; leaving the pool waits for the running ones
             raise
