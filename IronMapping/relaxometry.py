@@ -304,7 +304,7 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     spikes = np.flatnonzero(spike_voxels(problem.signal2d, invalid_flat))
     del invalid_flat
     fit_flat[spikes] = False
-    index = _flat_indices(fit_flat)
+    index = _Selection(fit_flat)
     del fit_flat
     kernel = _kernel_for(problem.method, field_strength_t, snr_limit=snr_limit,
                          fat_evidence=fat_evidence, precession_clockwise=precession_clockwise)
@@ -371,16 +371,29 @@ def _any_positive(y2d) -> bool:
         return any(np.any(y2d[:, i:i + _SCAN_VOXELS] > 0) for i in range(0, y2d.shape[1], _SCAN_VOXELS))
 
 
-def _flat_indices(selected) -> np.ndarray:
-    """Indices of the True voxels, int32 where they fit (half the memory of intp)."""
-    dtype = np.int32 if selected.size < 2**31 else np.intp
-    out = np.empty(int(np.count_nonzero(selected)), dtype)
-    pos = 0
-    for start in range(0, selected.size, _SCAN_VOXELS):
-        part = np.flatnonzero(selected[start:start + _SCAN_VOXELS])
-        out[pos:pos + part.size] = part + start
-        pos += part.size
-    return out
+class _Selection:
+    """The flat indices of the selected voxels, found block by block: ``selection[a:b]`` are
+    the indices of the a-th to (b-1)-th True voxels (ascending), without an index array of the
+    whole image (8 bytes a voxel) beside the mask (1 byte)."""
+
+    CHUNK = 8192
+
+    def __init__(self, selected: np.ndarray):
+        self.selected = selected
+        counts = [np.count_nonzero(selected[i:i + self.CHUNK]) for i in range(0, selected.size, self.CHUNK)]
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self.size = int(self.offsets[-1])
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        a, b = sl.start, min(sl.stop, self.size)
+        if a >= b:
+            return np.empty(0, np.intp)
+        first = int(np.searchsorted(self.offsets, a, side="right")) - 1
+        last = int(np.searchsorted(self.offsets, b, side="left"))
+        lo = first * self.CHUNK
+        idx = np.flatnonzero(self.selected[lo:last * self.CHUNK]) + lo
+        skip = a - int(self.offsets[first])
+        return idx[skip:skip + b - a]
 
 
 class _FlatMaps:
@@ -458,7 +471,7 @@ class _BlockFitter:
         return None if bf.polish is None else idx[bf.polish & ~invalid]
 
 
-def _run(problem: _Problem, noise, index, kernel, workers, progress, cancel) -> _FlatMaps:
+def _run(problem: _Problem, noise, index: _Selection, kernel, workers, progress, cancel) -> _FlatMaps:
     """Fit the voxels ``index`` in blocks on ``workers`` threads (see :mod:`IronMapping.blocks`)."""
     out = _FlatMaps(problem.n_voxels)
     fitter = _BlockFitter(problem, noise, out)
@@ -472,7 +485,7 @@ def _run(problem: _Problem, noise, index, kernel, workers, progress, cancel) -> 
         run_blocks(lambda sl: flagged.append(fitter.fit(index[sl], _flag_for_polish)), index.size,
                    BLOCK_VOXELS, workers=threads, progress=progress, cancel=cancel, share=0.95)
         flagged = [f for f in flagged if f is not None and f.size]
-        polish = np.sort(np.concatenate(flagged)) if flagged else np.empty(0, index.dtype)
+        polish = np.sort(np.concatenate(flagged)) if flagged else np.empty(0, np.intp)
         run_blocks(lambda sl: fitter.fit(polish[sl], kernel), polish.size, BLOCK_VOXELS,
                    workers=threads, progress=progress, cancel=cancel, start=0.95, share=0.05)
     else:

@@ -348,3 +348,19 @@ def test_t2star_from_float64_r2star_matches_float32():
         t2 = t2star_from_r2star(values, status, TE)
         assert t2.dtype == np.float32
         np.testing.assert_allclose(t2, [np.nan, np.nan, 50.0, 2.5, np.nan, np.nan, np.nan], equal_nan=True)
+
+
+def test_selection_gives_the_indices_of_the_selected_voxels_block_by_block():
+    from IronMapping.relaxometry import _Selection
+
+    rng = np.random.default_rng(14)
+    for n, share in [(0, 0.5), (5, 1.0), (50_000, 0.0), (50_000, 0.3), (70_001, 1.0)]:
+        selected = rng.random(n) < share
+        selected[20_000:40_000] = False  # whole chunks with nothing selected
+        selection = _Selection(selected)
+        expected = np.flatnonzero(selected)
+        assert selection.size == expected.size
+        for size in (1, 7, 8192, 10_000):
+            parts = [selection[slice(i, i + size)] for i in range(0, selection.size, size)]
+            got = np.concatenate(parts) if parts else np.empty(0, int)
+            np.testing.assert_array_equal(got, expected)
