@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, estimators
-from .blocks import BLOCK_VOXELS, run_blocks
+from .blocks import block_voxels, run_blocks
 from .errors import EchoTimeError, InputError
 from .noise import NoiseEstimate, estimate_noise_differences
 from .noise_source import resolve_noise
@@ -476,6 +476,7 @@ def _run(problem: _Problem, noise, index: _Selection, kernel, workers, progress,
     out = _FlatMaps(problem.n_voxels)
     fitter = _BlockFitter(problem, noise, out)
     threads = workers or None
+    size = block_voxels(problem.signal2d.shape[0])
     if progress is not None:
         progress(0.0)
     if problem.method == "noise-corrected-ml":
@@ -483,13 +484,13 @@ def _run(problem: _Problem, noise, index: _Selection, kernel, workers, progress,
         # need it are gathered from all blocks and polished together in a second pass.
         flagged: list[np.ndarray] = []
         run_blocks(lambda sl: flagged.append(fitter.fit(index[sl], _flag_for_polish)), index.size,
-                   BLOCK_VOXELS, workers=threads, progress=progress, cancel=cancel, share=0.95)
+                   size, workers=threads, progress=progress, cancel=cancel, share=0.95)
         flagged = [f for f in flagged if f is not None and f.size]
         polish = np.sort(np.concatenate(flagged)) if flagged else np.empty(0, np.intp)
-        run_blocks(lambda sl: fitter.fit(polish[sl], kernel), polish.size, BLOCK_VOXELS,
+        run_blocks(lambda sl: fitter.fit(polish[sl], kernel), polish.size, size,
                    workers=threads, progress=progress, cancel=cancel, start=0.95, share=0.05)
     else:
-        run_blocks(lambda sl: fitter.fit(index[sl], kernel), index.size, BLOCK_VOXELS,
+        run_blocks(lambda sl: fitter.fit(index[sl], kernel), index.size, size,
                    workers=threads, progress=progress, cancel=cancel)
     if progress is not None:
         progress(1.0)
