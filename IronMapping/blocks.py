@@ -47,13 +47,35 @@ def default_workers() -> int:
 
 
 def block_voxels(n_echoes: int) -> int:
-    """Voxels per block for ``n_echoes`` echoes: ``BLOCK_SAMPLES // n_echoes`` (16384 for 12
-    echoes, 12288 for 16), at least 1024."""
+    """Voxels per block of the relaxometry fit.
+
+    Parameters
+    ----------
+    n_echoes : int
+        Echoes per voxel.
+
+    Returns
+    -------
+    int
+        ``BLOCK_SAMPLES // n_echoes`` (16384 for 12 echoes, 12288 for 16), at least 1024.
+    """
     return max(1024, BLOCK_SAMPLES // max(1, int(n_echoes)))
 
 
 def block_slices(n_items: int, block_size: int) -> list[slice]:
-    """Consecutive slices covering ``range(n_items)``, each at most ``block_size`` long."""
+    """Consecutive slices covering ``range(n_items)``.
+
+    Parameters
+    ----------
+    n_items : int
+        Number of items.
+    block_size : int
+        Items per slice at most (the last may be shorter).
+
+    Returns
+    -------
+    list of slice
+    """
     block_size = max(1, int(block_size))
     return [slice(i, min(i + block_size, n_items)) for i in range(0, n_items, block_size)]
 
