@@ -591,12 +591,11 @@ def _kernel_for(method, field_strength_t, snr_limit=None, fat_evidence=None, pre
         def kernel(y, t, sigma, coils):
             res = fit_fatwater_chunk(y, t, field_strength_t=field_strength_t, sigma=sigma, coils=coils,
                                      precession_clockwise=precession_clockwise, **evidence)
-            maps = {k: res[k] for k in ("pdff", "water", "fat", "fat_water_ambiguous") if k in res}
-            if "start" in res:
-                maps["fat_water_start"] = res["start"]
+            maps = {k: res[k] for k in ("pdff", "water", "fat", "fat_water_ambiguous")}
+            maps["fat_water_start"] = res["start"]
             return estimators.BlockFit(res["r2star"], res["s0"], res["converged"],
-                                       np.full(y.shape[1], y.shape[0]), uncertainty=res.get("uncertainty"),
-                                       rss=res.get("rss"), maps=maps)
+                                       np.full(y.shape[1], y.shape[0]), uncertainty=res["uncertainty"],
+                                       rss=res["rss"], maps=maps)
         return kernel
     kernel = _KERNELS[method]
     if method == "truncation" and snr_limit is not None:
