@@ -91,6 +91,7 @@ _KERNELS = {
 #: Extra maps in signal units (scaled back after a fit in units of the local noise SD).
 SCALED_EXTRAS = frozenset({"water", "fat", "offset"})
 FIT_OPTIONS = frozenset({"workers", "snr_limit", "fat_evidence", "precession_clockwise"})
+_SCAN_VOXELS = 1 << 18  # voxels per pass of the whole-image scans (no input-sized temporaries)
 
 
 @dataclass
@@ -199,14 +200,17 @@ def t2star_from_r2star(r2star, status, echo_times_ms) -> np.ndarray:
     resolution of the signal, so R2* is zero to the fit's precision there and T2* is undefined
     (a fit returning R2* = 5e-28 must not give T2* = 2e30 ms).
     """
-    r2star = np.asarray(r2star)
+    r2star, status = np.broadcast_arrays(np.asarray(r2star), np.asarray(status))
     resolvable = 1e-6 / (float(np.max(echo_times_ms)) / 1000.0)
-    measurable = np.asarray(status) == Status.FITTED
-    with np.errstate(invalid="ignore"):
-        measurable &= r2star > resolvable
     out = np.full(r2star.shape, np.nan, np.float32)
-    # written in place: no image-sized temporaries
-    np.divide(1000.0, r2star, out=out, where=measurable, casting="unsafe")
+    r2_flat, status_flat, out_flat = r2star.reshape(-1), status.reshape(-1), out.reshape(-1)
+    # in place and in chunks: no image-sized temporaries beside the result
+    for i in range(0, out_flat.size, _SCAN_VOXELS):
+        r2, part = r2_flat[i:i + _SCAN_VOXELS], slice(i, i + _SCAN_VOXELS)
+        measurable = status_flat[part] == Status.FITTED
+        with np.errstate(invalid="ignore"):
+            measurable &= r2 > resolvable
+        np.divide(1000.0, r2, out=out_flat[part], where=measurable, casting="unsafe")
     return out
 
 
@@ -361,9 +365,6 @@ def _validate(signal, echo_times_ms, method, quantity, field_strength_t) -> _Pro
             "The signal has no positive values (all zero, negative or not a number): there is "
             "nothing to fit. Check that the magnitude images of the right series were loaded.")
     return _Problem(y2d, te_ms, spatial, method, requested, quantity, field_strength_t)
-
-
-_SCAN_VOXELS = 1 << 18  # voxels per pass of the whole-image scans (no input-sized temporaries)
 
 
 def _any_positive(y2d) -> bool:
