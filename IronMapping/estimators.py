@@ -21,11 +21,31 @@ from .noise import bessel_ratio, noise_floor_mean
 
 @dataclass
 class BlockFit:
+    """One estimator's answer for a block of voxels; every array has shape (n_voxels,).
+
+    r2star : float64, 1/s
+    s0 : float64, signal extrapolated to TE = 0 (units of the block's signal)
+    converged : bool, the iteration (if any) converged
+    echoes_used : int, echoes that entered the fit
+    uncertainty : float64 SD of R2* (1/s) from the estimator's own Fisher information, or None:
+        then the caller derives it from the magnitude residuals (Gaussian information)
+    rss : float64 residual sum of squares the estimator minimised (signal units^2), or None:
+        then the caller sums the squared magnitude residuals
+    offset : float64 constant C of the offset model S0 exp(-R2* t) + C (signal units), or None
+    polish : bool, voxels the squared-signal pass flags for the maximum-likelihood polish
+        (first pass of "noise-corrected-ml"), or None
+    maps : extra maps for the user (e.g. "pdff" in %, "water", "fat"), arrays (n_voxels,)
+    """
+
     r2star: np.ndarray
     s0: np.ndarray
     converged: np.ndarray
     echoes_used: np.ndarray
-    extra: dict = field(default_factory=dict)
+    uncertainty: np.ndarray | None = None
+    rss: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    polish: np.ndarray | None = None
+    maps: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +307,7 @@ def offset(y, t, max_iter=60, **_):
     out = {"s0": s0.copy(), "r2star": r2.copy(), "offset": c.copy(), "converged": np.zeros(n, dtype=bool)}
     out = _iterate(step, {"y": y}, params, n, max_iter, out)
     return BlockFit(out["r2star"], out["s0"], out["converged"], np.full(n, y.shape[0]),
-                    {"offset": out["offset"]})
+                    offset=out["offset"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +388,7 @@ def _noise_corrected(y, t, sigma, coils, max_iter):
                    {"r2star": r2, "s0": s0, "var_r2": out["var_r2"], **_damping_state(n)},
                    n, max_iter, out)
     sd = np.sqrt(out["var_r2"])
-    return BlockFit(out["r2star"], out["s0"], out["converged"], (y > 0).sum(0), {"_uncertainty": sd})
+    return BlockFit(out["r2star"], out["s0"], out["converged"], (y > 0).sum(0), uncertainty=sd)
 
 
 def _nc_chi_loglik(y, a, sigma2, coils):
@@ -440,7 +460,7 @@ def maximum_likelihood(y, t, sigma, coils=1.0, max_iter=60, start: BlockFit | No
         if active.size == 0:
             break
     return BlockFit(r2, s0, converged, (y > 0).sum(0),
-                    {"_uncertainty": squared_signal_sd(t, r2, s0, sigma, coils)})
+                    uncertainty=squared_signal_sd(t, r2, s0, sigma, coils))
 
 
 def squared_signal_sd(t, r2, s0, sigma, coils):
@@ -492,7 +512,7 @@ def noise_corrected_ml(y, t, sigma, coils=1.0, min_informative=3.0, **_):
         bf.r2star[few] = polished.r2star
         bf.s0[few] = polished.s0
         bf.converged[few] = polished.converged
-        bf.extra["_uncertainty"][few] = polished.extra["_uncertainty"]
+        bf.uncertainty[few] = polished.uncertainty
     return bf
 
 

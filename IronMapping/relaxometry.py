@@ -30,10 +30,8 @@ memory stays bounded and a cancel request is honoured within one block.
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable
@@ -41,7 +39,8 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, estimators
-from .errors import EchoTimeError, FitCancelled, InputError
+from .blocks import block_voxels, run_blocks
+from .errors import EchoTimeError, InputError
 from .noise import NoiseEstimate, estimate_noise_differences
 from .noise_source import resolve_noise
 from .tissue_mask import automatic_mask, invalid_voxels, spike_voxels
@@ -92,7 +91,7 @@ _KERNELS = {
 #: Extra maps in signal units (scaled back after a fit in units of the local noise SD).
 SCALED_EXTRAS = frozenset({"water", "fat", "offset"})
 FIT_OPTIONS = frozenset({"workers", "snr_limit", "fat_evidence", "precession_clockwise"})
-BLOCK_VOXELS = 32768  # large enough that numpy, not Python, holds the time (GIL)
+_SCAN_VOXELS = 1 << 18  # voxels per pass of the whole-image scans (no input-sized temporaries)
 
 
 @dataclass
@@ -201,11 +200,18 @@ def t2star_from_r2star(r2star, status, echo_times_ms) -> np.ndarray:
     resolution of the signal, so R2* is zero to the fit's precision there and T2* is undefined
     (a fit returning R2* = 5e-28 must not give T2* = 2e30 ms).
     """
-    r2star = np.asarray(r2star)
+    r2star, status = np.broadcast_arrays(np.asarray(r2star), np.asarray(status))
     resolvable = 1e-6 / (float(np.max(echo_times_ms)) / 1000.0)
-    measurable = (np.asarray(status) == Status.FITTED) & (r2star > resolvable)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(measurable, 1000.0 / r2star, np.nan).astype(np.float32)
+    out = np.full(r2star.shape, np.nan, np.float32)
+    r2_flat, status_flat, out_flat = r2star.reshape(-1), status.reshape(-1), out.reshape(-1)
+    # in place and in chunks: no image-sized temporaries beside the result
+    for i in range(0, out_flat.size, _SCAN_VOXELS):
+        r2, part = r2_flat[i:i + _SCAN_VOXELS], slice(i, i + _SCAN_VOXELS)
+        measurable = status_flat[part] == Status.FITTED
+        with np.errstate(invalid="ignore"):
+            measurable &= r2 > resolvable
+        np.divide(1000.0, r2, out=out_flat[part], where=measurable, casting="unsafe")
+    return out
 
 
 def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "auto") -> np.ndarray:
@@ -238,7 +244,9 @@ def resolve_method(method: str) -> str:
 def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: float | None = None,
         coils: float | None = None, progress: Callable[[float], None] | None = None,
         cancel: Callable[[], bool] | None = None, quantity: str = "T2*",
-        field_strength_t: float | None = None, include_mask=None, **options) -> RelaxometryFit:
+        field_strength_t: float | None = None, include_mask=None, *, workers: int | None = None,
+        snr_limit: float | None = None, fat_evidence: float | None = None,
+        precession_clockwise: bool = True, **unknown) -> RelaxometryFit:
     """Fit R2* (1/s) and T2* (ms) in every voxel.
 
     Parameters
@@ -248,18 +256,26 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     method : one of METHODS; "auto" is "noise-corrected-ml".
     mask : bool array of the spatial shape; None makes one: every voxel inside the body
         outline (above the noise floor in echo 1 or 2, holes filled per slice and in 3-D).
-    noise_sigma, coils : noise SD per channel (signal units) and receive coil count L; when
-        None they are estimated: from the decay residuals across echoes in tissue (a noise
-        map where parallel imaging makes the noise vary in space), or from the background air
-        when it is pure noise and agrees (noise_source.resolve_noise).
-    include_mask : bool array of the spatial shape, voxels fitted whatever the automatic mask
-        says (the union of the segments, so that no organ voxel is called background).
-    progress : called with the finished fraction (0..1) from the calling thread.
-    cancel : polled between blocks; returning True raises FitCancelled.
+    noise_sigma, coils : noise SD per channel (signal units; a number, or a map of the spatial
+        shape) and receive coil count L; when None they are estimated: from the decay residuals
+        across echoes in tissue (a noise map where parallel imaging makes the noise vary in
+        space), or from the background air when it is pure noise and agrees
+        (noise_source.resolve_noise).
+    progress : called with the finished fraction (0..1) from the calling thread; the values
+        never decrease, the first is 0 and the last 1.
+    cancel : polled from the calling thread before and after every block of voxels (see
+        :mod:`IronMapping.blocks`); returning True raises FitCancelled.
     quantity : "T2*" (gradient echo) or "T2" (spin echo); only labels the result.
     field_strength_t : main field in tesla (needed by "fat-water").
-    **options : workers (threads), snr_limit ("truncation"), fat_evidence and
-        precession_clockwise ("fat-water"); anything else is refused.
+    include_mask : bool array of the spatial shape, voxels fitted whatever the automatic mask
+        says (the union of the segments, so that no organ voxel is called background).
+    workers : threads (default: every core the process may use).
+    snr_limit : "truncation" only: echoes are kept while the magnitude is at least this many
+        times the mean noise floor (default 2).
+    fat_evidence : "fat-water" only: nats the fat-dominant solution needs over the
+        water-dominant one (default ``fatwater.FAT_DOMINANT_EVIDENCE``).
+    precession_clockwise : "fat-water" only: sign of the fat phasor (default True).
+    **unknown : any other keyword is refused with an InputError naming the valid ones.
 
     Returns
     -------
@@ -280,11 +296,55 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     FitCancelled
         ``cancel()`` returned True; no maps are returned.
     """
-    unknown = sorted(set(options) - FIT_OPTIONS)
     if unknown:
-        raise InputError(f"Unknown option(s) {', '.join(map(repr, unknown))} for fit(). Valid options: "
-                         "method, mask, noise_sigma, coils, progress, cancel, quantity, field_strength_t, "
-                         f"include_mask, {', '.join(sorted(FIT_OPTIONS))}.")
+        raise InputError(f"Unknown option(s) {', '.join(map(repr, sorted(unknown)))} for fit(). Valid "
+                         "options: method, mask, noise_sigma, coils, progress, cancel, quantity, "
+                         f"field_strength_t, include_mask, {', '.join(sorted(FIT_OPTIONS))}.")
+    problem = _validate(signal, echo_times_ms, method, quantity, field_strength_t)
+    spatial = problem.spatial
+    noise, fit_flat, invalid_flat, notes = _noise_and_mask(
+        problem.signal2d, problem.echo_times_ms, problem.method, _spatial_mask(mask, spatial, "mask"),
+        _spatial_mask(include_mask, spatial, "include_mask"), noise_sigma, coils, spatial)
+    spikes = np.flatnonzero(spike_voxels(problem.signal2d, invalid_flat))
+    del invalid_flat
+    fit_flat[spikes] = False
+    index = _Selection(fit_flat)
+    del fit_flat
+    kernel = _kernel_for(problem.method, field_strength_t, snr_limit=snr_limit,
+                         fat_evidence=fat_evidence, precession_clockwise=precession_clockwise)
+    flat = _run(problem, noise, index, kernel, workers, progress, cancel)
+    del index
+    flat.status[spikes] = Status.OUTLIER
+    result = _assemble(problem, noise, flat, notes)
+    for w in result.warnings:
+        warnings.warn(w, stacklevel=2)
+    return result
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """A validated fit request.
+
+    signal2d : (n_echoes, n_voxels) view of the signal (a copy only when it was not contiguous)
+    echo_times_ms : (n_echoes,) float64 ms; spatial : the spatial shape; method : the concrete
+    method; requested_method : as given ("auto" ...); quantity, field_strength_t : as given.
+    """
+
+    signal2d: np.ndarray
+    echo_times_ms: np.ndarray
+    spatial: tuple
+    method: str
+    requested_method: str
+    quantity: str
+    field_strength_t: float | None
+
+    @property
+    def n_voxels(self) -> int:
+        return self.signal2d.shape[1]
+
+
+def _validate(signal, echo_times_ms, method, quantity, field_strength_t) -> _Problem:
+    """Check the signal, method, quantity and echo times; raise InputError/EchoTimeError."""
     requested = method
     method = resolve_method(method)
     if quantity not in ("T2*", "T2"):
@@ -298,136 +358,172 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     te_ms = check_echo_times(echo_times_ms, signal.shape[0], method)
     if method == "fat-water" and field_strength_t is None:
         raise InputError("method='fat-water' needs field_strength_t (tesla) to place the fat peaks.")
-    spatial = signal.shape[1:]
-    n_vox = int(np.prod(spatial))
-    if not np.any(signal > 0):
+    spatial = tuple(signal.shape[1:])
+    y2d = signal.reshape(signal.shape[0], int(np.prod(spatial)))
+    if not _any_positive(y2d):
         raise InputError(
             "The signal has no positive values (all zero, negative or not a number): there is "
             "nothing to fit. Check that the magnitude images of the right series were loaded.")
-    y2d = signal.reshape(signal.shape[0], n_vox)
+    return _Problem(y2d, te_ms, spatial, method, requested, quantity, field_strength_t)
 
-    mask_flat = _spatial_mask(mask, spatial, "mask")
-    include_flat = _spatial_mask(include_mask, spatial, "include_mask")
-    noise, mask_flat, invalid_flat, notes = _noise_and_mask(y2d, te_ms, method, mask_flat, include_flat,
-                                                            noise_sigma, coils, spatial)
 
-    spikes = spike_voxels(y2d, invalid_flat)
-    index = np.flatnonzero(mask_flat & ~spikes)
-    out_r2 = np.full(n_vox, np.nan, np.float32)
-    out_s0 = np.full(n_vox, np.nan, np.float32)
-    out_q = np.full(n_vox, np.nan, np.float32)
-    out_u = np.full(n_vox, np.nan, np.float32)
-    out_status = np.zeros(n_vox, np.uint8)
-    out_used = np.zeros(n_vox, np.uint8)
-    extra_maps: dict[str, np.ndarray] = {}
-    lock = threading.Lock()
+def _any_positive(y2d) -> bool:
+    with np.errstate(invalid="ignore"):
+        return any(np.any(y2d[:, i:i + _SCAN_VOXELS] > 0) for i in range(0, y2d.shape[1], _SCAN_VOXELS))
 
-    t_s = te_ms / 1000.0
-    r2_max = 3.0 / t_s[0] if t_s[0] > 0 else np.inf
-    kernel = _kernel_for(method, field_strength_t, options)
-    sigma = noise.sigma if noise is not None else None
-    n_coils = noise.coils if noise is not None else 1.0
-    # With a noise map each voxel is fitted in units of its own noise SD: R2*, its SD and R^2
-    # do not depend on the signal scale, and S0 (and water, fat, offset) are scaled back.
-    sigma_map = noise.sigma_map if noise is not None else None
-    block_sigma = 1.0 if sigma_map is not None else sigma
-    stop = threading.Event()
 
-    polish: list[np.ndarray] = []
+class _Selection:
+    """The flat indices of the selected voxels, found block by block: ``selection[a:b]`` are
+    the indices of the a-th to (b-1)-th True voxels (ascending), without an index array of the
+    whole image (8 bytes a voxel) beside the mask (1 byte)."""
 
-    def run(idx, kernel):
-        if stop.is_set():
-            return 0
-        y = y2d[:, idx].astype(np.float64)
+    CHUNK = 8192
+
+    def __init__(self, selected: np.ndarray):
+        self.selected = selected
+        counts = [np.count_nonzero(selected[i:i + self.CHUNK]) for i in range(0, selected.size, self.CHUNK)]
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self.size = int(self.offsets[-1])
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        a, b = sl.start, min(sl.stop, self.size)
+        if a >= b:
+            return np.empty(0, np.intp)
+        first = int(np.searchsorted(self.offsets, a, side="right")) - 1
+        last = int(np.searchsorted(self.offsets, b, side="left"))
+        lo = first * self.CHUNK
+        idx = np.flatnonzero(self.selected[lo:last * self.CHUNK]) + lo
+        skip = a - int(self.offsets[first])
+        return idx[skip:skip + b - a]
+
+
+class _FlatMaps:
+    """The output maps while blocks fill them: flat (n_voxels,) arrays, NaN / 0 until fitted.
+
+    r2star, s0, quality, uncertainty : float32; status, echoes_used : uint8; maps : extra maps
+    (float32), created by the first block that returns them.
+    """
+
+    def __init__(self, n_voxels: int):
+        self.n_voxels = n_voxels
+        self.r2star = np.full(n_voxels, np.nan, np.float32)
+        self.s0 = np.full(n_voxels, np.nan, np.float32)
+        self.quality = np.full(n_voxels, np.nan, np.float32)
+        self.uncertainty = np.full(n_voxels, np.nan, np.float32)
+        self.status = np.zeros(n_voxels, np.uint8)
+        self.echoes_used = np.zeros(n_voxels, np.uint8)
+        self.maps: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def store(self, idx, bf: estimators.BlockFit, status, quality, uncertainty, invalid, scale):
+        """Write one block's answer at voxels ``idx``; ``scale`` (or None) the block's noise SD."""
+        ok = status == Status.FITTED
+        self.r2star[idx] = np.where(ok, bf.r2star, np.nan)
+        self.s0[idx] = np.where(ok, bf.s0 if scale is None else bf.s0 * scale, np.nan)
+        self.quality[idx] = np.where(invalid, np.nan, quality)
+        self.uncertainty[idx] = np.where(ok, uncertainty, np.nan)
+        self.status[idx] = status
+        self.echoes_used[idx] = np.clip(bf.echoes_used, 0, 255)
+        extra = dict(bf.maps)
+        if bf.offset is not None:
+            extra["offset"] = bf.offset
+        for name, values in extra.items():
+            target = self.maps.get(name)
+            if target is None:
+                with self._lock:
+                    target = self.maps.setdefault(name, np.full(self.n_voxels, np.nan, np.float32))
+            if scale is not None and name in SCALED_EXTRAS:
+                values = values * scale
+            # like R2*, extra maps (PDFF, offset, ...) are only reported where the fit stands
+            target[idx] = np.where(ok, values, np.nan)
+
+
+class _BlockFitter:
+    """Fits blocks of voxels of one problem into a `_FlatMaps` (called from worker threads)."""
+
+    def __init__(self, problem: _Problem, noise: NoiseEstimate | None, out: _FlatMaps):
+        self.signal2d = problem.signal2d
+        self.method = problem.method
+        self.t_s = problem.echo_times_ms / 1000.0
+        self.r2_max = 3.0 / self.t_s[0] if self.t_s[0] > 0 else np.inf
+        self.coils = noise.coils if noise is not None else 1.0
+        # With a noise map each voxel is fitted in units of its own noise SD: R2*, its SD and
+        # R^2 do not depend on the signal scale, and S0 (and water, fat, offset) are scaled back.
+        self.sigma_map = noise.sigma_map if noise is not None else None
+        self.sigma = 1.0 if self.sigma_map is not None else (noise.sigma if noise is not None else None)
+        self.out = out
+
+    def fit(self, idx, kernel) -> np.ndarray | None:
+        """Fit voxels ``idx`` with ``kernel``; returns those it flags for polishing (or None)."""
+        y = self.signal2d[:, idx].astype(np.float64)
         invalid = ~np.isfinite(y.sum(0)) | (y.min(0) < 0)
         if invalid.any():
             y[:, invalid] = np.where(np.isfinite(y[:, invalid]), np.maximum(y[:, invalid], 0.0), 0.0)
-        scale = None if sigma_map is None else sigma_map[idx].astype(np.float64)
+        scale = None if self.sigma_map is None else self.sigma_map[idx].astype(np.float64)
         if scale is not None:
             y /= scale
         # Non-finite intermediate values are expected (diverging voxels) and end up in status.
         with np.errstate(all="ignore"):
-            bf = kernel(y, t_s, sigma=block_sigma, coils=n_coils)
-            status, quality, uncert = _assess(y, t_s, bf, method, block_sigma, n_coils, invalid, r2_max)
-        ok = status == Status.FITTED
-        s0 = bf.s0 if scale is None else bf.s0 * scale
-        out_r2[idx] = np.where(ok, bf.r2star, np.nan)
-        out_s0[idx] = np.where(ok, s0, np.nan)
-        out_q[idx] = np.where(invalid, np.nan, quality)
-        out_u[idx] = np.where(ok, uncert, np.nan)
-        out_status[idx] = status
-        out_used[idx] = np.clip(bf.echoes_used, 0, 255)
-        for name, values in bf.extra.items():
-            if name == "_polish":
-                with lock:
-                    polish.append(idx[values & ~invalid])
-            if name.startswith("_"):
-                continue
-            with lock:
-                if name not in extra_maps:
-                    extra_maps[name] = np.full(n_vox, np.nan, np.float32)
-            if scale is not None and name in SCALED_EXTRAS:
-                values = values * scale
-            # like R2*, extra maps (PDFF, offset, ...) are only reported where the fit stands
-            extra_maps[name][idx] = np.where(ok, values, np.nan)
-        return idx.size
+            bf = kernel(y, self.t_s, sigma=self.sigma, coils=self.coils)
+            status, quality, uncertainty = _assess(y, self.t_s, bf, self.method, self.sigma,
+                                                   self.coils, invalid, self.r2_max)
+        del y
+        self.out.store(idx, bf, status, quality, uncertainty, invalid, scale)
+        return None if bf.polish is None else idx[bf.polish & ~invalid]
 
-    def run_all(indices, kernel, share, offset):
-        """Fit `indices` in blocks on all cores; progress runs from `offset` over `share`."""
-        done = 0
-        blocks = [indices[i:i + BLOCK_VOXELS] for i in range(0, indices.size, BLOCK_VOXELS)]
-        workers = max(1, min(options.get("workers") or os.cpu_count() or 1, len(blocks)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending = {pool.submit(run, b, kernel) for b in blocks}
-            try:
-                while pending:
-                    finished, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        done += f.result()
-                    if cancel is not None and cancel():
-                        raise FitCancelled("The fit was cancelled; no maps were produced.")
-                    if progress is not None and finished:
-                        progress(offset + share * done / max(indices.size, 1))
-            except BaseException:
-                stop.set()
-                for f in pending:
-                    f.cancel()
-                raise
 
+def _run(problem: _Problem, noise, index: _Selection, kernel, workers, progress, cancel) -> _FlatMaps:
+    """Fit the voxels ``index`` in blocks on ``workers`` threads (see :mod:`IronMapping.blocks`)."""
+    out = _FlatMaps(problem.n_voxels)
+    fitter = _BlockFitter(problem, noise, out)
+    threads = workers or None
+    size = block_voxels(problem.signal2d.shape[0])
     if progress is not None:
         progress(0.0)
-    if method == "noise-corrected-ml":
+    if problem.method == "noise-corrected-ml":
         # The maximum-likelihood polish has a Python-heavy inner loop, so the few voxels that
         # need it are gathered from all blocks and polished together in a second pass.
-        run_all(index, _flag_for_polish, 0.95, 0.0)
-        flagged = np.sort(np.concatenate(polish)) if polish else np.empty(0, np.intp)
-        if flagged.size:
-            run_all(flagged, kernel, 0.05, 0.95)
+        flagged: list[np.ndarray] = []
+        run_blocks(lambda sl: flagged.append(fitter.fit(index[sl], _flag_for_polish)), index.size,
+                   size, workers=threads, progress=progress, cancel=cancel, share=0.95)
+        flagged = [f for f in flagged if f is not None and f.size]
+        polish = np.sort(np.concatenate(flagged)) if flagged else np.empty(0, np.intp)
+        run_blocks(lambda sl: fitter.fit(polish[sl], kernel), polish.size, size,
+                   workers=threads, progress=progress, cancel=cancel, start=0.95, share=0.05)
     else:
-        run_all(index, kernel, 1.0, 0.0)
-    out_status[spikes] = Status.OUTLIER
+        run_blocks(lambda sl: fitter.fit(index[sl], kernel), index.size, size,
+                   workers=threads, progress=progress, cancel=cancel)
     if progress is not None:
         progress(1.0)
+    return out
 
-    t2 = t2star_from_r2star(out_r2, out_status, te_ms)
-    n_fit = int(np.count_nonzero(out_status == Status.FITTED))
+
+def _assemble(problem: _Problem, noise, flat: _FlatMaps, notes) -> RelaxometryFit:
+    """The result in the spatial shape, with the method's notes."""
+    te_ms, method = problem.echo_times_ms, problem.method
+    t2 = t2star_from_r2star(flat.r2star, flat.status, te_ms)
+    fitted = flat.status == Status.FITTED
+    n_fit = int(np.count_nonzero(fitted))
     if n_fit and method in ("loglinear", "nlls", "arlo"):
-        short = np.count_nonzero(t2[out_status == Status.FITTED] < 2.0 * te_ms[0] + 5.0) / n_fit
+        short = np.count_nonzero(t2[fitted] < 2.0 * te_ms[0] + 5.0) / n_fit
         if short > 0.3:
             notes.append(
                 f"{100 * short:.0f}% of fitted voxels have T2* close to the echo spacing; method "
                 f"{method!r} underestimates R2* there. Prefer 'noise-corrected' (default).")
-    for w in notes:
-        warnings.warn(w, stacklevel=2)
+    del fitted
+    spatial = problem.spatial
     shape = lambda a: a.reshape(spatial)  # noqa: E731
+    sigma_map = noise.sigma_map if noise is not None else None
     return RelaxometryFit(
-        r2star=shape(out_r2), t2star=shape(t2), s0=shape(out_s0), quality=shape(out_q),
-        uncertainty=shape(out_u), status=shape(out_status), echoes_used=shape(out_used),
-        method=method, requested_method=requested, echo_times_ms=te_ms,
-        noise_sigma=sigma, coils=n_coils if noise is not None else None,
+        r2star=shape(flat.r2star), t2star=shape(t2), s0=shape(flat.s0), quality=shape(flat.quality),
+        uncertainty=shape(flat.uncertainty), status=shape(flat.status),
+        echoes_used=shape(flat.echoes_used), method=method,
+        requested_method=problem.requested_method, echo_times_ms=te_ms,
+        noise_sigma=noise.sigma if noise is not None else None,
+        coils=noise.coils if noise is not None else None,
         noise_source=noise.source if noise is not None else "none",
-        quantity=quantity, field_strength_t=field_strength_t,
-        maps={k: shape(v) for k, v in extra_maps.items()}, warnings=notes,
+        quantity=problem.quantity, field_strength_t=problem.field_strength_t,
+        maps={k: shape(v) for k, v in flat.maps.items()}, warnings=notes,
         noise_sigma_map=None if sigma_map is None else shape(sigma_map),
         noise_details=noise.details if noise is not None else {})
 
@@ -481,32 +577,30 @@ def _noise_and_mask(y2d, te_ms, method, mask_flat, include_flat, noise_sigma, co
 def _flag_for_polish(y, t, sigma, coils):
     """First pass of "noise-corrected-ml": the squared-signal fit, flagging voxels for ML."""
     bf = estimators.noise_corrected(y, t, sigma, coils)
-    flag = np.zeros(y.shape[1], dtype=bool)
-    flag[estimators.needs_ml_polish(t, bf, sigma, coils)] = True
-    bf.extra["_polish"] = flag
+    bf.polish = np.zeros(y.shape[1], dtype=bool)
+    bf.polish[estimators.needs_ml_polish(t, bf, sigma, coils)] = True
     return bf
 
 
-def _kernel_for(method, field_strength_t, options):
+def _kernel_for(method, field_strength_t, snr_limit=None, fat_evidence=None, precession_clockwise=True):
+    """The block kernel ``(y, t_s, sigma, coils) -> BlockFit`` of a concrete method."""
     if method == "fat-water":
         from .fatwater import fit_fatwater_chunk
 
+        evidence = {} if fat_evidence is None else {"fat_evidence": fat_evidence}
+
         def kernel(y, t, sigma, coils):
-            extra_options = {"fat_evidence": options["fat_evidence"]} if "fat_evidence" in options else {}
-            res = fit_fatwater_chunk(y, t, field_strength_t=field_strength_t, sigma=sigma,
-                                     coils=coils, precession_clockwise=options.get("precession_clockwise", True),
-                                     **extra_options)
-            extra = {k: res[k] for k in ("pdff", "water", "fat", "fat_water_ambiguous") if k in res}
-            if "start" in res:
-                extra["fat_water_start"] = res["start"]
-            extra["_rss"] = res.get("rss")
-            extra["_uncertainty"] = res.get("uncertainty")
+            res = fit_fatwater_chunk(y, t, field_strength_t=field_strength_t, sigma=sigma, coils=coils,
+                                     precession_clockwise=precession_clockwise, **evidence)
+            maps = {k: res[k] for k in ("pdff", "water", "fat", "fat_water_ambiguous")}
+            maps["fat_water_start"] = res["start"]
             return estimators.BlockFit(res["r2star"], res["s0"], res["converged"],
-                                       np.full(y.shape[1], y.shape[0]), extra)
+                                       np.full(y.shape[1], y.shape[0]), uncertainty=res["uncertainty"],
+                                       rss=res["rss"], maps=maps)
         return kernel
     kernel = _KERNELS[method]
-    if method == "truncation" and "snr_limit" in options:
-        return lambda y, t, **kw: kernel(y, t, snr_limit=options["snr_limit"], **kw)
+    if method == "truncation" and snr_limit is not None:
+        return lambda y, t, **kw: kernel(y, t, snr_limit=snr_limit, **kw)
     return kernel
 
 
@@ -523,8 +617,8 @@ def _assess(y, t, bf: estimators.BlockFit, method, sigma, coils, invalid, r2_max
         np.multiply(predicted, predicted, out=predicted)
         predicted += 2.0 * coils * sigma * sigma
         np.sqrt(predicted, out=predicted)
-    elif "offset" in bf.extra:
-        predicted += bf.extra["offset"]
+    elif bf.offset is not None:
+        predicted += bf.offset
     resid = np.subtract(y, predicted, out=predicted)
     if method == "truncation":
         used = (np.arange(y.shape[0])[:, None] < bf.echoes_used[None, :]).astype(np.float64)
@@ -533,7 +627,7 @@ def _assess(y, t, bf: estimators.BlockFit, method, sigma, coils, invalid, r2_max
         n_used = used.sum(0)
     else:
         used, yw, n_used = None, y, float(y.shape[0])
-    rss = bf.extra.get("_rss")
+    rss = bf.rss
     if rss is None:
         rss = np.einsum("ij,ij->j", resid, resid)
     sum_y = yw.sum(0)
@@ -542,10 +636,10 @@ def _assess(y, t, bf: estimators.BlockFit, method, sigma, coils, invalid, r2_max
         quality = np.where(tss > 1e-12 * (sum_y * sum_y / n_used),
                            np.clip(1.0 - rss / tss, 0.0, 1.0),
                            np.where(rss <= 1e-12 * (sum_y * sum_y + 1e-300), 1.0, 0.0))
-        uncertainty = bf.extra.get("_uncertainty")
+        uncertainty = bf.uncertainty
         if uncertainty is None:
             # Gaussian Fisher information of (S0, R2*) with the residual variance
-            n_par = 3 if "offset" in bf.extra else 2
+            n_par = 3 if bf.offset is not None else 2
             var = rss / np.maximum(n_used - n_par, 1)
             ee = np.multiply(e, e, out=e)
             if used is not None:

@@ -281,3 +281,86 @@ def test_default_polishes_short_t2star_voxels_with_maximum_likelihood():
     assert np.median(np.abs(squared.r2star[fast] - ml.r2star[fast])) > 1.0
     # long T2*: nothing to polish, the squared-signal fit stands
     np.testing.assert_allclose(result.r2star[~fast], squared.r2star[~fast], rtol=1e-6)  # float32 maps
+
+
+def test_options_are_named_keywords_and_reach_their_kernel():
+    import inspect
+
+    params = inspect.signature(fit).parameters
+    for name in ("workers", "snr_limit", "fat_evidence", "precession_clockwise"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+    rng = np.random.default_rng(12)
+    y = noncentral_chi(decay(np.array([300.0] * 20)), 10.0, 1, rng)
+    mask = np.ones(y.shape[1], bool)
+    default = fit(y, TE, method="truncation", mask=mask, noise_sigma=10.0)
+    strict = fit(y, TE, method="truncation", mask=mask, noise_sigma=10.0, snr_limit=8.0)
+    assert np.all(strict.echoes_used <= default.echoes_used)
+    assert np.any(strict.echoes_used < default.echoes_used)
+    assert fit(y, TE, method="truncation", mask=mask, noise_sigma=10.0, snr_limit=None).echoes_used.tolist() \
+        == default.echoes_used.tolist()
+    with pytest.raises(InputError, match="Unknown option.*'snr'.*Valid options.*snr_limit"):
+        fit(y, TE, mask=mask, noise_sigma=10.0, snr=2.0)
+
+
+def test_fat_water_options_reach_the_fat_water_kernel():
+    from IronMapping.fatwater import fit_fatwater_chunk
+
+    rng = np.random.default_rng(13)
+    te = 1.2 * np.arange(1, 7)
+    y = noncentral_chi(decay(np.array([80.0] * 200), te), 20.0, 1, rng)
+    mask = np.ones(y.shape[1], bool)
+    result = fit(y, te, method="fat-water", field_strength_t=1.5, mask=mask, noise_sigma=20.0,
+                 coils=1, fat_evidence=0.0, precession_clockwise=False)
+    direct = fit_fatwater_chunk(y.astype(np.float64), te / 1000.0, field_strength_t=1.5, sigma=20.0,
+                                coils=1, fat_evidence=0.0, precession_clockwise=False)
+    fitted = result.status == Status.FITTED
+    assert fitted.mean() > 0.9
+    np.testing.assert_allclose(result.maps["pdff"][fitted], direct["pdff"][fitted], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("te", [
+    [1.0, 2.0, 2.0, 4.0],                     # duplicate
+    [1.0, 2.0, 2.0 + 1e-9, 4.0],              # duplicate within the tolerance
+    list(0.001 * np.arange(1, 13)),           # seconds with 1 ms spacing, not duplicates
+    list(1000.0 * np.arange(1, 5)),           # microseconds
+    [1.0, -2.0, 3.0, 4.0],
+    [1.0, 3.0, 2.0, 4.0],
+])
+def test_fit_and_the_readers_share_one_echo_time_check(te):
+    from IronMapping.io.checks import check_echo_times as check_common
+
+    with pytest.raises(EchoTimeError) as common:
+        check_common(te, len(te), require_increasing=True)
+    with pytest.raises(EchoTimeError) as ours:
+        check_echo_times(te, len(te))
+    assert str(ours.value) == str(common.value)
+    with pytest.raises(EchoTimeError) as fitted:
+        fit(decay(np.array([100.0, 50.0]), np.arange(1, len(te) + 1)), te)
+    assert str(fitted.value) == str(common.value)
+
+
+def test_t2star_from_float64_r2star_matches_float32():
+    from IronMapping.relaxometry import t2star_from_r2star
+
+    r2 = np.array([0.0, 1e-9, 20.0, 400.0, np.nan, -3.0, 50.0])
+    status = np.array([1, 1, 1, 1, 1, 1, 0], np.uint8)
+    for values in (r2, r2.astype(np.float32)):
+        t2 = t2star_from_r2star(values, status, TE)
+        assert t2.dtype == np.float32
+        np.testing.assert_allclose(t2, [np.nan, np.nan, 50.0, 2.5, np.nan, np.nan, np.nan], equal_nan=True)
+
+
+def test_selection_gives_the_indices_of_the_selected_voxels_block_by_block():
+    from IronMapping.relaxometry import _Selection
+
+    rng = np.random.default_rng(14)
+    for n, share in [(0, 0.5), (5, 1.0), (50_000, 0.0), (50_000, 0.3), (70_001, 1.0)]:
+        selected = rng.random(n) < share
+        selected[20_000:40_000] = False  # whole chunks with nothing selected
+        selection = _Selection(selected)
+        expected = np.flatnonzero(selected)
+        assert selection.size == expected.size
+        for size in (1, 7, 8192, 10_000):
+            parts = [selection[slice(i, i + size)] for i in range(0, selection.size, size)]
+            got = np.concatenate(parts) if parts else np.empty(0, int)
+            np.testing.assert_array_equal(got, expected)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import FitCancelled, InputError
+from ..blocks import run_blocks
+from ..errors import InputError
 from ..fatmodel import fat_phasor, get_spectrum
 from .bipolar import check_readout, estimate_odd_even_phase, remove_odd_even_phase
 from .checks import (FAT_DOMINANT_EVIDENCE, _check_echo_times_s, _require_field_strength,
@@ -116,32 +117,11 @@ class FatWaterFit:
         }
 
 
-def _chunks(n, size):
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _run_chunks(work, slices, threads, progress, cancel):
-    """Run work(slice) over slices (in threads if > 1), reporting progress, honouring cancel."""
-    done = 0
-    if threads <= 1:
-        for sl in slices:
-            if cancel is not None and cancel():
-                raise FitCancelled("The fat-water fit was cancelled; no maps were produced.")
-            work(sl)
-            done += 1
-            if progress is not None:
-                progress(done / len(slices))
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for i in range(0, len(slices), threads):
-            if cancel is not None and cancel():
-                raise FitCancelled("The fat-water fit was cancelled; no maps were produced.")
-            list(pool.map(work, slices[i:i + threads]))
-            done += len(slices[i:i + threads])
-            if progress is not None:
-                progress(done / len(slices))
+def _run_chunks(work, n, chunk_size, threads, progress, cancel):
+    """Run work(slice) over chunks of ``range(n)`` with the shared block runner
+    (:func:`IronMapping.blocks.run_blocks`: progress and cancel as in ``relaxometry.fit``)."""
+    run_blocks(work, n, chunk_size, workers=threads, progress=progress, cancel=cancel,
+               what="The fat-water fit")
 
 
 def _prepare_readout(z, mask, t_s, fat, low_fat, readout, notes):
@@ -176,7 +156,7 @@ def _prepare_readout(z, mask, t_s, fat, low_fat, readout, notes):
     return z, "monopolar", "detected from the data (no odd/even echo phase)", estimate
 
 
-def _complex_fit(z, mask, t_s, b0, precession_clockwise, spec, magnitude, slices, threads,
+def _complex_fit(z, mask, t_s, b0, precession_clockwise, spec, magnitude, chunk_size, threads,
                  progress, cancel, readout, notes):
     """Readout correction, spatial field map and complex fit of the voxels of ``mask``."""
     c = fat_phasor(t_s * 1e3, b0, precession_clockwise, spec)
@@ -206,7 +186,7 @@ def _complex_fit(z, mask, t_s, b0, precession_clockwise, spec, magnitude, slices
         for key, value in res.items():
             cout[key][sl] = value
 
-    _run_chunks(cwork, slices, threads, progress, cancel)
+    _run_chunks(cwork, n, chunk_size, threads, progress, cancel)
     return cout, used, source, estimate, method
 
 
@@ -331,11 +311,10 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
         for key, value in res.items():
             out[key][sl] = value
 
-    slices = _chunks(n, chunk_size)
     share = 0.5 if has_complex else 1.0
     report = None if progress is None else (lambda x: progress(share * x))
     threads = max(1, int(threads))
-    _run_chunks(work, slices, threads, report, cancel)
+    _run_chunks(work, n, chunk_size, threads, report, cancel)
 
     # The voxel's own answer (before pooling) guides the complex field map where it is clear.
     voxel_pdff = np.where(out["fat_water_ambiguous"] == 0, out["pdff"], np.nan)
@@ -361,7 +340,7 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
         cout, used, source, estimate, fieldmap_method = _complex_fit(
             complex_signal, mask, t_s, b0, precession_clockwise, spec,
             dict(out, voxel_pdff=voxel_pdff),
-            _chunks(n, 4096), threads, report, cancel, readout, notes)
+            4096, threads, report, cancel, readout, notes)
         _resolve_by_complex(out, cout["pdff"], voxel_pdff)
         complex_maps = {k: to_map(v) for k, v in cout.items()
                         if k not in ("converged", "start", "odd_even_phase")}

@@ -38,8 +38,13 @@ signal = np.load(sys.argv[1])
 loaded = rss()
 te = 1.0 + 1.2 * np.arange(signal.shape[0])
 kwargs = {} if sys.argv[2] == "estimated" else {"noise_sigma": 20.0, "coils": 1}
-relaxometry.fit(signal, te, **kwargs)
-print(json.dumps({"imports": imports, "loaded": loaded, "peak": rss(), "input": signal.nbytes / 2**20}))
+result = relaxometry.fit(signal, te, **kwargs)
+peak = rss()
+arrays = [result.r2star, result.t2star, result.s0, result.quality, result.uncertainty, result.status,
+          result.echoes_used, result.noise_sigma_map, *result.maps.values()]
+maps = sum(a.nbytes for a in arrays if a is not None) / 2**20
+print(json.dumps({"imports": imports, "loaded": loaded, "peak": peak, "input": signal.nbytes / 2**20,
+                  "maps": maps}))
 """
 
 
@@ -75,8 +80,8 @@ def main(argv=None):
             total = r["peak"] - r["imports"]
             print(f"  noise {noise:9s}: imports {r['imports']:.0f} MiB, input {r['input']:.0f} MiB, peak "
                   f"{r['peak']:.0f} MiB: {total / r['input']:.2f} x the input above the imports "
-                  f"(the fit adds {fit_part:.0f} MiB = {fit_part / r['input']:.2f} x; its maps alone are "
-                  f"{6 * r['input'] / shape[0] / r['input']:.2f} x)")
+                  f"(the fit adds {fit_part:.0f} MiB = {fit_part / r['input']:.2f} x; the maps it returns "
+                  f"are {r['maps']:.0f} MiB = {r['maps'] / r['input']:.2f} x)")
 
 
 if __name__ == "__main__":
