@@ -20,7 +20,7 @@ from .checks import (FAT_DOMINANT_EVIDENCE, _check_echo_times_s, _require_field_
                      method_description)
 from .complex_fit import _OUT_KEYS as _COMPLEX_KEYS, echo_period_hz, fit_fatwater_complex_chunk
 from .fieldmap import spatial_fieldmap
-from .magnitude import _OUTPUT_KEYS, _empty_result, fit_fatwater_chunk
+from .magnitude import _OUTPUT_KEYS, _empty_result, ambiguous_solutions, fit_fatwater_chunk
 from .neighbourhood import choose_starts_by_neighbourhood
 
 LOW_FAT_PDFF = 10.0
@@ -210,11 +210,22 @@ def _complex_fit(z, mask, t_s, b0, precession_clockwise, spec, magnitude, slices
     return cout, used, source, estimate, method
 
 
+def _residual_sigma(rss, n_echoes):
+    """Noise SD from the median residual sum of squares of the magnitude fits (3 parameters):
+    RSS ~ sigma^2 chi^2(E - 3), whose median is ``chi2.ppf(0.5, E - 3)`` (0.45 for one
+    spare echo, not 1)."""
+    from scipy.stats import chi2
+
+    dof = max(n_echoes - 3, 1)
+    return float(np.sqrt(np.nanmedian(rss) / chi2.ppf(0.5, dof)))
+
+
 def _resolve_by_complex(out, complex_pdff, voxel_pdff):
-    """Where the magnitude alone is ambiguous (in the voxel itself, ``voxel_pdff`` NaN), keep
-    the magnitude solution on the complex fit's side of 50 % PDFF; the flag is then cleared
-    (the phase decided)."""
-    undecided = np.isnan(voxel_pdff) & np.isfinite(out["pdff"]) & np.isfinite(complex_pdff)
+    """Where the magnitude alone is ambiguous (in the voxel itself, ``voxel_pdff`` NaN, or
+    after pooling, flag 1), keep the magnitude solution on the complex fit's side of 50 % PDFF;
+    the flag is then cleared (the phase decided)."""
+    undecided = ((np.isnan(voxel_pdff) | (out["fat_water_ambiguous"] == 1))
+                 & np.isfinite(out["pdff"]) & np.isfinite(complex_pdff))
     fat_side = complex_pdff > 50.0
     flip = undecided & (fat_side != (out["start"] == 1)) & np.isfinite(out["alt_pdff"])
     for key in _OUTPUT_KEYS:
@@ -271,10 +282,12 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     start_selection : "auto", "voxel" or "neighbourhood"
         "voxel" (MAGO/MAGORINO): each voxel keeps its better start (the fat-dominant one
         only with a log-likelihood ratio above ``fat_evidence``). "neighbourhood": the
-        start is chosen by the log-likelihood ratio summed over a ``neighbourhood``-wide box
-        (see ``choose_starts_by_neighbourhood``); needs a noise level (given, or estimated as
-        the median residual SD). "auto" (default): "neighbourhood" with ``FEW_ECHOES`` (4)
-        echoes or fewer, else "voxel".
+        start is chosen by the log-likelihood ratio summed over the neighbours in a
+        ``neighbourhood``-wide box whose two solutions match the voxel's (see
+        ``choose_starts_by_neighbourhood``); needs a noise level (given, or estimated from
+        the median residual sum of squares). With complex data the complex fit decides the
+        voxels this leaves ambiguous. "auto" (default): "neighbourhood" with ``FEW_ECHOES``
+        (4) echoes or fewer, else "voxel".
     fat_evidence : float
         Nats the fat-dominant solution needs over the water-dominant one (see
         ``FAT_DOMINANT_EVIDENCE``; 0 = plain maximum likelihood).
@@ -337,17 +350,22 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     threads = max(1, int(threads))
     _run_chunks(work, slices, threads, report, cancel)
 
-    # The voxel's own answer (before pooling) guides the complex field map where it is clear.
-    voxel_pdff = np.where(out["fat_water_ambiguous"] == 0, out["pdff"], np.nan)
     # Unknown noise and 3 echoes: the fits are exact, their costs carry no evidence to pool.
     pool = start_selection == "neighbourhood" and not (noise_sigma is None and len(t_s) <= 3)
+    sigma_sel = noise_sigma
+    if pool and n and sigma_sel is None:
+        sigma_sel = _residual_sigma(out["rss"], len(t_s))
+        if not sigma_sel > 0:
+            sigma_sel = 1e-6 * float(np.nanmax(y))
+        # With one or two spare echoes the per-voxel profile likelihood ratio (the residual
+        # variance estimated in each voxel) is often large by chance: the voxel's own flag
+        # uses the pooled noise level instead.
+        out["fat_water_ambiguous"] = ambiguous_solutions(
+            out["start_evidence"] / sigma_sel ** 2,
+            out["pdff"], out["alt_pdff"])
+    # The voxel's own answer (before pooling) guides the complex field map where it is clear.
+    voxel_pdff = np.where(out["fat_water_ambiguous"] == 0, out["pdff"], np.nan)
     if pool and n:
-        sigma_sel = noise_sigma
-        if sigma_sel is None:
-            dof = max(len(t_s) - 3, 1)
-            sigma_sel = float(np.sqrt(np.nanmedian(out["rss"] / dof)))
-            if not sigma_sel > 0:
-                sigma_sel = 1e-6 * float(np.nanmax(y)) if n else 1.0
         choose_starts_by_neighbourhood(out, mask, sigma_sel, neighbourhood, fat_evidence)
 
     def to_map(values, dtype=np.float32, fill=np.nan):
