@@ -283,12 +283,18 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
 
     t0 = time.perf_counter()
     say("fit", 0.0)
+    fat_water = {}
+    if method == "fat-water":  # phase and readout, as far as relaxometry.fit takes them
+        from .fatwater import fit_inputs_from_image
+        from .relaxometry import FIT_OPTIONS
+        fat_water = {k: v for k, v in fit_inputs_from_image(image).items() if k in FIT_OPTIONS}
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
         fit = fit_maps(image.signal, image.echo_times_ms, method=method, noise_sigma=noise_sigma,
                        coils=coils, progress=lambda f: say("fit", f), cancel=cancel,
                        quantity=image.quantity, field_strength_t=image.field_strength_t,
-                       include_mask=None if label_map is None else label_map.labels > 0)
+                       include_mask=None if label_map is None else label_map.labels > 0,
+                       **fat_water)
     # The engine's notes are UserWarnings; numpy's RuntimeWarnings inside masked-out math are not.
     notes += _unique([str(w.message) for w in caught if issubclass(w.category, UserWarning)
                       and not issubclass(w.category, RuntimeWarning)]

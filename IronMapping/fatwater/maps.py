@@ -82,6 +82,31 @@ class FatWaterFit:
                                             self.start).astype(np.float32),
                 "fat_water_ambiguous": self.ambiguous}
 
+    def block_fit(self, index, scale=None):
+        """The fit of some voxels as ``estimators.BlockFit``, the form ``relaxometry.fit``
+        assesses block by block (status, R^2).
+
+        index : flat (C-order) indices into the spatial grid [n]
+        scale : optional per-voxel divisor [n] of the signal-unit values (s0, water, fat;
+            rss by its square), for a caller that fits each voxel in units of its noise SD.
+        """
+        from ..estimators import BlockFit
+
+        index = np.asarray(index)
+
+        def take(values):
+            return np.asarray(values).reshape(-1)[index].astype(np.float64)
+
+        s = 1.0 if scale is None else np.asarray(scale, dtype=np.float64)
+        start = take(self.start)
+        extra = {"pdff": take(self.pdff), "water": take(self.water) / s,
+                 "fat": take(self.fat) / s, "fat_water_ambiguous": take(self.ambiguous),
+                 "fat_water_start": np.where(start == 255, np.nan, start),
+                 "_rss": take(self.rss) / (s * s), "_uncertainty": take(self.uncertainty)}
+        return BlockFit(take(self.r2star), take(self.s0) / s,
+                        np.asarray(self.converged).reshape(-1)[index],
+                        np.full(index.size, len(self.echo_times_ms)), extra)
+
     def provenance(self):
         """JSON-able description of how the maps were made."""
         from .. import __version__
@@ -96,7 +121,8 @@ class FatWaterFit:
             "precession_clockwise": self.precession_clockwise,
             "echo_times_ms": list(self.echo_times_ms),
             "likelihood": self.likelihood,
-            "noise_sigma": (None if self.noise_sigma is None else float(np.mean(self.noise_sigma))),
+            "noise_sigma": (None if self.noise_sigma is None
+                            else float(np.nanmean(self.noise_sigma))),
             "coils": self.coils,
             "start_selection": self.start_selection,
             "fat_dominant_evidence_nats": self.fat_evidence,
@@ -256,7 +282,7 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
                  coils=None, complex_signal=None, precession_clockwise=True, spectrum=None,
                  start_selection="auto", neighbourhood=3, chunk_size=32768, threads=1,
                  progress=None, cancel=None, fat_evidence=FAT_DOMINANT_EVIDENCE,
-                 readout="auto"):
+                 readout="auto", warn=True):
     """Fat-water fit of whole arrays: PDFF, fat-corrected R2*, water and fat.
 
     Parameters
@@ -266,8 +292,9 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     field_strength_t : float, tesla (required)
     mask : bool array of the spatial shape, optional (default: voxels with finite, positive
         signal).
-    noise_sigma : float, optional
-        Noise SD per real channel. Given: noncentral-chi likelihood; None: least squares.
+    noise_sigma : float or array of the spatial shape, optional
+        Noise SD per real channel (a map where it varies in space). Given: noncentral-chi
+        likelihood; None: least squares.
     coils : float, optional
         Effective coil count for the noncentral chi (default 1, Rician).
     complex_signal : complex array [echo, ...spatial], optional
@@ -294,10 +321,13 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     threads : int
         Worker threads (numpy releases the GIL in the heavy loops).
     progress : callable(fraction), optional; cancel : callable() -> bool, optional
+    warn : bool
+        Also issue the ``warnings`` as UserWarning (default True; False for a caller that
+        reports them itself).
 
     Returns
     -------
-    FatWaterFit (its ``warnings`` are also issued as UserWarning).
+    FatWaterFit
     """
     b0 = _require_field_strength(field_strength_t)
     check_readout(readout)
@@ -329,6 +359,13 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     if start_selection == "auto":
         start_selection = "neighbourhood" if len(t_s) <= FEW_ECHOES else "voxel"
     coils = 1.0 if coils is None else float(coils)
+    noise_flat = noise_sigma
+    if noise_sigma is not None and np.ndim(noise_sigma) > 0:
+        noise_map = np.asarray(noise_sigma, dtype=np.float64)
+        if noise_map.shape != spatial:
+            raise InputError(f"The noise map's shape {noise_map.shape} differs from the image's "
+                             f"{spatial}; give one noise SD or a map on the image grid.")
+        noise_flat = noise_map[mask]
     spec = get_spectrum(spectrum)
     has_complex = complex_signal is not None
     keep_both = start_selection == "neighbourhood" or has_complex
@@ -338,7 +375,8 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     notes = []
 
     def work(sl):
-        res = fit_fatwater_chunk(y[:, sl], t_s, field_strength_t=b0, sigma=noise_sigma,
+        sigma = noise_flat if np.ndim(noise_flat) == 0 else noise_flat[sl]
+        res = fit_fatwater_chunk(y[:, sl], t_s, field_strength_t=b0, sigma=sigma,
                                  coils=coils, spectrum=spec, keep_both=keep_both,
                                  fat_evidence=fat_evidence)
         for key, value in res.items():
@@ -352,7 +390,7 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
 
     # Unknown noise and 3 echoes: the fits are exact, their costs carry no evidence to pool.
     pool = start_selection == "neighbourhood" and not (noise_sigma is None and len(t_s) <= 3)
-    sigma_sel = noise_sigma
+    sigma_sel = noise_flat
     if pool and n and sigma_sel is None:
         sigma_sel = _residual_sigma(out["rss"], len(t_s))
         if not sigma_sel > 0:
@@ -387,7 +425,7 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     message = _ambiguity_warning(out["fat_water_ambiguous"], len(t_s), has_complex)
     if message:
         notes.append(message)
-    for note in notes:
+    for note in notes if warn else ():
         warnings.warn(note, UserWarning, stacklevel=2)
 
     start = np.where(np.isfinite(out["pdff"]), out["start"], 255).astype(np.uint8)
