@@ -381,6 +381,10 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
                                              max_iter - first_iter)
             w[go], f[go], r[go] = wg, fg, rg
         llr = _log_likelihood_ratio(cost[:m], cost[m:], sn, yn.shape[0])
+    if sn is None and yn.shape[0] <= 3:
+        # 3 echoes, 3 unknowns, noise unknown: both fits are exact up to rounding, whose
+        # ratio is no evidence; the water-dominant solution is reported (and flagged).
+        llr = np.zeros(m)
     fat_wins = llr > fat_evidence
     evidence = cost[:m] - cost[m:]
     if sn is not None:
