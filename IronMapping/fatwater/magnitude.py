@@ -129,19 +129,27 @@ class _MagnitudeModel:
         return jw, jf, jr
 
 
-def _normal_equations(jw, jf, jr, rho=None, weights=None):
-    """J^T diag(weights) J as (h11, h12, h13, h22, h23, h33) and J^T rho, each [n]."""
-    dot = lambda u, v: np.einsum("ij,ij->j", u, v)
+def _normal_rows(jw, jf, jr, rho=None, weights=None):
+    """J^T diag(weights) J as rows (h11, h12, h13, h22, h23, h33) and, with rho, J^T rho as
+    rows (g1, g2, g3) of one float64 array [6 or 9, n]."""
     if weights is None:
         pw, pf, pr = jw, jf, jr
     else:
         pw, pf, pr = jw * weights, jf * weights, jr * weights
+    pairs = [(pw, jw), (pw, jf), (pw, jr), (pf, jf), (pf, jr), (pr, jr)]
+    if rho is not None:
+        pairs += [(jw, rho), (jf, rho), (jr, rho)]
+    out = np.empty((len(pairs), jw.shape[1]), dtype=jw.dtype)
+    for k, (u, v) in enumerate(pairs):
+        np.einsum("ij,ij->j", u, v, out=out[k])
     # Sums over <= ~30 echoes; the 3x3 solves then run in float64.
-    h = tuple(dot(u, v).astype(np.float64, copy=False)
-              for u, v in ((pw, jw), (pw, jf), (pw, jr), (pf, jf), (pf, jr), (pr, jr)))
-    if rho is None:
-        return h
-    return h, tuple(dot(u, rho).astype(np.float64, copy=False) for u in (jw, jf, jr))
+    return out.astype(np.float64, copy=False)
+
+
+def _normal_equations(jw, jf, jr, rho=None, weights=None):
+    """J^T diag(weights) J as (h11, h12, h13, h22, h23, h33) and J^T rho, each [n]."""
+    rows = tuple(_normal_rows(jw, jf, jr, rho, weights))
+    return rows if rho is None else (rows[:6], rows[6:])
 
 
 def _loglinear_start(y, t_ms):
@@ -200,14 +208,12 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
     stale = None  # voxels whose last step was rejected: the state arrays hold the trial point
     for _ in range(max_iter):
         jw, jf, jr = model.jacobian(wa, fa, e, a, q, amp)
-        h, g = _normal_equations(jw, jf, jr, rho, lik.fisher_weights(amp))
+        rows = _normal_rows(jw, jf, jr, rho, lik.fisher_weights(amp))
         if stale is not None:
             # A rejected voxel has not moved: it keeps its normal equations.
-            h = tuple(np.where(stale, old, new) for old, new in zip(h_prev, h))
-            g = tuple(np.where(stale, old, new) for old, new in zip(g_prev, g))
-        h_prev, g_prev = h, g
-        h11, h12, h13, h22, h23, h33 = h
-        g1, g2, g3 = g
+            rows = np.where(stale, rows_prev, rows)
+        rows_prev = rows
+        h11, h12, h13, h22, h23, h33, g1, g2, g3 = rows
         # Active bounds: a parameter on its bound whose descent direction points outside is
         # frozen for this step (projected Levenberg-Marquardt).
         fix_w = (wa <= 0.0) & (g1 <= 0.0)
@@ -258,8 +264,7 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
             wa, fa, ra, cost, lam, ftol = (x[keep] for x in (wa, fa, ra, cost, lam, ftol))
             ya, e, a, q, amp, rho = (np.compress(keep, x, axis=1)
                                      for x in (ya, e, a, q, amp, rho))
-            h_prev = tuple(x[keep] for x in h_prev)
-            g_prev = tuple(x[keep] for x in g_prev)
+            rows_prev = np.compress(keep, rows_prev, axis=1)
             if stale is not None:
                 stale = stale[keep]
             lik = lik.take(keep)
