@@ -143,6 +143,11 @@ def analyse(echoes, echo_times_ms=None, labels=None, label_names: Mapping[int, s
     inputs = [str(w) for w in image.metadata.get("warnings") or []] + [str(n) for n in notes]
 
     timings = {}
+    fat_water = {}
+    if method == "fat-water":
+        from .fatwater import fit_inputs_from_image
+
+        fat_water = fit_inputs_from_image(image)  # phase (complex echoes) and readout, if known
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
         t0 = time.perf_counter()
@@ -151,7 +156,7 @@ def analyse(echoes, echo_times_ms=None, labels=None, label_names: Mapping[int, s
             image.signal, image.echo_times_ms, method=method, mask=mask, noise_sigma=noise_sigma,
             coils=coils, progress=lambda f: say("fit", f), cancel=cancel, quantity=image.quantity,
             field_strength_t=image.field_strength_t,
-            include_mask=None if labels is None else labels > 0)
+            include_mask=None if labels is None else labels > 0, **fat_water)
         timings["fit"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -90,7 +90,8 @@ _KERNELS = {
 }
 #: Extra maps in signal units (scaled back after a fit in units of the local noise SD).
 SCALED_EXTRAS = frozenset({"water", "fat", "offset"})
-FIT_OPTIONS = frozenset({"workers", "snr_limit", "fat_evidence", "precession_clockwise"})
+FIT_OPTIONS = frozenset({"workers", "snr_limit", "fat_evidence", "precession_clockwise",
+                         "complex_signal", "readout"})
 _SCAN_VOXELS = 1 << 18  # voxels per pass of the whole-image scans (no input-sized temporaries)
 
 
@@ -246,7 +247,8 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
         cancel: Callable[[], bool] | None = None, quantity: str = "T2*",
         field_strength_t: float | None = None, include_mask=None, *, workers: int | None = None,
         snr_limit: float | None = None, fat_evidence: float | None = None,
-        precession_clockwise: bool = True, **unknown) -> RelaxometryFit:
+        precession_clockwise: bool = True, complex_signal=None, readout: str = "auto",
+        **unknown) -> RelaxometryFit:
     """Fit R2* (1/s) and T2* (ms) in every voxel.
 
     Parameters
@@ -275,6 +277,10 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     fat_evidence : "fat-water" only: nats the fat-dominant solution needs over the
         water-dominant one (default ``fatwater.FAT_DOMINANT_EVIDENCE``).
     precession_clockwise : "fat-water" only: sign of the fat phasor (default True).
+    complex_signal : "fat-water" only: complex echoes (n_echoes, ...) with the signal's shape,
+        or None (magnitude only); with phase the complex fit decides voxels the magnitude
+        cannot (few echoes) and a bipolar readout is corrected.
+    readout : "fat-water" only: "auto", "bipolar" or "monopolar" (see fatwater.fit_fatwater).
     **unknown : any other keyword is refused with an InputError naming the valid ones.
 
     Returns
@@ -312,6 +318,14 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     del fit_flat
     kernel = _kernel_for(problem.method, field_strength_t, snr_limit=snr_limit,
                          fat_evidence=fat_evidence, precession_clockwise=precession_clockwise)
+    if problem.method == "fat-water":
+        # the whole-image fat-water fit (neighbourhood start selection, complex fit, bipolar
+        # correction) runs first; the blocks then take its voxels and assess them as any fit
+        kernel, progress = _spatial_fat_water(problem, noise, index, field_strength_t, workers,
+                                              progress, cancel, notes, fat_evidence,
+                                              precession_clockwise, complex_signal, readout)
+    elif complex_signal is not None or readout != "auto":
+        raise InputError("complex_signal and readout apply to method='fat-water' only.")
     flat = _run(problem, noise, index, kernel, workers, progress, cancel)
     del index
     flat.status[spikes] = Status.OUTLIER
@@ -464,7 +478,10 @@ class _BlockFitter:
             y /= scale
         # Non-finite intermediate values are expected (diverging voxels) and end up in status.
         with np.errstate(all="ignore"):
-            bf = kernel(y, self.t_s, sigma=self.sigma, coils=self.coils)
+            if isinstance(kernel, _VoxelKernel):
+                bf = kernel.block_fit(idx, scale)
+            else:
+                bf = kernel(y, self.t_s, sigma=self.sigma, coils=self.coils)
             status, quality, uncertainty = _assess(y, self.t_s, bf, self.method, self.sigma,
                                                    self.coils, invalid, self.r2_max)
         del y
@@ -572,6 +589,43 @@ def _noise_and_mask(y2d, te_ms, method, mask_flat, include_flat, noise_sigma, co
     if include_flat is not None:
         mask_flat = mask_flat | include_flat
     return noise, mask_flat | invalid, invalid, notes
+
+
+class _VoxelKernel:
+    """A block kernel whose answers were computed beforehand for the whole image (indexed by
+    voxel), e.g. the spatially consistent fat-water fit."""
+
+    def __init__(self, whole_fit):
+        self.whole_fit = whole_fit
+
+    def block_fit(self, idx, scale):
+        return self.whole_fit.block_fit(idx, scale)
+
+
+def _spatial_fat_water(problem, noise, index, field_strength_t, workers, progress, cancel, notes,
+                       fat_evidence, precession_clockwise, complex_signal, readout):
+    """(kernel, progress for the blocks): fatwater.fit_fatwater on the selected voxels (90 % of
+    the progress), its warnings added to notes."""
+    import os
+
+    from .fatwater import FAT_DOMINANT_EVIDENCE, fit_fatwater
+
+    spatial = problem.spatial
+    mask = index.selected
+    sigma = None
+    if noise is not None:
+        sigma = noise.sigma if noise.sigma_map is None else noise.sigma_map.reshape(spatial)
+    if progress is not None:
+        progress(0.0)
+    whole = fit_fatwater(
+        problem.signal2d.reshape((-1,) + tuple(spatial)), problem.echo_times_ms, field_strength_t,
+        mask=mask.reshape(spatial), noise_sigma=sigma, coils=None if noise is None else noise.coils,
+        complex_signal=complex_signal, precession_clockwise=precession_clockwise,
+        threads=workers or os.cpu_count() or 1, cancel=cancel, readout=readout, warn=False,
+        progress=None if progress is None else (lambda f: progress(0.9 * f)),
+        fat_evidence=FAT_DOMINANT_EVIDENCE if fat_evidence is None else fat_evidence)
+    notes.extend(w for w in whole.warnings if w not in notes)
+    return _VoxelKernel(whole), (None if progress is None else (lambda f: progress(0.9 + 0.1 * f)))
 
 
 def _flag_for_polish(y, t, sigma, coils):

@@ -19,8 +19,8 @@ the noncentral-chi likelihood (far above it the two coincide: R2* bias < ~0.5 %)
 start is refined fully, the other by two steps (its likelihood only decides the choice); a
 voxel whose choice changes has the new winner refined fully.
 
-Batched Levenberg-Marquardt on blocks [echo, voxel] of float64 with closed-form 3x3 solves; no
-per-voxel Python loops.
+Batched Levenberg-Marquardt on blocks [echo, voxel] of float32 (parameters, normal equations
+and their closed-form 3x3 solves in float64); no per-voxel Python loops.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .checks import (FAT_DOMINANT_EVIDENCE, R2STAR_MAX, _check_echo_times_s,
                      _require_field_strength)
 from .likelihood import _Gaussian, _NoncentralChi
 
-_BLOCK = 32768         # voxels fitted together (memory: ~30 arrays of 12 x 2 x _BLOCK float64)
+_BLOCK = 32768         # voxels fitted together (memory: ~30 arrays of 12 x 2 x _BLOCK float32)
 
 _LM_COLUMNS = 8192     # columns per Levenberg-Marquardt pass (cache-sized)
 _PARK = 0.05           # a pass stops when fewer than this share of its columns is unfinished;
@@ -75,30 +75,41 @@ def _solve3(h, g):
 
 
 class _MagnitudeModel:
-    """|W + F c(t)| exp(-R t) on normalised data; t in ms, R in 1/ms."""
+    """|W + F c(t)| exp(-R t) on normalised data; t in ms, R in 1/ms.
 
-    def __init__(self, t_ms, c):
-        self.t = t_ms[:, None]
+    ``dtype`` is that of the [echo, voxel] arrays; parameters come in as float64 [n] and are
+    cast. float32 halves the memory traffic of the Levenberg-Marquardt iterations (their
+    convergence tolerances, 1e-4 relative step, are far above its 6e-8 resolution on data
+    normalised to a maximum of 1).
+    """
+
+    def __init__(self, t_ms, c, dtype=np.float64):
+        self.dtype = np.dtype(dtype)
+        self.t = t_ms[:, None].astype(dtype)
         self.minus_t = -self.t
-        self.cr = c.real[:, None].copy()
-        self.ci2 = (c.imag ** 2)[:, None].copy()
+        self.cr = c.real[:, None].astype(dtype)
+        self.ci2 = (c.imag ** 2)[:, None].astype(dtype)
         dt = np.diff(t_ms)
+        self.t0 = float(t_ms[0])
         # Uniform echo spacing: exp(-R t_k) by repeated multiplication (one exp per row
-        # instead of one per echo; relative error ~ k * 1e-16).
+        # instead of one per echo; relative error ~ k * eps).
         self.spacing = float(dt[0]) if dt.size and np.allclose(dt, dt[0], rtol=1e-9) else None
 
     def decay(self, r):
-        """exp(-R t) [E, n]."""
+        """exp(-R t) [E, n]; r already of ``dtype``."""
         if self.spacing is None or self.t.shape[0] < 4:
             return np.exp(self.minus_t * r)
-        e = np.empty((self.t.shape[0], r.size))
-        np.exp(-self.t[0, 0] * r, out=e[0])
-        step = np.exp(-self.spacing * r)
+        e = np.empty((self.t.shape[0], r.size), dtype=self.dtype)
+        np.multiply(r, -self.t0, out=e[0])
+        np.exp(e[0], out=e[0])
+        step = np.exp(r * -self.spacing)
         for k in range(1, e.shape[0]):
             np.multiply(e[k - 1], step, out=e[k])
         return e
 
     def evaluate(self, w, f, r):
+        dtype = self.dtype
+        w, f, r = (np.asarray(x, dtype=dtype) for x in (w, f, r))
         e = self.decay(r)
         a = self.cr * f
         a += w
@@ -108,6 +119,7 @@ class _MagnitudeModel:
         return e, a, q, q * e
 
     def jacobian(self, w, f, e, a, q, amp):
+        f = np.asarray(f, dtype=self.dtype)
         g = e / np.maximum(q, _TINY)
         jw = a * g
         jf = a * self.cr
@@ -117,17 +129,27 @@ class _MagnitudeModel:
         return jw, jf, jr
 
 
-def _normal_equations(jw, jf, jr, rho=None, weights=None):
-    """J^T diag(weights) J as (h11, h12, h13, h22, h23, h33) and J^T rho, each [n]."""
-    dot = lambda u, v: np.einsum("ij,ij->j", u, v)
+def _normal_rows(jw, jf, jr, rho=None, weights=None):
+    """J^T diag(weights) J as rows (h11, h12, h13, h22, h23, h33) and, with rho, J^T rho as
+    rows (g1, g2, g3) of one float64 array [6 or 9, n]."""
     if weights is None:
         pw, pf, pr = jw, jf, jr
     else:
         pw, pf, pr = jw * weights, jf * weights, jr * weights
-    h = (dot(pw, jw), dot(pw, jf), dot(pw, jr), dot(pf, jf), dot(pf, jr), dot(pr, jr))
-    if rho is None:
-        return h
-    return h, (dot(jw, rho), dot(jf, rho), dot(jr, rho))
+    pairs = [(pw, jw), (pw, jf), (pw, jr), (pf, jf), (pf, jr), (pr, jr)]
+    if rho is not None:
+        pairs += [(jw, rho), (jf, rho), (jr, rho)]
+    out = np.empty((len(pairs), jw.shape[1]), dtype=jw.dtype)
+    for k, (u, v) in enumerate(pairs):
+        np.einsum("ij,ij->j", u, v, out=out[k])
+    # Sums over <= ~30 echoes; the 3x3 solves then run in float64.
+    return out.astype(np.float64, copy=False)
+
+
+def _normal_equations(jw, jf, jr, rho=None, weights=None):
+    """J^T diag(weights) J as (h11, h12, h13, h22, h23, h33) and J^T rho, each [n]."""
+    rows = tuple(_normal_rows(jw, jf, jr, rho, weights))
+    return rows if rho is None else (rows[:6], rows[6:])
 
 
 def _loglinear_start(y, t_ms):
@@ -183,11 +205,15 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
         w[idx[sel]], f[idx[sel]], r[idx[sel]] = wa[sel], fa[sel], ra[sel]
         cost_out[idx[sel]] = cost[sel]
 
+    stale = None  # voxels whose last step was rejected: the state arrays hold the trial point
     for _ in range(max_iter):
         jw, jf, jr = model.jacobian(wa, fa, e, a, q, amp)
-        h, g = _normal_equations(jw, jf, jr, rho, lik.fisher_weights(amp))
-        h11, h12, h13, h22, h23, h33 = h
-        g1, g2, g3 = g
+        rows = _normal_rows(jw, jf, jr, rho, lik.fisher_weights(amp))
+        if stale is not None:
+            # A rejected voxel has not moved: it keeps its normal equations.
+            rows = np.where(stale, rows_prev, rows)
+        rows_prev = rows
+        h11, h12, h13, h22, h23, h33, g1, g2, g3 = rows
         # Active bounds: a parameter on its bound whose descent direction points outside is
         # frozen for this step (projected Levenberg-Marquardt).
         fix_w = (wa <= 0.0) & (g1 <= 0.0)
@@ -204,8 +230,9 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
             g1 = g1 * free_w
             g2 = g2 * free_f
             g3 = g3 * free_r
-        dw, df, dr, _, ok = _solve3((h11 * (1 + lam), h12, h13, h22 * (1 + lam), h23,
-                                     h33 * (1 + lam)), (g1, g2, g3))
+        damp = lam + 1.0
+        dw, df, dr, _, ok = _solve3((h11 * damp, h12, h13, h22 * damp, h23, h33 * damp),
+                                    (g1, g2, g3))
         w_new = np.maximum(wa + dw, 0.0)
         f_new = np.maximum(fa + df, 0.0)
         r_new = np.clip(ra + dr, 0.0, r_max)
@@ -220,13 +247,9 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
         fa = np.where(acc, f_new, fa)
         ra = np.where(acc, r_new, ra)
         cost = np.where(acc, cost_n, cost)
-        # The trial arrays become the state; rejected voxels (usually few) are copied back.
-        rejected = np.flatnonzero(~acc)
-        state_n = (e_n, a_n, q_n, amp_n, rho_n)
-        if rejected.size:
-            for new_x, old_x in zip(state_n, (e, a, q, amp, rho)):
-                new_x[:, rejected] = old_x[:, rejected]
-        e, a, q, amp, rho = state_n
+        # The trial arrays become the state (cheaper than copying rejected columns back).
+        e, a, q, amp, rho = e_n, a_n, q_n, amp_n, rho_n
+        stale = None if acc.all() else ~acc
         lam = np.where(acc, np.maximum(lam * 0.2, 1e-9), lam * 10.0)
         done |= newly
         if done.all():
@@ -239,7 +262,11 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
             keep = ~done
             idx = idx[keep]
             wa, fa, ra, cost, lam, ftol = (x[keep] for x in (wa, fa, ra, cost, lam, ftol))
-            ya, e, a, q, amp, rho = (x[:, keep] for x in (ya, e, a, q, amp, rho))
+            ya, e, a, q, amp, rho = (np.compress(keep, x, axis=1)
+                                     for x in (ya, e, a, q, amp, rho))
+            rows_prev = np.compress(keep, rows_prev, axis=1)
+            if stale is not None:
+                stale = stale[keep]
             lik = lik.take(keep)
             done = np.zeros(idx.size, dtype=bool)
     everything = np.ones(idx.size, dtype=bool)
@@ -284,8 +311,8 @@ def _summarise(yn, model, w, f, r, conv, sigma_n, coils):
     """Output fields of one solution per voxel (normalised units in, normalised units out)."""
     n_echo, m = yn.shape
     e, a, q, amp = model.evaluate(w, f, r)
-    res = yn - amp
-    rss = np.einsum("ij,ij->j", res, res)
+    res = yn.astype(model.dtype, copy=False) - amp
+    rss = np.einsum("ij,ij->j", res, res).astype(np.float64)
     jw, jf, jr = model.jacobian(w, f, e, a, q, amp)
     if sigma_n is None:
         h = _normal_equations(jw, jf, jr)
@@ -293,7 +320,8 @@ def _summarise(yn, model, w, f, r, conv, sigma_n, coils):
     else:
         s2n = sigma_n * sigma_n
         h = _normal_equations(jw, jf, jr,
-                              weights=_NoncentralChi(s2n[None, :], coils).fisher_weights(amp))
+                              weights=_NoncentralChi(s2n[None, :], coils,
+                                                     model.dtype).fisher_weights(amp))
     *_, inv33, ok = _solve3(h, (np.zeros(m),) * 3)
     with np.errstate(invalid="ignore"):
         sd = 1e3 * np.sqrt(s2n * inv33)
@@ -329,7 +357,8 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
     yn = yv / scale
     r0, s0 = _loglinear_start(yn, t_ms)
     m = yn.shape[1]
-    y2 = np.concatenate([yn, yn], axis=1)
+    yf = yn.astype(model.dtype)  # the iterations run in float32 (see _MagnitudeModel)
+    y2_lm = np.concatenate([yf, yf], axis=1)
     w = np.concatenate([s0, np.zeros(m)])
     f = np.concatenate([np.zeros(m), s0])
     r = np.concatenate([r0, r0])
@@ -342,7 +371,7 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
     if sigma is not None:
         sn = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n,))[valid] / scale
     first_iter = min(max_iter, _FIRST_ITER) if not keep_both else max_iter
-    cost, conv = _lm_blocked(y2, model, w, f, r, _Gaussian(), first_iter)
+    cost, conv = _lm_blocked(y2_lm, model, w, f, r, _Gaussian(), first_iter)
     llr = _log_likelihood_ratio(cost[:m], cost[m:], sn, yn.shape[0])
     if first_iter < max_iter:
         # Where one start already loses decisively its fit is not finished (its cost only
@@ -353,10 +382,14 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
         go = np.flatnonzero(go)
         if go.size:
             wg, fg, rg = w[go], f[go], r[go]
-            cost[go], conv[go] = _lm_blocked(y2[:, go], model, wg, fg, rg, _Gaussian(),
+            cost[go], conv[go] = _lm_blocked(y2_lm[:, go], model, wg, fg, rg, _Gaussian(),
                                              max_iter - first_iter)
             w[go], f[go], r[go] = wg, fg, rg
         llr = _log_likelihood_ratio(cost[:m], cost[m:], sn, yn.shape[0])
+    if sn is None and yn.shape[0] <= 3:
+        # 3 echoes, 3 unknowns, noise unknown: both fits are exact up to rounding, whose
+        # ratio is no evidence; the water-dominant solution is reported (and flagged).
+        llr = np.zeros(m)
     fat_wins = llr > fat_evidence
     evidence = cost[:m] - cost[m:]
     if sn is not None:
@@ -369,8 +402,9 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
 
         def refine(sel, iterations):
             ws, fs, rs = w[sel], f[sel], r[sel]
-            cost_s, conv_s = _lm_blocked(y2[:, sel], model, ws, fs, rs,
-                                         _NoncentralChi((sn[sel % m] ** 2)[None, :], coils),
+            cost_s, conv_s = _lm_blocked(y2_lm[:, sel], model, ws, fs, rs,
+                                         _NoncentralChi((sn[sel % m] ** 2)[None, :], coils,
+                                                        model.dtype),
                                          iterations)
             w[sel], f[sel], r[sel], cost[sel], conv[sel] = ws, fs, rs, cost_s, conv_s
 
@@ -388,10 +422,10 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
             # Decide on the noncentral-chi likelihood of both least-squares optima (the same
             # footing for both), then refine only the chosen one.
             both = np.concatenate([undecided, undecided + m])
-            e_, a_, q_, amp_ = model.evaluate(w[both], f[both], r[both])
+            amp_ = model.evaluate(w[both], f[both], r[both])[3]
             sn_both = sn[both % m]
-            cost[both] = _NoncentralChi((sn_both ** 2)[None, :], coils).terms(y2[:, both],
-                                                                              amp_)[0]
+            cost[both] = _NoncentralChi((sn_both ** 2)[None, :], coils, model.dtype).terms(
+                y2_lm[:, both], amp_)[0]
             decide(undecided)
             refine(np.flatnonzero(floor) + m * fat_wins[floor], full_iter)
     idx = np.arange(sl.start, sl.stop)[valid]
@@ -410,7 +444,7 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
         choices.append(("alt_", np.arange(m) + m * ~fat_wins, ~fat_wins))
         out["start_evidence"][idx] = evidence * scale * scale
     for prefix, pick, start in choices:
-        res = _summarise(yn, model, w[pick], f[pick], r[pick], conv[pick], sn, coils)
+        res = _summarise(yf, model, w[pick], f[pick], r[pick], conv[pick], sn, coils)
         for key in ("water", "fat", "s0"):
             res[key] = res[key] * scale
         res["rss"] = res["rss"] * scale * scale
@@ -481,7 +515,8 @@ def fit_fatwater_chunk(y, te_s, *, field_strength_t, sigma=None, coils=1,
                          f"{fat_evidence}. Use 0 for plain maximum likelihood.")
     # |W + F c| depends on Re c and (Im c)^2 only: the precession convention (c or its
     # conjugate) cannot change the magnitude fit.
-    model = _MagnitudeModel(t_s * 1e3, fat_phasor(t_s * 1e3, b0, True, spectrum))
+    c = fat_phasor(t_s * 1e3, b0, True, spectrum)
+    model = _MagnitudeModel(t_s * 1e3, c, np.float32)
     n = y.shape[1]
     out = _empty_result(n, keep_both)
     for start in range(0, n, _BLOCK):

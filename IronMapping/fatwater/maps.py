@@ -21,7 +21,7 @@ from .checks import (FAT_DOMINANT_EVIDENCE, _check_echo_times_s, _require_field_
                      method_description)
 from .complex_fit import _OUT_KEYS as _COMPLEX_KEYS, echo_period_hz, fit_fatwater_complex_chunk
 from .fieldmap import spatial_fieldmap
-from .magnitude import _OUTPUT_KEYS, _empty_result, fit_fatwater_chunk
+from .magnitude import _OUTPUT_KEYS, _empty_result, ambiguous_solutions, fit_fatwater_chunk
 from .neighbourhood import choose_starts_by_neighbourhood
 
 LOW_FAT_PDFF = 10.0
@@ -83,6 +83,31 @@ class FatWaterFit:
                                             self.start).astype(np.float32),
                 "fat_water_ambiguous": self.ambiguous}
 
+    def block_fit(self, index, scale=None):
+        """The fit of some voxels as ``estimators.BlockFit``, the form ``relaxometry.fit``
+        assesses block by block (status, R^2).
+
+        index : flat (C-order) indices into the spatial grid [n]
+        scale : optional per-voxel divisor [n] of the signal-unit values (s0, water, fat;
+            rss by its square), for a caller that fits each voxel in units of its noise SD.
+        """
+        from ..estimators import BlockFit
+
+        index = np.asarray(index)
+
+        def take(values):
+            return np.asarray(values).reshape(-1)[index].astype(np.float64)
+
+        s = 1.0 if scale is None else np.asarray(scale, dtype=np.float64)
+        start = take(self.start)
+        maps = {"pdff": take(self.pdff), "water": take(self.water) / s,
+                "fat": take(self.fat) / s, "fat_water_ambiguous": take(self.ambiguous),
+                "fat_water_start": np.where(start == 255, np.nan, start)}
+        return BlockFit(take(self.r2star), take(self.s0) / s,
+                        np.asarray(self.converged).reshape(-1)[index],
+                        np.full(index.size, len(self.echo_times_ms)),
+                        uncertainty=take(self.uncertainty), rss=take(self.rss) / (s * s), maps=maps)
+
     def provenance(self):
         """JSON-able description of how the maps were made."""
         from .. import __version__
@@ -97,7 +122,8 @@ class FatWaterFit:
             "precession_clockwise": self.precession_clockwise,
             "echo_times_ms": list(self.echo_times_ms),
             "likelihood": self.likelihood,
-            "noise_sigma": (None if self.noise_sigma is None else float(np.mean(self.noise_sigma))),
+            "noise_sigma": (None if self.noise_sigma is None
+                            else float(np.nanmean(self.noise_sigma))),
             "coils": self.coils,
             "start_selection": self.start_selection,
             "fat_dominant_evidence_nats": self.fat_evidence,
@@ -190,11 +216,22 @@ def _complex_fit(z, mask, t_s, b0, precession_clockwise, spec, magnitude, chunk_
     return cout, used, source, estimate, method
 
 
+def _residual_sigma(rss, n_echoes):
+    """Noise SD from the median residual sum of squares of the magnitude fits (3 parameters):
+    RSS ~ sigma^2 chi^2(E - 3), whose median is ``chi2.ppf(0.5, E - 3)`` (0.45 for one
+    spare echo, not 1)."""
+    from scipy.stats import chi2
+
+    dof = max(n_echoes - 3, 1)
+    return float(np.sqrt(np.nanmedian(rss) / chi2.ppf(0.5, dof)))
+
+
 def _resolve_by_complex(out, complex_pdff, voxel_pdff):
-    """Where the magnitude alone is ambiguous (in the voxel itself, ``voxel_pdff`` NaN), keep
-    the magnitude solution on the complex fit's side of 50 % PDFF; the flag is then cleared
-    (the phase decided)."""
-    undecided = np.isnan(voxel_pdff) & np.isfinite(out["pdff"]) & np.isfinite(complex_pdff)
+    """Where the magnitude alone is ambiguous (in the voxel itself, ``voxel_pdff`` NaN, or
+    after pooling, flag 1), keep the magnitude solution on the complex fit's side of 50 % PDFF;
+    the flag is then cleared (the phase decided)."""
+    undecided = ((np.isnan(voxel_pdff) | (out["fat_water_ambiguous"] == 1))
+                 & np.isfinite(out["pdff"]) & np.isfinite(complex_pdff))
     fat_side = complex_pdff > 50.0
     flip = undecided & (fat_side != (out["start"] == 1)) & np.isfinite(out["alt_pdff"])
     for key in _OUTPUT_KEYS:
@@ -225,7 +262,7 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
                  coils=None, complex_signal=None, precession_clockwise=True, spectrum=None,
                  start_selection="auto", neighbourhood=3, chunk_size=32768, threads=1,
                  progress=None, cancel=None, fat_evidence=FAT_DOMINANT_EVIDENCE,
-                 readout="auto"):
+                 readout="auto", warn=True):
     """Fat-water fit of whole arrays: PDFF, fat-corrected R2*, water and fat.
 
     Parameters
@@ -235,8 +272,9 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     field_strength_t : float, tesla (required)
     mask : bool array of the spatial shape, optional (default: voxels with finite, positive
         signal).
-    noise_sigma : float, optional
-        Noise SD per real channel. Given: noncentral-chi likelihood; None: least squares.
+    noise_sigma : float or array of the spatial shape, optional
+        Noise SD per real channel (a map where it varies in space). Given: noncentral-chi
+        likelihood; None: least squares.
     coils : float, optional
         Effective coil count for the noncentral chi (default 1, Rician).
     complex_signal : complex array [echo, ...spatial], optional
@@ -251,20 +289,25 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     start_selection : "auto", "voxel" or "neighbourhood"
         "voxel" (MAGO/MAGORINO): each voxel keeps its better start (the fat-dominant one
         only with a log-likelihood ratio above ``fat_evidence``). "neighbourhood": the
-        start is chosen by the log-likelihood ratio summed over a ``neighbourhood``-wide box
-        (see ``choose_starts_by_neighbourhood``); needs a noise level (given, or estimated as
-        the median residual SD). "auto" (default): "neighbourhood" with ``FEW_ECHOES`` (4)
-        echoes or fewer, else "voxel".
+        start is chosen by the log-likelihood ratio summed over the neighbours in a
+        ``neighbourhood``-wide box whose two solutions match the voxel's (see
+        ``choose_starts_by_neighbourhood``); needs a noise level (given, or estimated from
+        the median residual sum of squares). With complex data the complex fit decides the
+        voxels this leaves ambiguous. "auto" (default): "neighbourhood" with ``FEW_ECHOES``
+        (4) echoes or fewer, else "voxel".
     fat_evidence : float
         Nats the fat-dominant solution needs over the water-dominant one (see
         ``FAT_DOMINANT_EVIDENCE``; 0 = plain maximum likelihood).
     threads : int
         Worker threads (numpy releases the GIL in the heavy loops).
     progress : callable(fraction), optional; cancel : callable() -> bool, optional
+    warn : bool
+        Also issue the ``warnings`` as UserWarning (default True; False for a caller that
+        reports them itself).
 
     Returns
     -------
-    FatWaterFit (its ``warnings`` are also issued as UserWarning).
+    FatWaterFit
     """
     b0 = _require_field_strength(field_strength_t)
     check_readout(readout)
@@ -296,6 +339,13 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     if start_selection == "auto":
         start_selection = "neighbourhood" if len(t_s) <= FEW_ECHOES else "voxel"
     coils = 1.0 if coils is None else float(coils)
+    noise_flat = noise_sigma
+    if noise_sigma is not None and np.ndim(noise_sigma) > 0:
+        noise_map = np.asarray(noise_sigma, dtype=np.float64)
+        if noise_map.shape != spatial:
+            raise InputError(f"The noise map's shape {noise_map.shape} differs from the image's "
+                             f"{spatial}; give one noise SD or a map on the image grid.")
+        noise_flat = noise_map[mask]
     spec = get_spectrum(spectrum)
     has_complex = complex_signal is not None
     keep_both = start_selection == "neighbourhood" or has_complex
@@ -305,7 +355,8 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     notes = []
 
     def work(sl):
-        res = fit_fatwater_chunk(y[:, sl], t_s, field_strength_t=b0, sigma=noise_sigma,
+        sigma = noise_flat if np.ndim(noise_flat) == 0 else noise_flat[sl]
+        res = fit_fatwater_chunk(y[:, sl], t_s, field_strength_t=b0, sigma=sigma,
                                  coils=coils, spectrum=spec, keep_both=keep_both,
                                  fat_evidence=fat_evidence)
         for key, value in res.items():
@@ -316,17 +367,22 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     threads = max(1, int(threads))
     _run_chunks(work, n, chunk_size, threads, report, cancel)
 
-    # The voxel's own answer (before pooling) guides the complex field map where it is clear.
-    voxel_pdff = np.where(out["fat_water_ambiguous"] == 0, out["pdff"], np.nan)
     # Unknown noise and 3 echoes: the fits are exact, their costs carry no evidence to pool.
     pool = start_selection == "neighbourhood" and not (noise_sigma is None and len(t_s) <= 3)
+    sigma_sel = noise_flat
+    if pool and n and sigma_sel is None:
+        sigma_sel = _residual_sigma(out["rss"], len(t_s))
+        if not sigma_sel > 0:
+            sigma_sel = 1e-6 * float(np.nanmax(y))
+        # With one or two spare echoes the per-voxel profile likelihood ratio (the residual
+        # variance estimated in each voxel) is often large by chance: the voxel's own flag
+        # uses the pooled noise level instead.
+        out["fat_water_ambiguous"] = ambiguous_solutions(
+            out["start_evidence"] / sigma_sel ** 2,
+            out["pdff"], out["alt_pdff"])
+    # The voxel's own answer (before pooling) guides the complex field map where it is clear.
+    voxel_pdff = np.where(out["fat_water_ambiguous"] == 0, out["pdff"], np.nan)
     if pool and n:
-        sigma_sel = noise_sigma
-        if sigma_sel is None:
-            dof = max(len(t_s) - 3, 1)
-            sigma_sel = float(np.sqrt(np.nanmedian(out["rss"] / dof)))
-            if not sigma_sel > 0:
-                sigma_sel = 1e-6 * float(np.nanmax(y)) if n else 1.0
         choose_starts_by_neighbourhood(out, mask, sigma_sel, neighbourhood, fat_evidence)
 
     def to_map(values, dtype=np.float32, fill=np.nan):
@@ -348,7 +404,7 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     message = _ambiguity_warning(out["fat_water_ambiguous"], len(t_s), has_complex)
     if message:
         notes.append(message)
-    for note in notes:
+    for note in notes if warn else ():
         warnings.warn(note, UserWarning, stacklevel=2)
 
     start = np.where(np.isfinite(out["pdff"]), out["start"], 255).astype(np.uint8)

@@ -2,11 +2,64 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..errors import InputError
 from .checks import FAT_DOMINANT_EVIDENCE
-from .magnitude import _OUTPUT_KEYS, ambiguous_solutions
+from .magnitude import _OUTPUT_KEYS, AMBIGUOUS_PDFF_POINTS, ambiguous_solutions
+
+
+def _shifted(grid, offset, fill):
+    """grid[i + offset] at every i (``fill`` where i + offset is outside the grid)."""
+    out = np.full(grid.shape, fill, dtype=grid.dtype)
+    src, dst = [], []
+    for o, s in zip(offset, grid.shape):
+        src.append(slice(max(o, 0), s + min(o, 0)))
+        dst.append(slice(max(-o, 0), s + min(-o, 0)))
+    out[tuple(dst)] = grid[tuple(src)]
+    return out
+
+
+def pooled_evidence(llr, water_pdff, fat_pdff, mask, size=3, tolerance=AMBIGUOUS_PDFF_POINTS,
+                    r2star=None):
+    """Log-likelihood ratio summed over the similar neighbours in a ``size``-wide box.
+
+    A neighbour counts when both its solutions are the same answers as the voxel's (the PDFF of
+    its water-dominant and of its fat-dominant solution each within ``tolerance`` points): then
+    it offers the same two explanations and its evidence adds to the voxel's. A neighbour of
+    another tissue (other solutions) does not vote, so a thin fat layer next to muscle is not
+    decided by the muscle. With ``r2star`` also the R2* of both solutions must agree within
+    two standard deviations of their difference.
+
+    Parameters
+    ----------
+    llr, water_pdff, fat_pdff : arrays [n_voxels] over the voxels of ``mask`` (C order)
+    r2star : optional (water R2*, its SD, fat R2*, its SD), arrays [n_voxels], 1/s
+    mask : bool array, spatial shape
+    Returns the summed log-likelihood ratio [n_voxels] (nats).
+    """
+    half = size // 2
+    grids = []
+    for values in (llr, water_pdff, fat_pdff) + (() if r2star is None else tuple(r2star)):
+        g = np.full(mask.shape, np.nan)
+        g[mask] = values
+        grids.append(g)
+    g_llr, g_water, g_fat = grids[:3]
+    g_llr = np.nan_to_num(g_llr)
+    summed = np.zeros(mask.shape)
+    with np.errstate(invalid="ignore"):
+        for offset in itertools.product(range(-half, half + 1), repeat=mask.ndim):
+            n_water = _shifted(g_water, offset, np.nan)
+            same = np.abs(n_water - g_water) <= tolerance
+            same &= np.abs(_shifted(g_fat, offset, np.nan) - g_fat) <= tolerance
+            for g_r, g_sd in zip(grids[3::2], grids[4::2]):
+                spread = 2.0 * np.sqrt(g_sd ** 2 + _shifted(g_sd, offset, np.nan) ** 2)
+                same &= np.abs(_shifted(g_r, offset, np.nan) - g_r) <= spread
+            summed += np.where(same, _shifted(g_llr, offset, 0.0), 0.0)
+    return summed[mask]
+
 
 def choose_starts_by_neighbourhood(result, mask, noise_sigma, size=3,
                                    fat_evidence=FAT_DOMINANT_EVIDENCE):
@@ -14,10 +67,11 @@ def choose_starts_by_neighbourhood(result, mask, noise_sigma, size=3,
 
     The magnitude alone often cannot tell the water- from the fat-dominant solution at high
     R2* and modest SNR; neighbouring voxels of one tissue share the answer, so the evidence
-    (log-likelihood ratio) is summed over a ``size``-wide box (within the mask); the
-    fat-dominant solution is chosen where the sum exceeds ``fat_evidence`` (nats). Voxels whose
-    choice changes get the other start's solution. ``fat_water_ambiguous`` is then 1 where
-    even the summed evidence does not separate two solutions of different PDFF.
+    (log-likelihood ratio) is summed over the similar neighbours (see ``pooled_evidence``) in
+    a ``size``-wide box (within the mask); the fat-dominant solution is chosen where the sum
+    exceeds ``fat_evidence`` (nats). Voxels whose choice changes get the other start's
+    solution. ``fat_water_ambiguous`` is then 1 where even the summed evidence does not
+    separate two solutions of different PDFF.
 
     Parameters
     ----------
@@ -29,17 +83,18 @@ def choose_starts_by_neighbourhood(result, mask, noise_sigma, size=3,
     size : int
         Box width in voxels (3 = 3x3x3 in 3-D).
     """
-    from scipy import ndimage
-
     mask = np.asarray(mask, dtype=bool)
     if "start_evidence" not in result:
         raise InputError("Neighbourhood start selection needs the fit run with keep_both=True.")
     llr = np.nan_to_num(result["start_evidence"] / np.asarray(noise_sigma, dtype=float) ** 2)
-    grid = np.zeros(mask.shape)
-    grid[mask] = llr
-    summed = ndimage.uniform_filter(grid, size=size, mode="constant")[mask] * size ** mask.ndim
-    fat_start = summed > fat_evidence
     current = result["start"] == 1
+    water_pdff = np.where(current, result["alt_pdff"], result["pdff"])
+    fat_pdff = np.where(current, result["pdff"], result["alt_pdff"])
+    pick = lambda key, fat: np.where(current == fat, result[key], result["alt_" + key])
+    r2star = (pick("r2star", False), pick("uncertainty", False),
+              pick("r2star", True), pick("uncertainty", True))
+    summed = pooled_evidence(llr, water_pdff, fat_pdff, mask, size, r2star=r2star)
+    fat_start = summed > fat_evidence
     flip = (fat_start != current) & np.isfinite(result["alt_pdff"])
     for key in _OUTPUT_KEYS:
         a, b = result[key], result["alt_" + key]
@@ -49,4 +104,3 @@ def choose_starts_by_neighbourhood(result, mask, noise_sigma, size=3,
     # The flag now says whether the pooled evidence separates the two solutions.
     result["fat_water_ambiguous"] = ambiguous_solutions(summed, result["pdff"], result["alt_pdff"])
     return result
-

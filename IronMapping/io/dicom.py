@@ -21,6 +21,7 @@ What is handled:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,6 +138,28 @@ def _philips_scale(ds):
     return val if val and val > 0 else None
 
 
+_SIEMENS_READOUT = {1: "monopolar", 2: "bipolar"}
+"""Siemens MrPhoenixProtocol ``ucReadOutMode`` of multi-echo sequences: 1 monopolar, 2 bipolar
+(read from the CSA series header by MRtrix3, core file/dicom/image.cpp, and by Siemens raw-data
+readers that label 2 'BiPolar'). GE and Philips have no documented public tag: not read."""
+
+
+def _siemens_readout(ds):
+    """'bipolar'/'monopolar' from the ASCCONV block of the Siemens CSA series header
+    (0029,1020), or None."""
+
+    if "SIEMENS" not in str(ds.get("Manufacturer", "")).upper():
+        return None
+    elem = ds.get((0x0029, 0x1020))
+    raw = getattr(elem, "value", None)
+    if not isinstance(raw, (bytes, bytearray)):
+        return None
+    match = re.search(rb"\bucReadOutMode\s*=\s*(0x[0-9a-fA-F]+|\d+)", raw)
+    if match is None:
+        return None
+    return _SIEMENS_READOUT.get(int(match.group(1).decode(), 0))
+
+
 def _series_info(ds):
     """Acquisition facts shared by a file's frames (JSON-safe values only)."""
     shared = _first(ds, "SharedFunctionalGroupsSequence")
@@ -162,6 +185,7 @@ def _series_info(ds):
         "acquisition_type": str(ds.get("MRAcquisitionType", "")) or None,
         "modality": str(ds.get("Modality", "")) or None,
         "sop_class_uid": str(ds.get("SOPClassUID", "")),
+        "readout": _siemens_readout(ds),
     }
 
 
@@ -553,6 +577,10 @@ def load_frames(frames, series_frames=None, echo_times_ms=None):
     field_t = field_strength_from(info["field_strength"], metadata["warnings"])
     metadata["field_strength_source"] = (
         "from DICOM (MagneticFieldStrength 0018,0087)" if field_t is not None else None)
+    if info.get("readout") and len(volumes) > 1:
+        metadata["readout"] = info["readout"]
+        metadata["readout_source"] = ("from the Siemens protocol (ucReadOutMode in the CSA "
+                                      "series header 0029,1020)")
     comps, aside = _components(series_frames or [], keys, [v.shape[0] for v in volumes],
                                groups)
     metadata["set_aside"] = aside

@@ -87,6 +87,35 @@ def natural_key(path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+SIDECAR_READOUT_KEYS = ("ReadoutPolarity", "MultiEchoReadout", "GradientEchoReadout",
+                        "ReadoutMode", "readout", "ucReadOutMode")
+"""Sidecar keys read for the multi-echo readout (BIDS defines none; these are what converters or
+users write). Text containing bipolar/alternating or monopolar/unipolar/flyback; for
+``ucReadOutMode`` (Siemens protocol value) 1 monopolar, 2 bipolar."""
+
+
+def sidecar_readout(sidecar):
+    """'bipolar', 'monopolar' or None (not stated) from a JSON sidecar."""
+    for key in SIDECAR_READOUT_KEYS:
+        value = (sidecar or {}).get(key)
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        if key == "ucReadOutMode" or isinstance(value, (int, float)):
+            try:
+                code = int(str(value), 0) if isinstance(value, str) else int(value)
+            except ValueError:
+                continue
+            if key == "ucReadOutMode" and code in (1, 2):
+                return "monopolar" if code == 1 else "bipolar"
+            continue
+        text = str(value).lower()
+        if "bipolar" in text or "alternat" in text:
+            return "bipolar"
+        if any(w in text for w in ("monopolar", "unipolar", "flyback", "fly-back")):
+            return "monopolar"
+    return None
+
+
 def component_of(path, sidecar) -> str:
     """'magnitude', 'phase', 'real' or 'imaginary' from the sidecar ImageType or file suffix."""
     if sidecar:
@@ -473,6 +502,10 @@ def load_files(entries, echo_times_ms=None, explicit=False, source_format="nifti
     metadata["warnings"] += notes_b0
     metadata["field_strength_source"] = (
         "from the JSON sidecar (MagneticFieldStrength)" if field_t is not None else None)
+    readout = sidecar_readout(sc)
+    if readout and len(volumes) > 1:
+        metadata["readout"] = readout
+        metadata["readout_source"] = "from the JSON sidecar"
     if components:
         metadata["complex_components"] = components
         metadata["complex_components_info"] = (
