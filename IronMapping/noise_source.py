@@ -123,7 +123,6 @@ def background_purity(samples, tiles=None) -> dict:
         samples), coils (float or None), why (str: the reason it is not pure; "" when pure).
     """
     x = np.asarray(samples)
-    n = x.size
     finite = np.isfinite(x)
     n_finite = int(np.count_nonzero(finite))
     usable = finite & (x > 0)
