@@ -34,13 +34,13 @@ NUMPYDOC_MODULES = (
     "io/loader.py", "io/metadata.py", "io/nrrd_sequence.py", "logic.py", "maps_io.py",
     "noise.py", "noise_source.py", "organs.py", "patterns.py", "phantom.py",
     "phantom_abdomen.py", "quantification.py", "quantities.py", "reference_fit.py",
-    "regions.py", "report.py", "report_figures.py", "sample_data.py", "scene/__init__.py",
+    "regions.py", "relaxometry.py", "report.py", "report_figures.py", "sample_data.py", "scene/__init__.py",
     "scene/core.py", "scene/findings.py", "scene/inputs.py", "scene/outputs.py",
     "scene/segments.py", "segment_statistics.py", "tissue_mask.py",
 )
 
 #: Scripting API modules not converted yet: only their docstrings' presence is checked.
-NUMPYDOC_PENDING = ("relaxometry.py",)
+NUMPYDOC_PENDING = ()
 
 #: Public definitions without a docstring in modules not converted here ("module:qualname").
 #: Remove an entry when its docstring is written; do not add new ones.
@@ -50,8 +50,6 @@ KNOWN_UNDOCUMENTED = frozenset({
     "io/dicom.py:Frame.normal", "io/dicom.py:Frame.grid_key", "io/dicom.py:DicomCandidate.label",
     "io/dicom.py:DicomCandidate.summary", "io/dicom.py:DicomCandidate.load",
     "io/nifti.py:is_nifti", "io/nifti.py:FileEntry.group_key", "io/nifti.py:describe_group",
-    "relaxometry.py:Status.describe", "relaxometry.py:RelaxometryFit.fitted",
-    "relaxometry.py:RelaxometryFit.status_counts", "relaxometry.py:resolve_method",
 })
 
 PARAMETERS_SECTION = re.compile(r"^\s*Parameters\s*\n\s*-{3,}\s*$", re.M)
