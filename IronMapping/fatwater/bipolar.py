@@ -53,7 +53,23 @@ _METADATA_KEYS = ("readout", "readout_polarity", "ReadoutPolarity", "GradientEch
 
 
 def check_readout(readout):
-    """Validate the ``readout`` argument of ``fit_fatwater``."""
+    """Validate the ``readout`` argument of ``fit_fatwater``.
+
+    Parameters
+    ----------
+    readout : str
+        One of READOUTS: "auto", "bipolar" or "monopolar".
+
+    Returns
+    -------
+    str
+        ``readout`` unchanged.
+
+    Raises
+    ------
+    InputError
+        Any other value; the message says which to choose.
+    """
     if readout not in READOUTS:
         raise InputError(f"readout must be one of {', '.join(READOUTS)}; got {readout!r}. Use "
                          "'bipolar' when odd and even echoes are read with opposite gradients "
@@ -68,6 +84,15 @@ def readout_from_metadata(metadata):
     Looks for a readout entry (``metadata["readout"]`` and a few sidecar spellings, also inside
     ``metadata["sidecar"]``): a string containing "bipolar"/"monopolar"/"flyback"/"unipolar",
     or a boolean under "bipolar".
+
+    Parameters
+    ----------
+    metadata : dict
+        The image's metadata; anything else gives None.
+
+    Returns
+    -------
+    str or None
     """
     if not isinstance(metadata, dict):
         return None
@@ -112,7 +137,18 @@ class OddEvenPhase:
                     and self.residual_ratio < 1.0)
 
     def phase(self, shape):
-        """theta over a spatial grid of ``shape`` (rad)."""
+        """theta over a spatial grid of ``shape`` (rad).
+
+        Parameters
+        ----------
+        shape : tuple of int
+            Spatial shape, in the order of ``slopes_rad_per_voxel``.
+
+        Returns
+        -------
+        ndarray of float64, shape ``shape``
+            theta in rad.
+        """
         theta = np.full(shape, self.offset_rad, dtype=np.float64)
         for axis, slope in enumerate(self.slopes_rad_per_voxel):
             coordinate = np.arange(shape[axis], dtype=np.float64) - self.centre[axis]
@@ -122,12 +158,16 @@ class OddEvenPhase:
         return theta
 
     def describe(self):
+        """One line giving the offset (deg at the image centre), slopes (deg/voxel) and RMS (deg)."""
         slopes = ", ".join(f"{np.degrees(s):+.3f}" for s in self.slopes_rad_per_voxel)
         return (f"odd/even echo phase {np.degrees(self.offset_rad):+.1f} deg at the image centre, "
                 f"linear {slopes} deg/voxel along the spatial axes (RMS {self.rms_deg:.1f} deg "
                 f"over {self.voxels} voxels)")
 
     def as_dict(self):
+        """JSON-able record: offset (deg), slopes (deg/voxel), RMS (deg), chi2, voxels, residual ratio
+        and whether it counts as detected.
+        """
         return {"offset_deg": float(np.degrees(self.offset_rad)),
                 "slopes_deg_per_voxel": [float(np.degrees(s)) for s in self.slopes_rad_per_voxel],
                 "rms_deg": float(self.rms_deg), "chi2": float(self.chi2),
@@ -136,7 +176,20 @@ class OddEvenPhase:
 
 
 def remove_odd_even_phase(z, estimate):
-    """Multiply the even echoes (2nd, 4th, ...) of z [echo, ...spatial] by exp(-i theta(x))."""
+    """Multiply the even echoes (2nd, 4th, ...) of z [echo, ...spatial] by exp(-i theta(x)).
+
+    Parameters
+    ----------
+    z : complex ndarray, (n_echoes, ...spatial)
+        Complex echoes (not changed; a copy is corrected).
+    estimate : OddEvenPhase
+        The even-echo phase to remove.
+
+    Returns
+    -------
+    complex ndarray, (n_echoes, ...spatial)
+        complex128 when ``z`` is, else complex64.
+    """
     z = np.array(z, dtype=np.complex128 if z.dtype == np.complex128 else np.complex64)
     correction = np.exp(-1j * estimate.phase(z.shape[1:])).astype(z.dtype)
     z[1::2] *= correction[None]

@@ -135,7 +135,18 @@ def _phase_start(z, t, c, w, f, r, psi):
 
 
 def echo_period_hz(te_s):
-    """1/dTE (Hz) for uniformly spaced echoes (the field map is known modulo it), else None."""
+    """1/dTE (Hz) for uniformly spaced echoes (the field map is known modulo it), else None.
+
+    Parameters
+    ----------
+    te_s : array_like, (n_echoes,)
+        Echo times in s; uniform when every spacing is within 0.1 % of the first.
+
+    Returns
+    -------
+    float or None
+        The period in Hz.
+    """
     dt = np.diff(np.asarray(te_s, dtype=float))
     if dt.size and np.allclose(dt, dt[0], rtol=1e-3):
         return 1.0 / float(dt[0])
@@ -143,7 +154,20 @@ def echo_period_hz(te_s):
 
 
 def field_distance_hz(a, b, period_hz):
-    """|a - b| in Hz, modulo ``period_hz`` when it is not None."""
+    """|a - b| in Hz, modulo ``period_hz`` when it is not None.
+
+    Parameters
+    ----------
+    a, b : array_like
+        Field maps in Hz (broadcast).
+    period_hz : float or None
+        Period of the field map (:func:`echo_period_hz`); None for no wrap.
+
+    Returns
+    -------
+    ndarray
+        Distance in Hz, at most ``period_hz / 2`` when periodic.
+    """
     d = np.asarray(a) - np.asarray(b)
     if period_hz is not None:
         d = (d + 0.5 * period_hz) % period_hz - 0.5 * period_hz

@@ -41,6 +41,20 @@ def fieldmap_grid_hz(te_s, period_hz):
     Uniform echoes: one period 1/dTE. Otherwise [-P/2, P/2) with P = 1 / (smallest echo
     spacing), not periodic (``period`` None). About four points per width of a minimum
     (1 / echo-train length).
+
+    Parameters
+    ----------
+    te_s : array_like, (n_echoes,)
+        Echo times in s, increasing.
+    period_hz : float or None
+        1/dTE for uniform echoes (:func:`echo_period_hz`), else None.
+
+    Returns
+    -------
+    grid_hz : ndarray, (K,)
+        Field maps in Hz, K between 24 and 256.
+    width_hz : float
+        Width of the grid in Hz (``period_hz`` when given, else P).
     """
     te_s = np.asarray(te_s, dtype=float)
     span = float(te_s[-1] - te_s[0])
@@ -86,6 +100,26 @@ def candidate_minima(curves, grid_hz, periodic, max_candidates=_MAX_CANDIDATES):
     Returns (fields [n, M] Hz, residuals [n, M], decisiveness [n]): NaN-padded candidates and
     the residual gap between the best and the second-best minimum (or the curve's range when
     there is only one minimum).
+
+    Parameters
+    ----------
+    curves : ndarray, (n_voxels, K)
+        Residual energy at each grid field map (:func:`residual_curves`).
+    grid_hz : ndarray, (K,)
+        Uniform grid of field maps, Hz.
+    periodic : bool
+        The grid wraps (uniform echoes); otherwise its end points can be minima.
+    max_candidates : int
+        M, the most minima kept per voxel.
+
+    Returns
+    -------
+    fields : ndarray, (n_voxels, M)
+        Candidate field maps in Hz, NaN-padded.
+    residuals : ndarray, (n_voxels, M)
+        Refined residual energy at each candidate, NaN-padded.
+    decisiveness : ndarray, (n_voxels,)
+        Residual gap between the best and the second-best minimum, >= 0.
     """
     n, k = curves.shape
     left = np.roll(curves, 1, axis=1)
@@ -119,7 +153,23 @@ def candidate_minima(curves, grid_hz, periodic, max_candidates=_MAX_CANDIDATES):
 def candidate_pdff(z, te_s, c, r2star, fields):
     """PDFF (percent) of the closed-form complex water/fat solution at each candidate field map.
 
-    z [E, n], fields [n, M] Hz (NaN allowed); returns [n, M].
+    Parameters
+    ----------
+    z : complex ndarray, (n_echoes, n_voxels)
+        Complex echoes.
+    te_s : array_like, (n_echoes,)
+        Echo times in s.
+    c : complex ndarray, (n_echoes,)
+        Fat phasor (:func:`IronMapping.fatmodel.fat_phasor`).
+    r2star : array_like, (n_voxels,)
+        R2* in 1/s, held fixed (NaN taken as 0).
+    fields : ndarray, (n_voxels, M)
+        Candidate field maps in Hz (NaN allowed).
+
+    Returns
+    -------
+    ndarray, (n_voxels, M)
+        PDFF in %.
     """
     t = np.asarray(te_s, dtype=float)[:, None]
     d = np.exp(-t * np.nan_to_num(np.asarray(r2star, dtype=float))[None])

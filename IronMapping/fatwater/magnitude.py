@@ -287,7 +287,23 @@ different answers; 5 % is the PDFF threshold of hepatic steatosis (Tang A et al.
 
 def ambiguous_solutions(llr, pdff, alt_pdff, evidence=FAT_DOMINANT_EVIDENCE):
     """1.0 where neither solution is favoured by a likelihood ratio above exp(evidence) and their
-    PDFF differ by more than ``AMBIGUOUS_PDFF_POINTS``; 0.0 elsewhere; NaN where not fitted."""
+    PDFF differ by more than ``AMBIGUOUS_PDFF_POINTS``; 0.0 elsewhere; NaN where not fitted.
+
+    Parameters
+    ----------
+    llr : ndarray, (n_voxels,)
+        Log-likelihood ratio of the two solutions, nats.
+    pdff : ndarray, (n_voxels,)
+        PDFF of the reported solution, %; NaN where not fitted.
+    alt_pdff : ndarray, (n_voxels,)
+        PDFF of the other solution, %.
+    evidence : float
+        Log-likelihood ratio (nats) that decides between them.
+
+    Returns
+    -------
+    ndarray of float64, (n_voxels,)
+    """
     with np.errstate(invalid="ignore"):
         flag = ((np.abs(llr) < evidence)
                 & (np.abs(pdff - alt_pdff) > AMBIGUOUS_PDFF_POINTS)).astype(np.float64)

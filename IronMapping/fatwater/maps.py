@@ -84,12 +84,22 @@ class FatWaterFit:
                 "fat_water_ambiguous": self.ambiguous}
 
     def block_fit(self, index, scale=None):
-        """The fit of some voxels as ``estimators.BlockFit``, the form ``relaxometry.fit``
-        assesses block by block (status, R^2).
+        """The fit of some voxels as ``estimators.BlockFit``, the form ``relaxometry.fit`` assesses
+        block by block (status, R^2).
 
-        index : flat (C-order) indices into the spatial grid [n]
-        scale : optional per-voxel divisor [n] of the signal-unit values (s0, water, fat;
-            rss by its square), for a caller that fits each voxel in units of its noise SD.
+        Parameters
+        ----------
+        index : array_like of int, (n,)
+            Flat (C-order) indices into the spatial grid.
+        scale : array_like, (n,), optional
+            Per-voxel divisor of the signal-unit values (s0, water, fat; rss by its square), for a
+            caller that fits each voxel in units of its noise SD.
+
+        Returns
+        -------
+        BlockFit
+            R2* (1/s), S0, convergence, uncertainty, rss and the maps "pdff" (%), "water", "fat",
+            "fat_water_ambiguous" and "fat_water_start" of those voxels.
         """
         from ..estimators import BlockFit
 
