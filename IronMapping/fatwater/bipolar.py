@@ -340,19 +340,33 @@ def estimate_odd_even_phase(z, mask, te_s, field_strength_t, precession_clockwis
     """Estimate the even-echo phase plane theta(x) of a bipolar readout from the data.
 
     theta is fitted voxel by voxel in bright low-fat voxels with fat held at 0 (in a single
-    voxel fat and theta trade off) and a plane is fitted to 2 theta, i.e. theta modulo pi (a voxel's fit may land on
-    either branch); the branch is then decided by ``_resolve_half_turn``.
+    voxel fat and theta trade off) and a plane is fitted to 2 theta, i.e. theta modulo pi (a
+    voxel's fit may land on either branch); the branch is then decided by ``_resolve_half_turn``.
 
     Parameters
     ----------
-    z : complex [echo, ...spatial]; mask : bool spatial; te_s : [echo] seconds
-    field_strength_t, precession_clockwise, spectrum : the fat model (see fatmodel.fat_phasor)
-    low_fat : bool spatial, optional: voxels known to hold little fat (e.g. magnitude PDFF
-        below 10 %); default: the bright voxels.
+    z : complex ndarray, (n_echoes, ...spatial)
+        Complex echoes.
+    mask : bool ndarray, spatial shape
+        Voxels to use; the bright ones are the upper half of the first echo's magnitude in it.
+    te_s : array_like, (n_echoes,)
+        Echo times in s.
+    field_strength_t : float
+        Main field in T (fat model, see fatmodel.fat_phasor).
+    precession_clockwise : bool
+        Sign convention of the fat phasor (see fatmodel.fat_phasor).
+    spectrum : str or FatSpectrum, optional
+        Fat spectrum (default six-peak).
+    low_fat : bool ndarray, spatial shape, optional
+        Voxels known to hold little fat (e.g. magnitude PDFF below 10 %); used when at least
+        200 bright voxels are in it; default: the bright voxels.
+    max_voxels : int
+        Voxels sampled at most (a strided subsample of the selection).
 
     Returns
     -------
-    OddEvenPhase, or None when there are fewer than 4 echoes or too few voxels (< 50).
+    OddEvenPhase or None
+        None when there are fewer than 4 echoes or too few voxels (< 50).
     """
     mask = np.asarray(mask, dtype=bool)
     if z.shape[0] < 4 or not mask.any():

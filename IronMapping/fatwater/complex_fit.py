@@ -183,14 +183,25 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
                                odd_even_phase=False):
     """Complex fat-water fit (W, F, R2*, field map, phase) of a chunk of voxels.
 
+    Without ``fieldmap_hz`` the magnitude fit (Gaussian) of |z| from both starts gives two
+    starting points (W, F, R2*); field map and phase start from the phase of the data against
+    that model. The better of the two complex fits (lower residual) is kept.
+
     Parameters
     ----------
-    z : complex array [n_echoes, n_voxels]
-    te_s : array [n_echoes], seconds
-    field_strength_t : float, tesla
+    z : complex ndarray, (n_echoes, n_voxels)
+        Complex echoes.
+    te_s : array_like, (n_echoes,)
+        Echo times in s, strictly increasing, at least 3.
+    field_strength_t : float
+        Main field in T.
     precession_clockwise : bool
         Toolbox convention; False conjugates the fat phasor (see fatmodel.fat_phasor).
-    fieldmap_hz : array [n_voxels], optional
+    spectrum : str or FatSpectrum, optional
+        Fat spectrum (default six-peak).
+    max_iter : int
+        Most Levenberg-Marquardt iterations per fit.
+    fieldmap_hz : array_like, (n_voxels,), optional
         A field map to start from (Hz), e.g. the spatially consistent one of
         ``fieldmap.spatial_fieldmap``. Both magnitude starts are then started at it and the
         solution that stays within a quarter of the main fat frequency of it is kept (the
@@ -199,16 +210,20 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
         Also fit the extra phase theta (rad) of the even echoes (2nd, 4th, ...) of a bipolar
         readout, per voxel (see ``bipolar.estimate_odd_even_phase``).
 
-    Without ``fieldmap_hz`` the magnitude fit (Gaussian) of |z| from both starts gives two
-    starting points (W, F, R2*); field map and phase start from the phase of the data against
-    that model. The better of the two complex fits (lower residual) is kept.
-
     Returns
     -------
-    dict of [n_voxels] arrays: ``pdff`` (percent), ``r2star`` (1/s), ``water``, ``fat``, ``s0``,
-    ``fieldmap_hz`` (Hz; modulo 1/dTE for uniform echoes), ``phase`` (rad), ``rss``,
-    ``converged`` (bool), ``start`` (0 started from the water-dominant, 1 from the
-    fat-dominant magnitude solution), ``odd_even_phase`` (rad; NaN unless fitted).
+    dict of ndarray (n_voxels,)
+        ``pdff`` (percent), ``r2star`` (1/s), ``water``, ``fat``, ``s0``, ``fieldmap_hz`` (Hz;
+        modulo 1/dTE for uniform echoes), ``phase`` (rad), ``rss``, ``converged`` (bool),
+        ``start`` (0 started from the water-dominant, 1 from the fat-dominant magnitude
+        solution), ``odd_even_phase`` (rad; NaN unless fitted).
+
+    Raises
+    ------
+    InputError
+        ``z`` is not a 2-D complex array, or the field strength is missing or implausible.
+    EchoTimeError
+        Echo times of the wrong count, not increasing, or fewer than 3.
     """
     b0 = _require_field_strength(field_strength_t)
     z = np.asarray(z)

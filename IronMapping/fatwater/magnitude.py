@@ -492,6 +492,8 @@ def fit_fatwater_chunk(y, te_s, *, field_strength_t, sigma=None, coils=1,
         not depend on the precession convention.
     spectrum : str or FatSpectrum, optional
         Fat spectrum; default six-peak (fatmodel.SIX_PEAK_LIVER).
+    max_iter : int
+        Most Levenberg-Marquardt iterations per start.
     keep_both : bool
         Also return the losing start's solution under ``alt_<key>`` and ``start_evidence``
         (cost of the water-dominant minus the fat-dominant solution, signal units^2, i.e.
@@ -505,12 +507,21 @@ def fit_fatwater_chunk(y, te_s, *, field_strength_t, sigma=None, coils=1,
 
     Returns
     -------
-    dict of float64 arrays [n_voxels] (``converged`` bool): ``r2star`` (1/s), ``s0`` (W + F),
-    ``water``, ``fat`` (signal units), ``pdff`` (percent), ``start`` (0 water-dominant won,
-    1 fat-dominant won), ``converged``, ``rss`` (residual sum of squares of the magnitude,
-    signal units^2), ``uncertainty`` (SD of R2*, 1/s, from the Fisher information: Gaussian,
-    or its noncentral-chi approximation A^2/(A^2 + L sigma^2) per echo when sigma is given).
-    Voxels with non-finite or all-zero signal get NaN and ``converged`` False.
+    dict of float64 ndarray (n_voxels,)
+        ``r2star`` (1/s), ``s0`` (W + F), ``water``, ``fat`` (signal units), ``pdff``
+        (percent), ``start`` (0 water-dominant won, 1 fat-dominant won), ``converged``
+        (bool), ``rss`` (residual sum of squares of the magnitude, signal units^2),
+        ``uncertainty`` (SD of R2*, 1/s, from the Fisher information: Gaussian, or its
+        noncentral-chi approximation A^2/(A^2 + L sigma^2) per echo when sigma is given).
+        Voxels with non-finite or all-zero signal get NaN and ``converged`` False.
+
+    Raises
+    ------
+    InputError
+        ``y`` not 2-D, a field strength missing or implausible, a noise SD not positive and
+        finite, fewer than 1 coil, or ``fat_evidence`` not a finite value >= 0.
+    EchoTimeError
+        Echo times of the wrong count, not increasing, or fewer than 3.
     """
     b0 = _require_field_strength(field_strength_t)
     y = np.asarray(y, dtype=np.float64)
