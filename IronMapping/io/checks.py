@@ -286,9 +286,17 @@ def check_magnitude(signal, echo_times_ms=None, names=None):
 
     Parameters
     ----------
-    signal : array, shape (n_echoes, ...)
-    echo_times_ms : array (n_echoes,), optional, for the message
-    names : list of str, optional, for the message
+    signal : ndarray, (n_echoes, ...)
+        Magnitude images.
+    echo_times_ms : ndarray, (n_echoes,), optional
+        Echo times in ms, for the message.
+    names : list of str, optional
+        Echo names, for the message.
+
+    Raises
+    ------
+    InputError
+        An echo has a NaN, infinite or negative value.
     """
     for k in range(signal.shape[0]):
         echo = signal[k]

@@ -39,7 +39,44 @@ _GE_COMPONENT = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 
 @dataclass
 class Frame:
-    """One 2-D image (a classic file, or one frame of a multi-frame file)."""
+    """One 2-D image (a classic file, or one frame of a multi-frame file).
+
+    Attributes
+    ----------
+    path : str
+    frame : int or None
+        Frame index in a multi-frame file; None for a classic file.
+    series_uid : str
+        SeriesInstanceUID (the path when absent).
+    series_number : int or None
+    description : str
+        SeriesDescription.
+    echo_time : float or None
+        Echo time in ms (EchoTime, or EffectiveEchoTime of multi-frame files).
+    echo_number : int or None
+        EchoNumbers (classic files only).
+    component : str
+        "magnitude", "phase", "real" or "imaginary".
+    position : ndarray, (3,)
+        ImagePositionPatient, mm (LPS).
+    row_dir, col_dir : ndarray, (3,)
+        Direction cosines of ImageOrientationPatient (LPS).
+    pixel_spacing : tuple of 2 float
+        PixelSpacing, mm.
+    rows, cols : int
+    slope, intercept : float
+        Rescale of the stored values.
+    philips_scale : float or None
+        Philips ScaleSlope (2005,100E) for floating-point values, else None.
+    slice_spacing : float or None
+        SpacingBetweenSlices or SliceThickness, mm.
+    te_tag : str
+        The tag the echo time was read from, for messages.
+    info : dict
+        Acquisition facts shared by the file's frames (JSON-safe).
+    derived : bool
+        ImageType starts with DERIVED (e.g. a scanner-calculated map).
+    """
 
     path: str
     frame: int | None
@@ -345,7 +382,26 @@ def _merge_key(f: Frame):
 
 
 class DicomCandidate:
-    """One loadable multi-echo series (or set of per-echo series) found among DICOM files."""
+    """One loadable multi-echo series (or set of per-echo series) found among DICOM files.
+
+    Attributes
+    ----------
+    frames : list of Frame
+        Magnitude frames of the candidate.
+    series_frames : list of Frame
+        Every frame of its series (for the phase, real and imaginary components).
+    usable : bool
+    reason : str
+        Why it is not usable ("" when it is).
+    series_numbers, series_uids, descriptions : list
+        Of its series, sorted.
+    identifiers : set of str
+        Series numbers, UIDs and lower-case descriptions by which a caller may choose it.
+    n_echoes : int
+    te_range : tuple of 2 float or None
+        Shortest and longest echo time, ms.
+    n_slices : int
+    """
 
     def __init__(self, frames, series_frames, usable=True, reason=""):
         self.frames = frames              # magnitude frames of the candidate

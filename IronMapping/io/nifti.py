@@ -485,7 +485,23 @@ def split_magnitude_real_imaginary(vols, name):
 
 
 class FileEntry:
-    """One image file and what its sidecar says."""
+    """One image file and what its sidecar says.
+
+    Attributes
+    ----------
+    path, name : str
+        The file and its base name.
+    sidecar : dict or None
+        The parsed JSON sidecar (NIfTI files only).
+    component : str
+        "magnitude", "phase", "real" or "imaginary" (:func:`component_of`).
+    notes : list of str
+        Notes about the sidecar for the user.
+    echo_times : list of float or None
+        Echo times in ms from the sidecar (:func:`sidecar_echo_times_ms`).
+    echo_number : int or None
+        From a dcm2niix ``_e<n>`` suffix.
+    """
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -534,6 +550,12 @@ def describe_group(entries):
 def load_files(entries, echo_times_ms=None, explicit=False, source_format="nifti"):
     """Build a MultiEchoImage from image files, one echo each (or one 4-D multi-echo file).
 
+    Files with one recorded echo time each are sorted by it; otherwise the input order is the
+    echo order. A 4-D file gives one echo per volume when its sidecar lists an echo time per
+    volume (or, for a single file, ``echo_times_ms`` does); a 3-volume file without a list
+    holds magnitude, real and imaginary (:func:`split_magnitude_real_imaginary`). Phase, real
+    and imaginary files matching the echoes go to ``metadata["complex_components"]``.
+
     Parameters
     ----------
     entries : list of FileEntry
@@ -542,7 +564,24 @@ def load_files(entries, echo_times_ms=None, explicit=False, source_format="nifti
         Typed-in echo times (ms), one per magnitude echo in input order; must agree with
         sidecars where those exist.
     explicit : bool
-        True when the caller listed the files (their order is the echo order).
+        True when the caller listed the files; the message about missing echo times then also
+        names the ``echo_times_ms`` argument.
+    source_format : str
+        Recorded as ``metadata["source_format"]`` ("nifti", "volume-files").
+
+    Returns
+    -------
+    MultiEchoImage
+        Signal (n_echoes, k, j, i), echo times in ms, the files' geometry, field strength (T)
+        and readout from the sidecar when recorded.
+
+    Raises
+    ------
+    InputError
+        Only phase/real/imaginary files, or a file that cannot be read.
+    EchoTimeError
+        Echo times missing, or their count not matching the volumes (the message says where
+        they were looked for).
     """
     mags = [e for e in entries if e.component == "magnitude"]
     others = [e for e in entries if e.component != "magnitude"]
