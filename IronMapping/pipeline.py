@@ -525,7 +525,9 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
 
 
 def write_regions(path: Path, summary: Mapping[str, Any]) -> Path:
-    """regions.csv: one row per region, units in the column names (``quantification.regions_table``).
+    """regions.csv: one row per region, units in the column names.
+
+    See ``quantification.regions_table``.
 
     Parameters
     ----------

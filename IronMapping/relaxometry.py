@@ -185,7 +185,7 @@ class RelaxometryFit:
         return self.status == Status.FITTED
 
     def status_counts(self) -> dict:
-        """Number of voxels per status, keyed by the lower-case status name ("fitted", "masked", ...)."""
+        """Voxels per status, keyed by the lower-case status name ("fitted", "masked", ...)."""
         codes, counts = np.unique(self.status, return_counts=True)
         return {Status(int(c)).name.lower(): int(n) for c, n in zip(codes, counts)}
 

@@ -117,9 +117,23 @@ def readout_from_metadata(metadata):
 class OddEvenPhase:
     """Even-echo phase theta(x) = offset + slopes . x (rad; x in voxel indices, spatial order).
 
-    ``rms_deg`` is its RMS over the fitted voxels, ``chi2`` the chi-square of (offset, slopes)
-    against zero, ``voxels`` how many voxels were fitted, ``residual_ratio`` the residual of
-    the voxel-wise complex fit of bright voxels with the correction over that without it.
+    Attributes
+    ----------
+    offset_rad : float
+        theta at ``centre``, rad.
+    slopes_rad_per_voxel : tuple of float
+        Slope along each spatial axis, rad/voxel.
+    centre : tuple of float
+        Voxel index of the image centre, where x = 0.
+    rms_deg : float
+        RMS of theta over the fitted voxels, deg.
+    chi2 : float
+        Chi-square of (offset, slopes) against zero.
+    voxels : int
+        How many voxels were fitted.
+    residual_ratio : float
+        Residual of the voxel-wise complex fit of bright voxels with the correction over that
+        without it.
     """
 
     offset_rad: float
@@ -158,15 +172,15 @@ class OddEvenPhase:
         return theta
 
     def describe(self):
-        """One line giving the offset (deg at the image centre), slopes (deg/voxel) and RMS (deg)."""
+        """One line: the offset (deg at the image centre), slopes (deg/voxel) and RMS (deg)."""
         slopes = ", ".join(f"{np.degrees(s):+.3f}" for s in self.slopes_rad_per_voxel)
         return (f"odd/even echo phase {np.degrees(self.offset_rad):+.1f} deg at the image centre, "
                 f"linear {slopes} deg/voxel along the spatial axes (RMS {self.rms_deg:.1f} deg "
                 f"over {self.voxels} voxels)")
 
     def as_dict(self):
-        """JSON-able record: offset (deg), slopes (deg/voxel), RMS (deg), chi2, voxels, residual ratio
-        and whether it counts as detected.
+        """JSON-able record: offset (deg), slopes (deg/voxel), RMS (deg), chi2, voxels,
+        residual ratio and whether it counts as detected.
         """
         return {"offset_deg": float(np.degrees(self.offset_rad)),
                 "slopes_deg_per_voxel": [float(np.degrees(s)) for s in self.slopes_rad_per_voxel],

@@ -108,8 +108,8 @@ class Frame:
         return np.cross(self.row_dir, self.col_dir)
 
     def grid_key(self):
-        """Rows, columns, row and column directions and pixel spacing (rounded to 4 decimals): frames
-        with equal keys lie on the same in-plane grid.
+        """Rows, columns, row and column directions and pixel spacing (rounded to 4 decimals):
+        frames with equal keys lie on the same in-plane grid.
         """
         return (self.rows, self.cols, tuple(np.round(self.row_dir, 4)),
                 tuple(np.round(self.col_dir, 4)),
@@ -422,8 +422,9 @@ class DicomCandidate:
 
     @property
     def label(self):
-        """Short name: "DICOM series <numbers> '<description>'" ("series (one per echo)" when the echoes
-        are separate series).
+        """Short name: "DICOM series <numbers> '<description>'".
+
+        "series (one per echo)" when the echoes are separate series.
         """
         nums = "+".join(str(n) for n in self.series_numbers) or "?"
         kind = "series" if len(self.series_uids) == 1 else "series (one per echo)"
@@ -431,7 +432,7 @@ class DicomCandidate:
         return f"DICOM {kind} {nums} '{desc}'"
 
     def summary(self):
-        """One line for a list of series: label, echo count, TE range (ms), slices and matrix, series UID."""
+        """One line for a list of series: label, echoes, TE range (ms), slices, matrix, UID."""
         f0 = self.frames[0]
         if self.te_range is None:
             te = ", no echo times"

@@ -190,7 +190,8 @@ def component_of(path, sidecar) -> str:
     Parameters
     ----------
     path : str or os.PathLike
-        The image file (dcm2niix suffixes ``_ph``, ``_phase``, ``_real``, ``_imaginary``, ``_imag``).
+        The image file (dcm2niix suffixes ``_ph``, ``_phase``, ``_real``, ``_imaginary``,
+        ``_imag``).
     sidecar : dict or None
         Its parsed sidecar; ``ImageType`` (P/PHASE, REAL/R, IMAGINARY/I) takes precedence.
 
