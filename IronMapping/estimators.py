@@ -23,18 +23,29 @@ from .noise import bessel_ratio, noise_floor_mean
 class BlockFit:
     """One estimator's answer for a block of voxels; every array has shape (n_voxels,).
 
-    r2star : float64, 1/s
-    s0 : float64, signal extrapolated to TE = 0 (units of the block's signal)
-    converged : bool, the iteration (if any) converged
-    echoes_used : int, echoes that entered the fit
-    uncertainty : float64 SD of R2* (1/s) from the estimator's own Fisher information, or None:
-        then the caller derives it from the magnitude residuals (Gaussian information)
-    rss : float64 residual sum of squares the estimator minimised (signal units^2), or None:
-        then the caller sums the squared magnitude residuals
-    offset : float64 constant C of the offset model S0 exp(-R2* t) + C (signal units), or None
-    polish : bool, voxels the squared-signal pass flags for the maximum-likelihood polish
-        (first pass of "noise-corrected-ml"), or None
-    maps : extra maps for the user (e.g. "pdff" in %, "water", "fat"), arrays (n_voxels,)
+    Attributes
+    ----------
+    r2star : ndarray, float64
+        R2* in 1/s.
+    s0 : ndarray, float64
+        Signal extrapolated to TE = 0 (units of the block's signal).
+    converged : ndarray, bool
+        The iteration (if any) converged.
+    echoes_used : ndarray, int
+        Echoes that entered the fit.
+    uncertainty : ndarray, float64, or None
+        SD of R2* (1/s) from the estimator's own Fisher information, or None: then the caller
+        derives it from the magnitude residuals (Gaussian information).
+    rss : ndarray, float64, or None
+        Residual sum of squares the estimator minimised (signal units^2), or None: then the
+        caller sums the squared magnitude residuals.
+    offset : ndarray, float64, or None
+        Constant C of the offset model S0 exp(-R2* t) + C (signal units), or None.
+    polish : ndarray, bool, or None
+        Voxels the squared-signal pass flags for the maximum-likelihood polish (first pass of
+        "noise-corrected-ml"), or None.
+    maps : dict of str to ndarray (n_voxels,)
+        Extra maps for the user (e.g. "pdff" in %, "water", "fat").
     """
 
     r2star: np.ndarray
@@ -54,8 +65,21 @@ class BlockFit:
 def weighted_loglinear(y, t, weights):
     """Weighted least squares of ln(y) = ln(S0) - R2* t.
 
-    weights : (n_echoes, n_voxels), zero for echoes to leave out.
-    Returns R2* (1/s) and ln S0; NaN where fewer than two echoes carry weight.
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal (positive where weighted).
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    weights : ndarray, (n_echoes, n_voxels)
+        Weight of each echo; zero for echoes to leave out.
+
+    Returns
+    -------
+    r2star : ndarray, (n_voxels,)
+        R2* in 1/s; NaN where fewer than two echoes carry weight.
+    ln_s0 : ndarray, (n_voxels,)
+        ln S0 (S0 in signal units); NaN where R2* is.
     """
     usable = weights > 0
     ly = np.log(np.where(usable, y, 1.0))
@@ -76,7 +100,21 @@ def weighted_loglinear(y, t, weights):
 
 
 def loglinear(y, t, **_):
-    """Log-linear fit weighted by S^2 (the inverse variance of ln S at high SNR)."""
+    """Log-linear fit weighted by S^2 (the inverse variance of ln S at high SNR).
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal; echoes at or below zero are left out.
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    **_
+        Other estimator options, ignored.
+
+    Returns
+    -------
+    BlockFit
+    """
     usable = y > 0
     w = np.where(usable, y * y, 0.0)
     r2, ln_s0 = weighted_loglinear(y, t, w)
@@ -89,6 +127,20 @@ def arlo(y, t, **_):
     Needs at least three uniformly spaced echoes (checked by the caller). Integrates the decay
     with Simpson's rule: s_i = dTE/3 (S_i + 4 S_i+1 + S_i+2), d_i = S_i - S_i+2,
     R2* = (dTE/3 sum d^2 + sum s d) / (sum s^2 + dTE/3 sum s d).
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal.
+    t : ndarray, (n_echoes,)
+        Echo times in s, uniformly spaced.
+    **_
+        Other estimator options, ignored.
+
+    Returns
+    -------
+    BlockFit
+        S0 is the least-squares amplitude for the ARLO R2* (:func:`linear_s0`).
     """
     dte = float(np.mean(np.diff(t)))
     s = dte / 3.0 * (y[:-2] + 4.0 * y[1:-1] + y[2:])
@@ -101,7 +153,24 @@ def arlo(y, t, **_):
 
 
 def linear_s0(y, t, r2, weights):
-    """Least-squares S0 for a fixed R2*: sum(w y e) / sum(w e^2), e = exp(-R2* t)."""
+    """Least-squares S0 for a fixed R2*: sum(w y e) / sum(w e^2), e = exp(-R2* t).
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal.
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    r2 : ndarray, (n_voxels,)
+        R2* in 1/s (NaN taken as 0).
+    weights : ndarray, (n_echoes, n_voxels)
+        Echo weights.
+
+    Returns
+    -------
+    ndarray, (n_voxels,)
+        S0 in signal units.
+    """
     e = np.exp(-np.outer(t, np.nan_to_num(r2)))
     we = weights * e
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -229,7 +298,21 @@ def _monoexp_gn(y, t, w, r2_init, s0_init, max_iter=50):
 
 
 def nlls(y, t, **_):
-    """Mono-exponential least squares S = S0 exp(-R2* t) (Gauss-Newton from log-linear)."""
+    """Mono-exponential least squares S = S0 exp(-R2* t) (Gauss-Newton from log-linear).
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal.
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    **_
+        Other estimator options, ignored.
+
+    Returns
+    -------
+    BlockFit
+    """
     init = loglinear(y, t)
     usable = (y > 0).astype(np.float64)
     out = _monoexp_gn(y, t, np.ones_like(y), init.r2star, init.s0)
@@ -241,6 +324,28 @@ def truncation(y, t, sigma, coils=1.0, snr_limit=2.0, min_echoes=3, **_):
 
     An echo is kept while its magnitude is at least `snr_limit` times the mean noise floor
     (the He/Pennell-style rule of stopping at SNR ~2); at least `min_echoes` are kept.
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal.
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+    snr_limit : float
+        Echoes are kept while the magnitude is at least this many times the mean noise floor.
+    min_echoes : int
+        Fewest leading echoes kept (all of them when there are fewer).
+    **_
+        Other estimator options, ignored.
+
+    Returns
+    -------
+    BlockFit
+        ``echoes_used`` is the number of leading echoes kept in each voxel.
     """
     floor = float(noise_floor_mean(sigma, coils))
     above = y >= snr_limit * floor
@@ -257,7 +362,24 @@ def truncation(y, t, sigma, coils=1.0, snr_limit=2.0, min_echoes=3, **_):
 # Offset model (Ghugre 2006): S = S0 exp(-R2* t) + C
 
 def offset(y, t, max_iter=60, **_):
-    """Three-parameter fit S = S0 exp(-R2* t) + C, Levenberg-Marquardt on blocks of voxels."""
+    """Three-parameter fit S = S0 exp(-R2* t) + C, Levenberg-Marquardt on blocks of voxels.
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal.
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    max_iter : int
+        Most Levenberg-Marquardt iterations.
+    **_
+        Other estimator options, ignored.
+
+    Returns
+    -------
+    BlockFit
+        With ``offset`` (C, signal units).
+    """
     n = y.shape[1]
     init = loglinear(y, t)
     r2 = np.where(np.isfinite(init.r2star), init.r2star, 30.0)
@@ -339,6 +461,26 @@ def noise_corrected(y, t, sigma, coils=1.0, max_iter=30, **_):
     so fitting S^2 to it has no noise-floor bias. Iteratively reweighted Gauss-Newton with the
     exact variance Var(S^2) = 4 sigma^2 (A^2 + L sigma^2), A = S0 exp(-R2* t). The returned
     uncertainty is the Fisher-information SD of R2* of this estimating equation.
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal.
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+    max_iter : int
+        Most Gauss-Newton iterations.
+    **_
+        Other estimator options, ignored.
+
+    Returns
+    -------
+    BlockFit
+        With ``uncertainty`` (SD of R2*, 1/s).
     """
     with np.errstate(all="ignore"):
         return _noise_corrected(y, t, sigma, coils, max_iter)
@@ -408,6 +550,28 @@ def maximum_likelihood(y, t, sigma, coils=1.0, max_iter=60, start: BlockFit | No
     Fisher scoring: the score for A is (M r_L(M A / sigma^2) - A) / sigma^2 with the Bessel
     ratio r_L = I_L / I_(L-1); the information per echo is approximated by A^2/(A^2 + L sigma^2)
     and each step is halved until the likelihood does not fall.
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal (non-finite and negative values are taken as 0).
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L (need not be an integer).
+    max_iter : int
+        Most scoring iterations.
+    start : BlockFit, optional
+        Starting estimate; by default :func:`noise_corrected`.
+    **_
+        Other estimator options, ignored.
+
+    Returns
+    -------
+    BlockFit
+        With ``uncertainty`` from :func:`squared_signal_sd` (1/s).
     """
     n = y.shape[1]
     sigma2 = sigma * sigma
@@ -468,6 +632,24 @@ def squared_signal_sd(t, r2, s0, sigma, coils):
 
     Each echo carries information A^2 / (A^2 + L sigma^2) / sigma^2 about its amplitude A
     (exact for the S^2 statistic, a lower bound for the full noncentral-chi likelihood).
+
+    Parameters
+    ----------
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    r2 : ndarray, (n_voxels,)
+        R2* in 1/s.
+    s0 : ndarray, (n_voxels,)
+        S0 in signal units.
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    ndarray, (n_voxels,)
+        SD of R2* in 1/s.
     """
     e = np.exp(-np.outer(t, np.nan_to_num(r2)))
     a2 = (s0 * e) ** 2
@@ -491,7 +673,26 @@ def _bessel_ratio_real(coils, z):
 
 
 def informative_echoes(t, r2, s0, sigma, coils):
-    """Effective number of echoes carrying signal: sum of A^2 / (A^2 + L sigma^2)."""
+    """Effective number of echoes carrying signal: sum of A^2 / (A^2 + L sigma^2).
+
+    Parameters
+    ----------
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    r2 : ndarray, (n_voxels,)
+        R2* in 1/s (NaN taken as 0).
+    s0 : ndarray, (n_voxels,)
+        S0 in signal units (NaN taken as 0).
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+
+    Returns
+    -------
+    ndarray, (n_voxels,)
+        Effective echo count, 0 to n_echoes.
+    """
     a2 = (np.nan_to_num(s0) * np.exp(-np.outer(t, np.nan_to_num(r2)))) ** 2
     return (a2 / (a2 + coils * sigma * sigma)).sum(0)
 
@@ -503,6 +704,26 @@ def noise_corrected_ml(y, t, sigma, coils=1.0, min_informative=3.0, **_):
     or low SNR), the squared signal throws away information that the full noncentral-chi
     likelihood keeps, so those voxels (few, in clinical data) continue with `maximum_likelihood`
     from the squared-signal estimate. Everywhere else the two agree to a small fraction of the SD.
+
+    Parameters
+    ----------
+    y : ndarray, (n_echoes, n_voxels)
+        Magnitude signal.
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+    min_informative : float
+        Voxels with fewer informative echoes (:func:`informative_echoes`) are polished.
+    **_
+        Other estimator options, ignored.
+
+    Returns
+    -------
+    BlockFit
+        With ``uncertainty`` (SD of R2*, 1/s).
     """
     bf = noise_corrected(y, t, sigma, coils)
     few = needs_ml_polish(t, bf, sigma, coils, min_informative)
@@ -517,8 +738,27 @@ def noise_corrected_ml(y, t, sigma, coils=1.0, min_informative=3.0, **_):
 
 
 def needs_ml_polish(t, bf, sigma, coils, min_informative=3.0):
-    """Indices of voxels whose squared-signal fit has fewer than `min_informative` echoes
-    clear of the noise floor (see noise_corrected_ml)."""
+    """Indices of voxels whose squared-signal fit has fewer than `min_informative` echoes clear of
+    the noise floor (see noise_corrected_ml).
+
+    Parameters
+    ----------
+    t : ndarray, (n_echoes,)
+        Echo times in s.
+    bf : BlockFit
+        The squared-signal fit of the block.
+    sigma : float
+        Noise SD per real channel (signal units).
+    coils : float
+        Effective coil count L.
+    min_informative : float
+        Threshold on :func:`informative_echoes`.
+
+    Returns
+    -------
+    ndarray of int
+        Column indices into the block, ascending; voxels with a non-finite R2* are not included.
+    """
     # Exact cheap screen: echoes decay, so if echo k+1 has A^2/(A^2 + L sigma^2) >= q with
     # q (k+1) = min_informative, the first k+1 echoes alone reach the threshold.
     k = int(np.ceil(min_informative))

@@ -49,7 +49,23 @@ class FatSpectrum:
         return a / a.sum()
 
     def frequencies_hz(self, field_strength_t):
-        """Peak frequencies relative to water, Hz, shape [P], for a field strength in tesla."""
+        """Peak frequencies relative to water, Hz, shape [P], for a field strength in tesla.
+
+        Parameters
+        ----------
+        field_strength_t : float
+            Main field in T (finite, positive).
+
+        Returns
+        -------
+        ndarray of float, shape [P]
+            f_p = 42.577 MHz/T * B0 * shift_p (ppm), in Hz.
+
+        Raises
+        ------
+        InputError
+            The field strength is not a finite positive number.
+        """
         b0 = _check_field(field_strength_t)
         return GYROMAGNETIC_RATIO_MHZ_PER_T * b0 * np.asarray(self.shifts_ppm, dtype=float)
 
@@ -86,7 +102,23 @@ def _check_field(field_strength_t):
 
 
 def get_spectrum(spectrum=None):
-    """Return a ``FatSpectrum`` from a name in ``FAT_SPECTRA``, a ``FatSpectrum`` or None (default)."""
+    """Return a ``FatSpectrum`` from a name in ``FAT_SPECTRA``, a ``FatSpectrum`` or None (default).
+
+    Parameters
+    ----------
+    spectrum : str or FatSpectrum, optional
+        A key of ``FAT_SPECTRA`` ("six-peak"), a spectrum (returned as is), or None for
+        ``DEFAULT_FAT_SPECTRUM``.
+
+    Returns
+    -------
+    FatSpectrum
+
+    Raises
+    ------
+    InputError
+        Unknown spectrum name.
+    """
     if spectrum is None:
         spectrum = DEFAULT_FAT_SPECTRUM
     if isinstance(spectrum, FatSpectrum):

@@ -52,14 +52,24 @@ Progress = Callable[[str, "float | None"], None]
 class PipelineResult:
     """What one run produced.
 
-    out_dir : the output folder.
-    image : the MultiEchoImage that was fitted.
-    fit : the RelaxometryFit (maps in memory).
-    label_map : LabelMap on the image grid, or None.
-    summary : the statistics dict (``quantification.summarize``'s shape).
-    files : output name -> path ("r2star", ..., "regions_csv", "summary_json", "report", "run").
-    timings : stage -> seconds.
-    warnings : everything the user should read, in order.
+    Attributes
+    ----------
+    out_dir : Path
+        The output folder.
+    image : MultiEchoImage
+        The image that was fitted.
+    fit : RelaxometryFit
+        The fit (maps in memory).
+    label_map : LabelMap or None
+        Regions on the image grid.
+    summary : dict
+        The statistics dict (``quantification.summarize``'s shape).
+    files : dict of str to Path
+        Output name -> path ("r2star", ..., "regions_csv", "summary_json", "report", "run").
+    timings : dict of str to float
+        Stage -> seconds.
+    warnings : list of str
+        Everything the user should read, in order.
     """
 
     out_dir: Path
@@ -78,9 +88,31 @@ def load_image(inputs, echo_times_ms=None, field_strength_t=None, series=None,
                confirm_field_strength: bool = False) -> MultiEchoImage:
     """Read a multi-echo series (DICOM folder, NIfTI echoes with sidecars, .seq.nrrd).
 
-    ``echo_times_ms`` supplies echo times where the files have none (where they have them, the
-    reader checks that the two agree); ``field_strength_t`` supplies the field where the files
-    have none (see :func:`override_field_strength` when they have one).
+    Parameters
+    ----------
+    inputs : str, os.PathLike or sequence of them
+        A folder or file, or several files; each must exist.
+    echo_times_ms : sequence of float, optional
+        Echo times in ms where the files have none (where they have them, the reader checks
+        that the two agree).
+    field_strength_t : float, optional
+        Main field in T where the files have none (see :func:`override_field_strength` when
+        they have one).
+    series : int or str, optional
+        Which series to load when several are found: series number, SeriesInstanceUID, series
+        description or file name.
+    confirm_field_strength : bool
+        Use ``field_strength_t`` even where it contradicts the files' value.
+
+    Returns
+    -------
+    MultiEchoImage
+
+    Raises
+    ------
+    InputError
+        No input, a path that does not exist, or a field strength that contradicts the files
+        (without ``confirm_field_strength``); the readers' errors otherwise.
     """
     from .io import load_multiecho
 
@@ -104,10 +136,29 @@ def override_field_strength(image: MultiEchoImage, field_strength_t=None,
                             confirm: bool = False) -> MultiEchoImage:
     """A copy of ``image`` with the field strength (T) given by the user, and where it came from.
 
-    A value that contradicts the one recorded in the files is refused (cut-offs and LIC
-    calibrations differ between 1.5 T and 3 T) unless ``confirm`` (``--confirm-field-strength``);
-    then the files' value is kept in ``metadata["field_strength_t_from_files"]``.
-    ``metadata["field_strength_source"]`` says where the value used came from.
+    A value that contradicts the one recorded in the files (by more than
+    ``FIELD_STRENGTH_TOLERANCE_T``) is refused (cut-offs and LIC calibrations differ between
+    1.5 T and 3 T) unless ``confirm`` (``--confirm-field-strength``); then the files' value is
+    kept in ``metadata["field_strength_t_from_files"]``. ``metadata["field_strength_source"]``
+    says where the value used came from.
+
+    Parameters
+    ----------
+    image : MultiEchoImage
+        The loaded image (not changed).
+    field_strength_t : float, optional
+        Main field in T given by the user; None keeps the recorded one.
+    confirm : bool
+        Accept a value that contradicts the recorded one (with a warning in the metadata).
+
+    Returns
+    -------
+    MultiEchoImage
+
+    Raises
+    ------
+    InputError
+        The value contradicts the recorded one and ``confirm`` is False.
     """
     metadata = dict(image.metadata)
     recorded = image.field_strength_t
@@ -143,7 +194,22 @@ def override_field_strength(image: MultiEchoImage, field_strength_t=None,
 
 
 def load_labels(path, image: MultiEchoImage, names_path=None) -> LabelMap:
-    """Read a label map or Slicer .seg.nrrd and put it on the image grid (see maps_io)."""
+    """Read a label map or Slicer .seg.nrrd and put it on the image grid (see maps_io).
+
+    Parameters
+    ----------
+    path : str or Path
+        Label volume (NRRD, NIfTI) or ``.seg.nrrd``.
+    image : MultiEchoImage
+        The image whose grid the labels are resampled onto (nearest neighbour).
+    names_path : str or Path, optional
+        Label names (CSV or Slicer colour table) of a label volume
+        (:func:`IronMapping.maps_io.read_labels`).
+
+    Returns
+    -------
+    LabelMap
+    """
     return read_labels(path, names_path=names_path, reference_shape=image.shape,
                        reference_ijk_to_ras=image.ijk_to_ras)
 
@@ -152,7 +218,23 @@ def load_labels(path, image: MultiEchoImage, names_path=None) -> LabelMap:
 
 def planned_outputs(fmt: str, maps: Sequence[str] = tuple(m.key for m in MAPS if m.files),
                     report: bool = True) -> list[str]:
-    """File names a run may write into its output folder (gradient- and spin-echo names)."""
+    """File names a run may write into its output folder (gradient- and spin-echo names).
+
+    Parameters
+    ----------
+    fmt : str
+        Map format, a key of ``maps_io.FORMATS`` ("nrrd" or "nifti").
+    maps : sequence of str
+        Map keys (default: every map written to files).
+    report : bool
+        Include report.html and report.pdf.
+
+    Returns
+    -------
+    list of str
+        Map files and their JSON sidecars, regions.csv, summary.json, run.json,
+        focal_findings.csv (and the report), without duplicates.
+    """
     from .maps_io import map_file_stem
 
     names = []
@@ -188,6 +270,30 @@ def check_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=()) -
     ``run.json``), may be written. A folder holding anything IronMapping did not write is
     refused unless ``overwrite``; even then only IronMapping's own file names are replaced,
     other files are left alone. An input is never overwritten.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+    fmt : str
+        Map format ("nrrd" or "nifti").
+    overwrite : bool
+        Write into a folder holding other files.
+    inputs : iterable of paths
+        Input files, none of which may be an output's name.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` is a file, an output would replace an input, or the folder holds files
+        IronMapping did not write (without ``overwrite``).
+    OutputError
+        The folder cannot be listed.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -221,7 +327,32 @@ def check_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=()) -
 
 
 def prepare_output_folder(out_dir, fmt: str, overwrite: bool = False, inputs=()) -> Path:
-    """:func:`check_output_folder`, then create the folder and mark it as IronMapping's."""
+    """:func:`check_output_folder`, then create the folder and mark it as IronMapping's.
+
+    The mark is a ``run.json`` with ``"complete": false``, replaced by the run's final record.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder (created with its parents).
+    fmt : str
+        Map format ("nrrd" or "nifti").
+    overwrite : bool
+        Write into a folder holding other files.
+    inputs : iterable of paths
+        Input files, none of which may be an output's name.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError
+        As :func:`check_output_folder`.
+    OutputError
+        The folder or its run record cannot be written.
+    """
     out = check_output_folder(out_dir, fmt, overwrite, inputs)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -248,16 +379,44 @@ def run(image: MultiEchoImage, out_dir, label_map: LabelMap | None = None, *,
 
     Parameters
     ----------
-    image : the multi-echo series (echo times in ms; field strength needed for LIC).
-    label_map : regions on any grid (resampled onto the image grid); None for maps only.
-    method : fit method (``relaxometry.METHODS``).
-    calibration : LIC calibration name (``calibration.CALIBRATIONS``), None for the default.
-    convert_field : allow converting R2* between field strengths for LIC (with a warning).
-    fmt : "nrrd" or "nifti" for the maps.
-    report, figures : write report.html, with or without figures.
-    inputs : what went in (paths, options), recorded in run.json and the report.
-    truth : phantom truth {region name: R2* 1/s} shown in the report.
-    timings : seconds of earlier stages (e.g. {"load": 1.2}), recorded with this run's.
+    image : MultiEchoImage
+        The multi-echo series (echo times in ms; field strength needed for LIC).
+    out_dir : str or Path
+        The output folder (see :func:`prepare_output_folder`).
+    label_map : LabelMap, optional
+        Regions on any grid (resampled onto the image grid); None for maps only.
+    method : str
+        Fit method (``relaxometry.METHODS``).
+    calibration : str, optional
+        LIC calibration name (``calibration.CALIBRATIONS``), None for the default.
+    convert_field : bool
+        Allow converting R2* between field strengths for LIC (with a warning).
+    fmt : str
+        "nrrd" or "nifti" for the maps.
+    noise_sigma : float, optional
+        Noise SD per channel (signal units); estimated when None.
+    coils : float, optional
+        Receive coil count L; estimated when None.
+    report, figures : bool
+        Write report.html, with or without figures.
+    overwrite : bool
+        Write into a folder holding files IronMapping did not write.
+    progress : Progress, optional
+        ``progress(stage, fraction)``, stage "load", "fit", "statistics", "write" or "report".
+    cancel : callable() -> bool, optional
+        Polled during the fit; True stops it (FitCancelled).
+    inputs : mapping, optional
+        What went in (paths, options), recorded in run.json and the report.
+    truth : mapping of str to float, optional
+        Phantom truth {region name: R2* 1/s} shown in the report.
+    title : str, optional
+        Title of the report.
+    timings : mapping of str to float, optional
+        Seconds of earlier stages (e.g. {"load": 1.2}), recorded with this run's.
+
+    Returns
+    -------
+    PipelineResult
     """
     from .analysis import analyse
     from .quantification import write_summary_json
@@ -340,6 +499,23 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
 
     Kept for callers of this name; it is :func:`IronMapping.analysis.summarize_fit`. Without a
     label map the dict has no regions and says so.
+
+    Parameters
+    ----------
+    fit : RelaxometryFit
+        The fit of ``image``.
+    image : MultiEchoImage
+        The fitted image (field strength, geometry).
+    label_map : LabelMap or None
+        Regions on the image grid.
+    calibration : str, optional
+        LIC calibration name, None for the default.
+    convert_field : bool
+        Allow converting R2* between field strengths for LIC.
+
+    Returns
+    -------
+    dict
     """
     return summarize_fit(fit, image, None if label_map is None else label_map.labels,
                          None if label_map is None else label_map.names, calibration=calibration,
@@ -349,7 +525,21 @@ def summarise(fit, image: MultiEchoImage, label_map: LabelMap | None, calibratio
 
 
 def write_regions(path: Path, summary: Mapping[str, Any]) -> Path:
-    """regions.csv: one row per region, units in the column names (``quantification.regions_table``)."""
+    """regions.csv: one row per region, units in the column names.
+
+    See ``quantification.regions_table``.
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file to write.
+    summary : mapping
+        The statistics dict.
+
+    Returns
+    -------
+    Path
+    """
     from .quantification import write_regions_csv
 
     return Path(write_regions_csv(summary, path))
@@ -361,6 +551,26 @@ def liver_iron_map(fit, label_map: LabelMap | None, summary: Mapping[str, Any], 
 
     None when no region is recognised as liver or the calibration cannot be applied (the
     summary then says why).
+
+    Parameters
+    ----------
+    fit : RelaxometryFit
+        Its ``r2star`` map (1/s) is converted.
+    label_map : LabelMap or None
+        Regions on the image grid.
+    summary : mapping
+        The statistics dict; its regions with organ "liver" are the liver.
+    field_strength_t : float or None
+        Main field in T.
+    calibration : str, optional
+        LIC calibration name, None for the default.
+    convert_field : bool
+        Allow converting R2* between field strengths.
+
+    Returns
+    -------
+    tuple or None
+        (float32 map of the spatial shape, {"calibration": ..., "regions": [...]}).
     """
     if label_map is None:
         return None
@@ -395,9 +605,37 @@ def run_files(inputs, out_dir, labels=None, label_names=None, *, echo_times_ms=N
               field_strength_t=None, series=None, confirm_field_strength: bool = False,
               progress: Progress | None = None,
               record: Mapping[str, Any] | None = None, **options) -> PipelineResult:
-    """Read files and :func:`run`. ``labels``: label map / .seg.nrrd path; ``label_names``:
-    CSV or Slicer colour table; ``record``: extra entries for run.json and the report (e.g. a
-    study id); other keyword arguments go to :func:`run`."""
+    """Read files and :func:`run`.
+
+    Parameters
+    ----------
+    inputs : str, os.PathLike or sequence of them
+        DICOM folder, NIfTI echoes or .seq.nrrd (see :func:`load_image`).
+    out_dir : str or Path
+        The output folder; checked before anything is read.
+    labels : str or Path, optional
+        Label map / .seg.nrrd path.
+    label_names : str or Path, optional
+        CSV or Slicer colour table of the label names.
+    echo_times_ms : sequence of float, optional
+        Echo times in ms where the files have none.
+    field_strength_t : float, optional
+        Main field in T (see :func:`override_field_strength`).
+    series : int or str, optional
+        Which series to load when several are found.
+    confirm_field_strength : bool
+        Use ``field_strength_t`` even where it contradicts the files.
+    progress : Progress, optional
+        ``progress(stage, fraction)``.
+    record : mapping, optional
+        Extra entries for run.json and the report (e.g. a study id).
+    **options
+        Other keyword arguments go to :func:`run`.
+
+    Returns
+    -------
+    PipelineResult
+    """
     say = progress or (lambda stage, fraction: None)
     t0 = time.perf_counter()
     say("load", None)
@@ -428,8 +666,30 @@ def run_demo(out_dir, preset: str = "neonatal-haemochromatosis", *, shape=(16, 9
              progress: Progress | None = None, **options) -> PipelineResult:
     """Build the phantom (``phantom.make_phantom``) and run the whole pipeline on it.
 
-    ``phantom_coils`` is the simulated receive coil count; other keyword arguments (method,
-    fmt, figures, ...) go to :func:`run`.
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+    preset : str
+        Phantom preset ("normal", "neonatal-haemochromatosis" or "transfusional").
+    shape : tuple of int
+        Grid (k, j, i).
+    snr : float
+        S0 of liver over the noise SD per channel.
+    phantom_coils : int
+        Simulated receive coil count.
+    seed : int
+        Random seed of the noise.
+    field_strength_t : float
+        Main field in T.
+    progress : Progress, optional
+        ``progress(stage, fraction)``.
+    **options
+        Other keyword arguments (method, fmt, figures, ...) go to :func:`run`.
+
+    Returns
+    -------
+    PipelineResult
     """
     from .phantom import make_phantom
 

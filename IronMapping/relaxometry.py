@@ -59,6 +59,23 @@ class Status(IntEnum):
 
     @classmethod
     def describe(cls, code) -> str:
+        """Plain-language meaning of a status code.
+
+        Parameters
+        ----------
+        code : int or Status
+            A value of the ``status`` map.
+
+        Returns
+        -------
+        str
+            One sentence, e.g. "fitted" or "fit did not converge".
+
+        Raises
+        ------
+        ValueError
+            ``code`` is not a Status value.
+        """
         return _STATUS_TEXT[cls(int(code))]
 
 
@@ -99,18 +116,47 @@ _SCAN_VOXELS = 1 << 18  # voxels per pass of the whole-image scans (no input-siz
 class RelaxometryFit:
     """Parametric maps of one fit; arrays have the spatial shape of the input.
 
-    r2star : float32, 1/s (R2 when quantity is "T2"); NaN where status != FITTED
-    t2star : float32, ms (1000 / r2star); NaN where R2* is zero to the fit's precision (no decay measurable)
-    s0 : float32, signal extrapolated to TE = 0 (input units); NaN where status != FITTED
-    quality : float32, coefficient of determination R^2 of the fitted magnitude curve
-    uncertainty : float32, standard deviation of R2* in 1/s from the Fisher information
-    status : uint8, `Status` codes
-    echoes_used : uint8, number of echoes that entered the fit (truncation varies per voxel)
-    maps : extra maps, e.g. "offset" (offset model) or "pdff" (%, fat-water); NaN where
-        status != FITTED
-    noise_sigma : noise SD per real channel used (signal units); with a noise map its median
-    noise_sigma_map : float32 noise SD per voxel where the noise varies in space, else None
-    noise_details : every noise estimate that was made (echo train, background), JSON-able
+    Attributes
+    ----------
+    r2star : ndarray, float32
+        1/s (R2 when quantity is "T2"); NaN where status != FITTED.
+    t2star : ndarray, float32
+        ms (1000 / r2star); NaN where R2* is zero to the fit's precision (no decay measurable).
+    s0 : ndarray, float32
+        Signal extrapolated to TE = 0 (input units); NaN where status != FITTED.
+    quality : ndarray, float32
+        Coefficient of determination R^2 of the fitted magnitude curve.
+    uncertainty : ndarray, float32
+        Standard deviation of R2* in 1/s from the Fisher information.
+    status : ndarray, uint8
+        `Status` codes.
+    echoes_used : ndarray, uint8
+        Number of echoes that entered the fit (truncation varies per voxel).
+    method : str
+        The concrete method fitted (never "auto").
+    echo_times_ms : ndarray, (n_echoes,)
+        Echo times in ms.
+    noise_sigma : float or None
+        Noise SD per real channel used (signal units); with a noise map its median.
+    coils : float or None
+        Receive coil count L of the noise model.
+    noise_source : str
+        Where the noise level came from.
+    quantity : str
+        "T2*" (gradient echo) or "T2" (spin echo).
+    requested_method : str
+        The method as requested ("auto" ...).
+    field_strength_t : float or None
+        Main field in T.
+    maps : dict of str to ndarray
+        Extra maps, e.g. "offset" (offset model) or "pdff" (%, fat-water); NaN where
+        status != FITTED.
+    warnings : list of str
+        Warnings about the fit (also issued with :func:`warnings.warn`).
+    noise_sigma_map : ndarray, float32, or None
+        Noise SD per voxel where the noise varies in space, else None.
+    noise_details : dict
+        Every noise estimate that was made (echo train, background), JSON-able.
     """
 
     r2star: np.ndarray
@@ -135,9 +181,11 @@ class RelaxometryFit:
 
     @property
     def fitted(self) -> np.ndarray:
+        """Bool map, True where status is FITTED."""
         return self.status == Status.FITTED
 
     def status_counts(self) -> dict:
+        """Voxels per status, keyed by the lower-case status name ("fitted", "masked", ...)."""
         codes, counts = np.unique(self.status, return_counts=True)
         return {Status(int(c)).name.lower(): int(n) for c, n in zip(codes, counts)}
 
@@ -186,7 +234,18 @@ METHOD_REFERENCES = {
 
 
 def method_reference(method: str) -> str:
-    """Source of a method; for fat-water it also names the fat spectrum and decision rule."""
+    """Source of a method; for fat-water it also names the fat spectrum and decision rule.
+
+    Parameters
+    ----------
+    method : str
+        A concrete method name (one of METHODS other than "auto").
+
+    Returns
+    -------
+    str
+        The reference; "" for a name without one.
+    """
     if method == "fat-water":
         from .fatwater import method_description
 
@@ -200,6 +259,20 @@ def t2star_from_r2star(r2star, status, echo_times_ms) -> np.ndarray:
     A decay of less than one part per million over the echo train is below the single-precision
     resolution of the signal, so R2* is zero to the fit's precision there and T2* is undefined
     (a fit returning R2* = 5e-28 must not give T2* = 2e30 ms).
+
+    Parameters
+    ----------
+    r2star : array_like
+        R2* in 1/s, any shape.
+    status : array_like
+        `Status` codes, broadcastable with ``r2star``.
+    echo_times_ms : array_like, (n_echoes,)
+        Echo times in ms (the last one sets the resolvable R2*).
+
+    Returns
+    -------
+    ndarray, float32
+        T2* in ms, of the broadcast shape; NaN where not FITTED or R2* is not resolvable.
     """
     r2star, status = np.broadcast_arrays(np.asarray(r2star), np.asarray(status))
     resolvable = 1e-6 / (float(np.max(echo_times_ms)) / 1000.0)
@@ -220,6 +293,26 @@ def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "
 
     The checks shared by every input (count, units, duplicates, order) are
     :func:`IronMapping.io.checks.check_echo_times`; the method's own needs are added here.
+
+    Parameters
+    ----------
+    echo_times_ms : array_like, (n_echoes,)
+        Echo times in ms, strictly increasing.
+    n_echoes : int, optional
+        Echoes in the signal; the count must match when given.
+    method : str
+        Method the times are for: "offset", "arlo" and "fat-water" need at least 3 echoes (the
+        others 2), "arlo" uniform spacing (within 0.1 % of the mean spacing).
+
+    Returns
+    -------
+    ndarray, float64, (n_echoes,)
+        The echo times in ms.
+
+    Raises
+    ------
+    EchoTimeError
+        A check failed; the message says what to change.
     """
     from .io.checks import check_echo_times as check_common
 
@@ -237,6 +330,23 @@ def check_echo_times(echo_times_ms, n_echoes: int | None = None, method: str = "
 
 
 def resolve_method(method: str) -> str:
+    """The concrete method for a requested one ("auto" is DEFAULT_METHOD).
+
+    Parameters
+    ----------
+    method : str
+        One of METHODS.
+
+    Returns
+    -------
+    str
+        ``method``, or DEFAULT_METHOD for "auto".
+
+    Raises
+    ------
+    InputError
+        ``method`` is not one of METHODS.
+    """
     if method not in METHODS:
         raise InputError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
     return DEFAULT_METHOD if method == "auto" else method
@@ -253,35 +363,53 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
 
     Parameters
     ----------
-    signal : array (n_echoes, ...) of magnitudes, echo axis first, any spatial shape.
-    echo_times_ms : (n_echoes,) strictly increasing echo times in ms.
-    method : one of METHODS; "auto" is "noise-corrected-ml".
-    mask : bool array of the spatial shape; None makes one: every voxel inside the body
-        outline (above the noise floor in echo 1 or 2, holes filled per slice and in 3-D).
-    noise_sigma, coils : noise SD per channel (signal units; a number, or a map of the spatial
-        shape) and receive coil count L; when None they are estimated: from the decay residuals
-        across echoes in tissue (a noise map where parallel imaging makes the noise vary in
-        space), or from the background air when it is pure noise and agrees
-        (noise_source.resolve_noise).
-    progress : called with the finished fraction (0..1) from the calling thread; the values
-        never decrease, the first is 0 and the last 1.
-    cancel : polled from the calling thread before and after every block of voxels (see
+    signal : array_like, (n_echoes, ...)
+        Magnitudes, echo axis first, any spatial shape.
+    echo_times_ms : array_like, (n_echoes,)
+        Strictly increasing echo times in ms.
+    method : str
+        One of METHODS; "auto" is "noise-corrected-ml".
+    mask : bool array of the spatial shape, optional
+        Voxels to fit; None makes one: every voxel inside the body outline (above the noise floor
+        in echo 1 or 2, holes filled per slice and in 3-D).
+    noise_sigma : float or array of the spatial shape, optional
+        Noise SD per channel (signal units; a number, or a map of the spatial shape). When None
+        (with ``coils``) it is estimated: from the decay residuals across echoes in tissue (a
+        noise map where parallel imaging makes the noise vary in space), or from the background
+        air when it is pure noise and agrees (noise_source.resolve_noise).
+    coils : float, optional
+        Receive coil count L; estimated with the noise SD when None.
+    progress : callable(float), optional
+        Called with the finished fraction (0..1) from the calling thread; the values never
+        decrease, the first is 0 and the last 1.
+    cancel : callable() -> bool, optional
+        Polled from the calling thread before and after every block of voxels (see
         :mod:`IronMapping.blocks`); returning True raises FitCancelled.
-    quantity : "T2*" (gradient echo) or "T2" (spin echo); only labels the result.
-    field_strength_t : main field in tesla (needed by "fat-water").
-    include_mask : bool array of the spatial shape, voxels fitted whatever the automatic mask
-        says (the union of the segments, so that no organ voxel is called background).
-    workers : threads (default: every core the process may use).
-    snr_limit : "truncation" only: echoes are kept while the magnitude is at least this many
-        times the mean noise floor (default 2).
-    fat_evidence : "fat-water" only: nats the fat-dominant solution needs over the
-        water-dominant one (default ``fatwater.FAT_DOMINANT_EVIDENCE``).
-    precession_clockwise : "fat-water" only: sign of the fat phasor (default True).
-    complex_signal : "fat-water" only: complex echoes (n_echoes, ...) with the signal's shape,
-        or None (magnitude only); with phase the complex fit decides voxels the magnitude
-        cannot (few echoes) and a bipolar readout is corrected.
-    readout : "fat-water" only: "auto", "bipolar" or "monopolar" (see fatwater.fit_fatwater).
-    **unknown : any other keyword is refused with an InputError naming the valid ones.
+    quantity : str
+        "T2*" (gradient echo) or "T2" (spin echo); only labels the result.
+    field_strength_t : float, optional
+        Main field in T (needed by "fat-water").
+    include_mask : bool array of the spatial shape, optional
+        Voxels fitted whatever the automatic mask says (the union of the segments, so that no
+        organ voxel is called background).
+    workers : int, optional
+        Threads (default: every core the process may use).
+    snr_limit : float, optional
+        "truncation" only: echoes are kept while the magnitude is at least this many times the
+        mean noise floor (default 2).
+    fat_evidence : float, optional
+        "fat-water" only: nats the fat-dominant solution needs over the water-dominant one
+        (default ``fatwater.FAT_DOMINANT_EVIDENCE``).
+    precession_clockwise : bool
+        "fat-water" only: sign of the fat phasor (default True).
+    complex_signal : complex array_like, (n_echoes, ...), optional
+        "fat-water" only: complex echoes with the signal's shape, or None (magnitude only); with
+        phase the complex fit decides voxels the magnitude cannot (few echoes) and a bipolar
+        readout is corrected.
+    readout : str
+        "fat-water" only: "auto", "bipolar" or "monopolar" (see fatwater.fit_fatwater).
+    **unknown
+        Any other keyword is refused with an InputError naming the valid ones.
 
     Returns
     -------

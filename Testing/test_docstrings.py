@@ -28,31 +28,28 @@ README = ROOT / "README.md"
 #: Modules whose public functions must have a numpydoc Parameters section (paths relative to
 #: IronMapping/). The README's Scripting API modules are added by `scripting_api_modules`.
 NUMPYDOC_MODULES = (
-    "__init__.py", "analysis.py", "batch.py", "calibration.py", "cli.py", "display.py",
-    "echo_noise.py", "errors.py", "fileio.py", "focal.py", "focal_phase.py", "grading.py",
-    "headline.py", "image.py", "io/__init__.py", "io/dicom_writer.py", "io/geometry.py",
-    "io/loader.py", "io/metadata.py", "io/nrrd_sequence.py", "logic.py", "maps_io.py",
-    "noise.py", "noise_source.py", "organs.py", "patterns.py", "phantom.py",
-    "phantom_abdomen.py", "quantification.py", "quantities.py", "reference_fit.py",
-    "regions.py", "report.py", "report_figures.py", "sample_data.py", "scene/__init__.py",
-    "scene/core.py", "scene/findings.py", "scene/inputs.py", "scene/outputs.py",
-    "scene/segments.py", "segment_statistics.py", "tissue_mask.py",
+    "__init__.py", "analysis.py", "batch.py", "blocks.py", "calibration.py", "cli.py",
+    "crlb.py", "display.py", "echo_noise.py", "errors.py", "estimators.py", "fatmodel.py",
+    "fatwater/__init__.py", "fatwater/bipolar.py", "fatwater/checks.py",
+    "fatwater/complex_fit.py", "fatwater/fieldmap.py", "fatwater/inputs.py",
+    "fatwater/likelihood.py", "fatwater/magnitude.py", "fatwater/maps.py",
+    "fatwater/neighbourhood.py", "fileio.py", "focal.py", "focal_phase.py", "grading.py",
+    "headline.py", "image.py", "io/__init__.py", "io/checks.py", "io/dicom.py",
+    "io/dicom_writer.py", "io/geometry.py", "io/loader.py", "io/metadata.py", "io/nifti.py",
+    "io/nrrd_sequence.py", "logic.py", "maps_io.py", "noise.py", "noise_source.py", "organs.py",
+    "patterns.py", "phantom.py", "phantom_abdomen.py", "pipeline.py", "quantification.py",
+    "quantities.py", "reference_fit.py", "regions.py", "relaxometry.py", "report.py",
+    "report_figures.py", "sample_data.py", "scene/__init__.py", "scene/core.py",
+    "scene/findings.py", "scene/inputs.py", "scene/outputs.py", "scene/segments.py",
+    "segment_statistics.py", "tissue_mask.py",
 )
 
 #: Scripting API modules not converted yet: only their docstrings' presence is checked.
-NUMPYDOC_PENDING = ("relaxometry.py",)
+NUMPYDOC_PENDING = ()
 
 #: Public definitions without a docstring in modules not converted here ("module:qualname").
 #: Remove an entry when its docstring is written; do not add new ones.
-KNOWN_UNDOCUMENTED = frozenset({
-    "estimators.py:BlockFit",
-    "fatwater/bipolar.py:OddEvenPhase.describe", "fatwater/bipolar.py:OddEvenPhase.as_dict",
-    "io/dicom.py:Frame.normal", "io/dicom.py:Frame.grid_key", "io/dicom.py:DicomCandidate.label",
-    "io/dicom.py:DicomCandidate.summary", "io/dicom.py:DicomCandidate.load",
-    "io/nifti.py:is_nifti", "io/nifti.py:FileEntry.group_key", "io/nifti.py:describe_group",
-    "relaxometry.py:Status.describe", "relaxometry.py:RelaxometryFit.fitted",
-    "relaxometry.py:RelaxometryFit.status_counts", "relaxometry.py:resolve_method",
-})
+KNOWN_UNDOCUMENTED = frozenset()
 
 PARAMETERS_SECTION = re.compile(r"^\s*Parameters\s*\n\s*-{3,}\s*$", re.M)
 ISSUE_NUMBER = re.compile(r"\bissues?\s*(?:no\.?|number)?\s*#?\s*\d+", re.I)

@@ -53,7 +53,23 @@ _METADATA_KEYS = ("readout", "readout_polarity", "ReadoutPolarity", "GradientEch
 
 
 def check_readout(readout):
-    """Validate the ``readout`` argument of ``fit_fatwater``."""
+    """Validate the ``readout`` argument of ``fit_fatwater``.
+
+    Parameters
+    ----------
+    readout : str
+        One of READOUTS: "auto", "bipolar" or "monopolar".
+
+    Returns
+    -------
+    str
+        ``readout`` unchanged.
+
+    Raises
+    ------
+    InputError
+        Any other value; the message says which to choose.
+    """
     if readout not in READOUTS:
         raise InputError(f"readout must be one of {', '.join(READOUTS)}; got {readout!r}. Use "
                          "'bipolar' when odd and even echoes are read with opposite gradients "
@@ -68,6 +84,15 @@ def readout_from_metadata(metadata):
     Looks for a readout entry (``metadata["readout"]`` and a few sidecar spellings, also inside
     ``metadata["sidecar"]``): a string containing "bipolar"/"monopolar"/"flyback"/"unipolar",
     or a boolean under "bipolar".
+
+    Parameters
+    ----------
+    metadata : dict
+        The image's metadata; anything else gives None.
+
+    Returns
+    -------
+    str or None
     """
     if not isinstance(metadata, dict):
         return None
@@ -92,9 +117,23 @@ def readout_from_metadata(metadata):
 class OddEvenPhase:
     """Even-echo phase theta(x) = offset + slopes . x (rad; x in voxel indices, spatial order).
 
-    ``rms_deg`` is its RMS over the fitted voxels, ``chi2`` the chi-square of (offset, slopes)
-    against zero, ``voxels`` how many voxels were fitted, ``residual_ratio`` the residual of
-    the voxel-wise complex fit of bright voxels with the correction over that without it.
+    Attributes
+    ----------
+    offset_rad : float
+        theta at ``centre``, rad.
+    slopes_rad_per_voxel : tuple of float
+        Slope along each spatial axis, rad/voxel.
+    centre : tuple of float
+        Voxel index of the image centre, where x = 0.
+    rms_deg : float
+        RMS of theta over the fitted voxels, deg.
+    chi2 : float
+        Chi-square of (offset, slopes) against zero.
+    voxels : int
+        How many voxels were fitted.
+    residual_ratio : float
+        Residual of the voxel-wise complex fit of bright voxels with the correction over that
+        without it.
     """
 
     offset_rad: float
@@ -112,7 +151,18 @@ class OddEvenPhase:
                     and self.residual_ratio < 1.0)
 
     def phase(self, shape):
-        """theta over a spatial grid of ``shape`` (rad)."""
+        """theta over a spatial grid of ``shape`` (rad).
+
+        Parameters
+        ----------
+        shape : tuple of int
+            Spatial shape, in the order of ``slopes_rad_per_voxel``.
+
+        Returns
+        -------
+        ndarray of float64, shape ``shape``
+            theta in rad.
+        """
         theta = np.full(shape, self.offset_rad, dtype=np.float64)
         for axis, slope in enumerate(self.slopes_rad_per_voxel):
             coordinate = np.arange(shape[axis], dtype=np.float64) - self.centre[axis]
@@ -122,12 +172,16 @@ class OddEvenPhase:
         return theta
 
     def describe(self):
+        """One line: the offset (deg at the image centre), slopes (deg/voxel) and RMS (deg)."""
         slopes = ", ".join(f"{np.degrees(s):+.3f}" for s in self.slopes_rad_per_voxel)
         return (f"odd/even echo phase {np.degrees(self.offset_rad):+.1f} deg at the image centre, "
                 f"linear {slopes} deg/voxel along the spatial axes (RMS {self.rms_deg:.1f} deg "
                 f"over {self.voxels} voxels)")
 
     def as_dict(self):
+        """JSON-able record: offset (deg), slopes (deg/voxel), RMS (deg), chi2, voxels,
+        residual ratio and whether it counts as detected.
+        """
         return {"offset_deg": float(np.degrees(self.offset_rad)),
                 "slopes_deg_per_voxel": [float(np.degrees(s)) for s in self.slopes_rad_per_voxel],
                 "rms_deg": float(self.rms_deg), "chi2": float(self.chi2),
@@ -136,7 +190,20 @@ class OddEvenPhase:
 
 
 def remove_odd_even_phase(z, estimate):
-    """Multiply the even echoes (2nd, 4th, ...) of z [echo, ...spatial] by exp(-i theta(x))."""
+    """Multiply the even echoes (2nd, 4th, ...) of z [echo, ...spatial] by exp(-i theta(x)).
+
+    Parameters
+    ----------
+    z : complex ndarray, (n_echoes, ...spatial)
+        Complex echoes (not changed; a copy is corrected).
+    estimate : OddEvenPhase
+        The even-echo phase to remove.
+
+    Returns
+    -------
+    complex ndarray, (n_echoes, ...spatial)
+        complex128 when ``z`` is, else complex64.
+    """
     z = np.array(z, dtype=np.complex128 if z.dtype == np.complex128 else np.complex64)
     correction = np.exp(-1j * estimate.phase(z.shape[1:])).astype(z.dtype)
     z[1::2] *= correction[None]
@@ -287,19 +354,33 @@ def estimate_odd_even_phase(z, mask, te_s, field_strength_t, precession_clockwis
     """Estimate the even-echo phase plane theta(x) of a bipolar readout from the data.
 
     theta is fitted voxel by voxel in bright low-fat voxels with fat held at 0 (in a single
-    voxel fat and theta trade off) and a plane is fitted to 2 theta, i.e. theta modulo pi (a voxel's fit may land on
-    either branch); the branch is then decided by ``_resolve_half_turn``.
+    voxel fat and theta trade off) and a plane is fitted to 2 theta, i.e. theta modulo pi (a
+    voxel's fit may land on either branch); the branch is then decided by ``_resolve_half_turn``.
 
     Parameters
     ----------
-    z : complex [echo, ...spatial]; mask : bool spatial; te_s : [echo] seconds
-    field_strength_t, precession_clockwise, spectrum : the fat model (see fatmodel.fat_phasor)
-    low_fat : bool spatial, optional: voxels known to hold little fat (e.g. magnitude PDFF
-        below 10 %); default: the bright voxels.
+    z : complex ndarray, (n_echoes, ...spatial)
+        Complex echoes.
+    mask : bool ndarray, spatial shape
+        Voxels to use; the bright ones are the upper half of the first echo's magnitude in it.
+    te_s : array_like, (n_echoes,)
+        Echo times in s.
+    field_strength_t : float
+        Main field in T (fat model, see fatmodel.fat_phasor).
+    precession_clockwise : bool
+        Sign convention of the fat phasor (see fatmodel.fat_phasor).
+    spectrum : str or FatSpectrum, optional
+        Fat spectrum (default six-peak).
+    low_fat : bool ndarray, spatial shape, optional
+        Voxels known to hold little fat (e.g. magnitude PDFF below 10 %); used when at least
+        200 bright voxels are in it; default: the bright voxels.
+    max_voxels : int
+        Voxels sampled at most (a strided subsample of the selection).
 
     Returns
     -------
-    OddEvenPhase, or None when there are fewer than 4 echoes or too few voxels (< 50).
+    OddEvenPhase or None
+        None when there are fewer than 4 echoes or too few voxels (< 50).
     """
     mask = np.asarray(mask, dtype=bool)
     if z.shape[0] < 4 or not mask.any():

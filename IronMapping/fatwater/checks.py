@@ -20,7 +20,19 @@ range do (Yu H et al., Magn Reson Med 2011;66:199-206, doi:10.1002/mrm.22840).
 
 
 def method_description(spectrum=None, fat_evidence=FAT_DOMINANT_EVIDENCE):
-    """One line saying what the fat-water fit does and with which numbers (for provenance)."""
+    """One line saying what the fat-water fit does and with which numbers (for provenance).
+
+    Parameters
+    ----------
+    spectrum : str or FatSpectrum, optional
+        Fat spectrum named in the line (default: the six-peak spectrum).
+    fat_evidence : float
+        Log-likelihood ratio (nats) the fat-dominant solution needs.
+
+    Returns
+    -------
+    str
+    """
     return ("Magnitude fat-water fit, water + fat + one R2*, two starts (Triay Bagur A et al. MRM "
             "2019, MAGO; Bray TJP et al. MRM 2023, doi:10.1002/mrm.29493, MAGORINO); "
             f"{get_spectrum(spectrum).describe()}; the fat-dominant solution is reported only "

@@ -135,7 +135,18 @@ def _phase_start(z, t, c, w, f, r, psi):
 
 
 def echo_period_hz(te_s):
-    """1/dTE (Hz) for uniformly spaced echoes (the field map is known modulo it), else None."""
+    """1/dTE (Hz) for uniformly spaced echoes (the field map is known modulo it), else None.
+
+    Parameters
+    ----------
+    te_s : array_like, (n_echoes,)
+        Echo times in s; uniform when every spacing is within 0.1 % of the first.
+
+    Returns
+    -------
+    float or None
+        The period in Hz.
+    """
     dt = np.diff(np.asarray(te_s, dtype=float))
     if dt.size and np.allclose(dt, dt[0], rtol=1e-3):
         return 1.0 / float(dt[0])
@@ -143,7 +154,20 @@ def echo_period_hz(te_s):
 
 
 def field_distance_hz(a, b, period_hz):
-    """|a - b| in Hz, modulo ``period_hz`` when it is not None."""
+    """|a - b| in Hz, modulo ``period_hz`` when it is not None.
+
+    Parameters
+    ----------
+    a, b : array_like
+        Field maps in Hz (broadcast).
+    period_hz : float or None
+        Period of the field map (:func:`echo_period_hz`); None for no wrap.
+
+    Returns
+    -------
+    ndarray
+        Distance in Hz, at most ``period_hz / 2`` when periodic.
+    """
     d = np.asarray(a) - np.asarray(b)
     if period_hz is not None:
         d = (d + 0.5 * period_hz) % period_hz - 0.5 * period_hz
@@ -159,14 +183,25 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
                                odd_even_phase=False):
     """Complex fat-water fit (W, F, R2*, field map, phase) of a chunk of voxels.
 
+    Without ``fieldmap_hz`` the magnitude fit (Gaussian) of |z| from both starts gives two
+    starting points (W, F, R2*); field map and phase start from the phase of the data against
+    that model. The better of the two complex fits (lower residual) is kept.
+
     Parameters
     ----------
-    z : complex array [n_echoes, n_voxels]
-    te_s : array [n_echoes], seconds
-    field_strength_t : float, tesla
+    z : complex ndarray, (n_echoes, n_voxels)
+        Complex echoes.
+    te_s : array_like, (n_echoes,)
+        Echo times in s, strictly increasing, at least 3.
+    field_strength_t : float
+        Main field in T.
     precession_clockwise : bool
         Toolbox convention; False conjugates the fat phasor (see fatmodel.fat_phasor).
-    fieldmap_hz : array [n_voxels], optional
+    spectrum : str or FatSpectrum, optional
+        Fat spectrum (default six-peak).
+    max_iter : int
+        Most Levenberg-Marquardt iterations per fit.
+    fieldmap_hz : array_like, (n_voxels,), optional
         A field map to start from (Hz), e.g. the spatially consistent one of
         ``fieldmap.spatial_fieldmap``. Both magnitude starts are then started at it and the
         solution that stays within a quarter of the main fat frequency of it is kept (the
@@ -175,16 +210,20 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
         Also fit the extra phase theta (rad) of the even echoes (2nd, 4th, ...) of a bipolar
         readout, per voxel (see ``bipolar.estimate_odd_even_phase``).
 
-    Without ``fieldmap_hz`` the magnitude fit (Gaussian) of |z| from both starts gives two
-    starting points (W, F, R2*); field map and phase start from the phase of the data against
-    that model. The better of the two complex fits (lower residual) is kept.
-
     Returns
     -------
-    dict of [n_voxels] arrays: ``pdff`` (percent), ``r2star`` (1/s), ``water``, ``fat``, ``s0``,
-    ``fieldmap_hz`` (Hz; modulo 1/dTE for uniform echoes), ``phase`` (rad), ``rss``,
-    ``converged`` (bool), ``start`` (0 started from the water-dominant, 1 from the
-    fat-dominant magnitude solution), ``odd_even_phase`` (rad; NaN unless fitted).
+    dict of ndarray (n_voxels,)
+        ``pdff`` (percent), ``r2star`` (1/s), ``water``, ``fat``, ``s0``, ``fieldmap_hz`` (Hz;
+        modulo 1/dTE for uniform echoes), ``phase`` (rad), ``rss``, ``converged`` (bool),
+        ``start`` (0 started from the water-dominant, 1 from the fat-dominant magnitude
+        solution), ``odd_even_phase`` (rad; NaN unless fitted).
+
+    Raises
+    ------
+    InputError
+        ``z`` is not a 2-D complex array, or the field strength is missing or implausible.
+    EchoTimeError
+        Echo times of the wrong count, not increasing, or fewer than 3.
     """
     b0 = _require_field_strength(field_strength_t)
     z = np.asarray(z)

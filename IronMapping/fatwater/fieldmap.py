@@ -41,6 +41,20 @@ def fieldmap_grid_hz(te_s, period_hz):
     Uniform echoes: one period 1/dTE. Otherwise [-P/2, P/2) with P = 1 / (smallest echo
     spacing), not periodic (``period`` None). About four points per width of a minimum
     (1 / echo-train length).
+
+    Parameters
+    ----------
+    te_s : array_like, (n_echoes,)
+        Echo times in s, increasing.
+    period_hz : float or None
+        1/dTE for uniform echoes (:func:`echo_period_hz`), else None.
+
+    Returns
+    -------
+    grid_hz : ndarray, (K,)
+        Field maps in Hz, K between 24 and 256.
+    width_hz : float
+        Width of the grid in Hz (``period_hz`` when given, else P).
     """
     te_s = np.asarray(te_s, dtype=float)
     span = float(te_s[-1] - te_s[0])
@@ -54,13 +68,23 @@ def residual_curves(z, te_s, c, r2star, grid_hz):
 
     Parameters
     ----------
-    z : complex [E, n]; te_s : [E] seconds; c : complex [E] fat phasor
-    r2star : [n] 1/s (fixed, e.g. from the magnitude fit)
-    grid_hz : [K] field maps, Hz
+    z : complex ndarray, (n_echoes, n_voxels)
+        Complex echoes.
+    te_s : array_like, (n_echoes,)
+        Echo times in s.
+    c : complex ndarray, (n_echoes,)
+        Fat phasor.
+    r2star : array_like, (n_voxels,)
+        R2* in 1/s, held fixed (e.g. from the magnitude fit).
+    grid_hz : ndarray, (K,)
+        Field maps, Hz.
 
     Returns
     -------
-    J : [n, K] residual energy (signal units^2), ``energy`` [n] = sum |z|^2.
+    curves : ndarray, (n_voxels, K)
+        Residual energy J (signal units^2), >= 0.
+    energy : ndarray, (n_voxels,)
+        sum |z|^2 over the echoes.
     """
     t = np.asarray(te_s, dtype=float)[:, None]
     d = np.exp(-t * np.nan_to_num(np.asarray(r2star, dtype=float))[None])    # [E, n]
@@ -86,6 +110,26 @@ def candidate_minima(curves, grid_hz, periodic, max_candidates=_MAX_CANDIDATES):
     Returns (fields [n, M] Hz, residuals [n, M], decisiveness [n]): NaN-padded candidates and
     the residual gap between the best and the second-best minimum (or the curve's range when
     there is only one minimum).
+
+    Parameters
+    ----------
+    curves : ndarray, (n_voxels, K)
+        Residual energy at each grid field map (:func:`residual_curves`).
+    grid_hz : ndarray, (K,)
+        Uniform grid of field maps, Hz.
+    periodic : bool
+        The grid wraps (uniform echoes); otherwise its end points can be minima.
+    max_candidates : int
+        M, the most minima kept per voxel.
+
+    Returns
+    -------
+    fields : ndarray, (n_voxels, M)
+        Candidate field maps in Hz, NaN-padded.
+    residuals : ndarray, (n_voxels, M)
+        Refined residual energy at each candidate, NaN-padded.
+    decisiveness : ndarray, (n_voxels,)
+        Residual gap between the best and the second-best minimum, >= 0.
     """
     n, k = curves.shape
     left = np.roll(curves, 1, axis=1)
@@ -119,7 +163,23 @@ def candidate_minima(curves, grid_hz, periodic, max_candidates=_MAX_CANDIDATES):
 def candidate_pdff(z, te_s, c, r2star, fields):
     """PDFF (percent) of the closed-form complex water/fat solution at each candidate field map.
 
-    z [E, n], fields [n, M] Hz (NaN allowed); returns [n, M].
+    Parameters
+    ----------
+    z : complex ndarray, (n_echoes, n_voxels)
+        Complex echoes.
+    te_s : array_like, (n_echoes,)
+        Echo times in s.
+    c : complex ndarray, (n_echoes,)
+        Fat phasor (:func:`IronMapping.fatmodel.fat_phasor`).
+    r2star : array_like, (n_voxels,)
+        R2* in 1/s, held fixed (NaN taken as 0).
+    fields : ndarray, (n_voxels, M)
+        Candidate field maps in Hz (NaN allowed).
+
+    Returns
+    -------
+    ndarray, (n_voxels, M)
+        PDFF in %.
     """
     t = np.asarray(te_s, dtype=float)[:, None]
     d = np.exp(-t * np.nan_to_num(np.asarray(r2star, dtype=float))[None])
@@ -173,18 +233,28 @@ def _smoothed(values, weights, mask, sigma, period):
 def select_consistent(fields, decisiveness, mask, period, coarsest=None, start=None):
     """Pick per voxel the candidate field map that agrees with its smoothed neighbourhood.
 
+    The weighted, smoothed field map is the reference for the nearest candidate of each voxel,
+    with the smoothing SD halved from ``coarsest`` down to 1 voxel.
+
     Parameters
     ----------
-    fields : [n, M] candidates (Hz, NaN-padded, best first) of the voxels of ``mask`` (C order)
-    decisiveness : [n] weight of each voxel (residual gap between its two best candidates)
-    mask : bool, spatial shape
-    period : float or None (Hz); coarsest : smoothing SD (voxels) to start from, default
-        ``COARSEST_VOXELS``.
-    start : [n] field map to start from (default: each voxel's best candidate).
+    fields : ndarray, (n_voxels, M)
+        Candidates (Hz, NaN-padded, best first) of the voxels of ``mask`` (C order).
+    decisiveness : ndarray, (n_voxels,)
+        Weight of each voxel (residual gap between its two best candidates).
+    mask : bool ndarray, spatial shape
+        The voxels, in C order.
+    period : float or None
+        Period of the field map in Hz (uniform echoes), else None.
+    coarsest : float, optional
+        Smoothing SD (voxels) to start from, default ``COARSEST_VOXELS``.
+    start : ndarray, (n_voxels,), optional
+        Field map (Hz) to start from (default: each voxel's best candidate).
 
     Returns
     -------
-    [n] field map, Hz.
+    ndarray, (n_voxels,)
+        Field map, Hz.
     """
     mask = np.asarray(mask, dtype=bool)
     current = (fields[:, 0] if start is None else np.asarray(start, dtype=float)).copy()
@@ -234,13 +304,30 @@ def spatial_fieldmap(z, mask, te_s, c, r2star, period_hz, magnitude_pdff=None):
 
     Parameters
     ----------
-    z : complex [E, n] signal of the voxels of ``mask`` (C order); te_s : [E] seconds
-    c : complex [E] fat phasor (precession convention applied); r2star : [n] 1/s
-    period_hz : 1/dTE for uniform echoes, else None
+    z : complex ndarray, (n_echoes, n_voxels)
+        Signal of the voxels of ``mask`` (C order).
+    mask : bool ndarray, spatial shape
+        The voxels.
+    te_s : array_like, (n_echoes,)
+        Echo times in s.
+    c : complex ndarray, (n_echoes,)
+        Fat phasor (precession convention applied).
+    r2star : ndarray, (n_voxels,)
+        R2* in 1/s, held fixed.
+    period_hz : float or None
+        1/dTE for uniform echoes, else None.
+    magnitude_pdff : ndarray, (n_voxels,), optional
+        PDFF (%) of the magnitude fit: where it is clearly below or above 50 %
+        (``MAGNITUDE_SIDE_MARGIN``), candidates on the other side are dropped and it picks the
+        voxel's starting candidate and weight; the final choice is still the spatially
+        consistent one.
 
     Returns
     -------
-    fieldmap_hz [n], and a dict with the candidates' count and grid (for provenance).
+    fieldmap_hz : ndarray, (n_voxels,)
+        Field map, Hz.
+    info : dict
+        The candidate grid for provenance: ``grid_points``, ``grid_width_hz``, ``periodic``.
     """
     grid, width = fieldmap_grid_hz(te_s, period_hz)
     n = z.shape[1]

@@ -9,8 +9,18 @@ from .bipolar import readout_from_metadata
 
 def complex_signal_from_image(image):
     """Complex echoes [echo, ...spatial] (complex64) from ``image.metadata["complex_components"]``
-    (real + imaginary, or phase with the magnitude; see ``focal_phase.complex_echoes``), or
-    None when there are none or they do not match the magnitude's shape."""
+    (real + imaginary, or phase with the magnitude; see ``focal_phase.complex_echoes``), or None
+    when there are none or they do not match the magnitude's shape.
+
+    Parameters
+    ----------
+    image : MultiEchoImage
+        A loaded image.
+
+    Returns
+    -------
+    complex64 ndarray, (n_echoes, ...spatial), or None
+    """
     from ..focal_phase import complex_echoes
 
     components = (getattr(image, "metadata", None) or {}).get("complex_components")
@@ -24,10 +34,23 @@ def complex_signal_from_image(image):
 
 
 def fit_inputs_from_image(image):
-    """Keyword arguments for ``fit_fatwater`` (or ``relaxometry.fit(method="fat-water")``) from
-    a loaded ``MultiEchoImage``: ``complex_signal`` when the readers kept matching phase or
-    real/imaginary images, ``readout`` ("bipolar"/"monopolar") when the DICOM or sidecar says
-    so (``metadata["readout"]``); absent keys mean: magnitude only, readout detected ("auto")."""
+    """Keyword arguments for ``fit_fatwater`` (or ``relaxometry.fit(method="fat-water")``) from a
+    loaded ``MultiEchoImage``.
+
+    ``complex_signal`` when the readers kept matching phase or real/imaginary images,
+    ``readout`` ("bipolar"/"monopolar") when the DICOM or sidecar says so
+    (``metadata["readout"]``); absent keys mean: magnitude only, readout detected ("auto").
+
+    Parameters
+    ----------
+    image : MultiEchoImage
+        A loaded image.
+
+    Returns
+    -------
+    dict
+        With none, one or both of the keys ``complex_signal`` and ``readout``.
+    """
     out = {}
     z = complex_signal_from_image(image)
     if z is not None:

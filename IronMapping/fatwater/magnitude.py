@@ -287,7 +287,23 @@ different answers; 5 % is the PDFF threshold of hepatic steatosis (Tang A et al.
 
 def ambiguous_solutions(llr, pdff, alt_pdff, evidence=FAT_DOMINANT_EVIDENCE):
     """1.0 where neither solution is favoured by a likelihood ratio above exp(evidence) and their
-    PDFF differ by more than ``AMBIGUOUS_PDFF_POINTS``; 0.0 elsewhere; NaN where not fitted."""
+    PDFF differ by more than ``AMBIGUOUS_PDFF_POINTS``; 0.0 elsewhere; NaN where not fitted.
+
+    Parameters
+    ----------
+    llr : ndarray, (n_voxels,)
+        Log-likelihood ratio of the two solutions, nats.
+    pdff : ndarray, (n_voxels,)
+        PDFF of the reported solution, %; NaN where not fitted.
+    alt_pdff : ndarray, (n_voxels,)
+        PDFF of the other solution, %.
+    evidence : float
+        Log-likelihood ratio (nats) that decides between them.
+
+    Returns
+    -------
+    ndarray of float64, (n_voxels,)
+    """
     with np.errstate(invalid="ignore"):
         flag = ((np.abs(llr) < evidence)
                 & (np.abs(pdff - alt_pdff) > AMBIGUOUS_PDFF_POINTS)).astype(np.float64)
@@ -476,6 +492,8 @@ def fit_fatwater_chunk(y, te_s, *, field_strength_t, sigma=None, coils=1,
         not depend on the precession convention.
     spectrum : str or FatSpectrum, optional
         Fat spectrum; default six-peak (fatmodel.SIX_PEAK_LIVER).
+    max_iter : int
+        Most Levenberg-Marquardt iterations per start.
     keep_both : bool
         Also return the losing start's solution under ``alt_<key>`` and ``start_evidence``
         (cost of the water-dominant minus the fat-dominant solution, signal units^2, i.e.
@@ -489,12 +507,21 @@ def fit_fatwater_chunk(y, te_s, *, field_strength_t, sigma=None, coils=1,
 
     Returns
     -------
-    dict of float64 arrays [n_voxels] (``converged`` bool): ``r2star`` (1/s), ``s0`` (W + F),
-    ``water``, ``fat`` (signal units), ``pdff`` (percent), ``start`` (0 water-dominant won,
-    1 fat-dominant won), ``converged``, ``rss`` (residual sum of squares of the magnitude,
-    signal units^2), ``uncertainty`` (SD of R2*, 1/s, from the Fisher information: Gaussian,
-    or its noncentral-chi approximation A^2/(A^2 + L sigma^2) per echo when sigma is given).
-    Voxels with non-finite or all-zero signal get NaN and ``converged`` False.
+    dict of float64 ndarray (n_voxels,)
+        ``r2star`` (1/s), ``s0`` (W + F), ``water``, ``fat`` (signal units), ``pdff``
+        (percent), ``start`` (0 water-dominant won, 1 fat-dominant won), ``converged``
+        (bool), ``rss`` (residual sum of squares of the magnitude, signal units^2),
+        ``uncertainty`` (SD of R2*, 1/s, from the Fisher information: Gaussian, or its
+        noncentral-chi approximation A^2/(A^2 + L sigma^2) per echo when sigma is given).
+        Voxels with non-finite or all-zero signal get NaN and ``converged`` False.
+
+    Raises
+    ------
+    InputError
+        ``y`` not 2-D, a field strength missing or implausible, a noise SD not positive and
+        finite, fewer than 1 coil, or ``fat_evidence`` not a finite value >= 0.
+    EchoTimeError
+        Echo times of the wrong count, not increasing, or fewer than 3.
     """
     b0 = _require_field_strength(field_strength_t)
     y = np.asarray(y, dtype=np.float64)

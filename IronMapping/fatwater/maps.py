@@ -37,15 +37,54 @@ neighbourhood: one voxel's magnitude decay barely separates the two solutions.""
 class FatWaterFit:
     """Fat-water fit of a multi-echo image; maps have the spatial shape, float32.
 
-    pdff (percent), r2star (1/s, fat-corrected), t2star (ms), water, fat, s0 (signal units),
-    start (uint8: 0 water-dominant start won, 1 fat-dominant, 255 not fitted), converged
-    (bool), rss (signal units^2), uncertainty (SD of R2*, 1/s), ambiguous (1 where the
-    magnitude data cannot tell the two solutions apart, 0 where they can, NaN not fitted).
-    ``complex_maps`` holds the complex fit (pdff, r2star, water, fat, s0, fieldmap_hz, phase,
-    rss, converged) when complex data were given, else None. ``readout`` is the readout the
-    complex fit assumed ("bipolar"/"monopolar", None without complex data), ``readout_source``
-    how it was decided, ``odd_even_phase`` the estimated bipolar phase (``bipolar.OddEvenPhase``
-    or None). ``warnings`` are sentences for the user.
+    Attributes
+    ----------
+    pdff : ndarray
+        Proton density fat fraction, %.
+    r2star : ndarray
+        Fat-corrected R2*, 1/s.
+    t2star : ndarray
+        ms (1000 / r2star where R2* > 0).
+    water, fat, s0 : ndarray
+        Signal units (s0 = water + fat).
+    start : ndarray, uint8
+        0 water-dominant start won, 1 fat-dominant, 255 not fitted.
+    converged : ndarray, bool
+    rss : ndarray
+        Residual sum of squares, signal units^2.
+    uncertainty : ndarray
+        SD of R2*, 1/s.
+    echo_times_ms : tuple of float
+    field_strength_t : float
+        Main field, T.
+    likelihood : str
+        Likelihood of the magnitude fit: "gaussian" (no noise level given) or "noncentral-chi".
+    noise_sigma : float, ndarray or None
+        Noise SD per real channel used (signal units).
+    coils : float
+    spectrum : str
+        The fat spectrum used (``FatSpectrum.describe()``).
+    precession_clockwise : bool
+    start_selection : str
+        "voxel" or "neighbourhood".
+    complex_maps : dict or None
+        The complex fit (pdff, r2star, water, fat, s0, fieldmap_hz, phase, rss, converged) when
+        complex data were given, else None.
+    fat_evidence : float
+        Nats the fat-dominant solution needed.
+    ambiguous : ndarray
+        1 where the magnitude data cannot tell the two solutions apart, 0 where they can, NaN
+        not fitted.
+    readout : str or None
+        The readout the complex fit assumed ("bipolar"/"monopolar", None without complex data).
+    readout_source : str or None
+        How the readout was decided.
+    odd_even_phase : OddEvenPhase or None
+        The estimated bipolar phase (``bipolar.OddEvenPhase``).
+    fieldmap_method : str or None
+        How the complex fit's field map was made.
+    warnings : list of str
+        Sentences for the user.
     """
 
     pdff: np.ndarray
@@ -84,12 +123,22 @@ class FatWaterFit:
                 "fat_water_ambiguous": self.ambiguous}
 
     def block_fit(self, index, scale=None):
-        """The fit of some voxels as ``estimators.BlockFit``, the form ``relaxometry.fit``
-        assesses block by block (status, R^2).
+        """The fit of some voxels as ``estimators.BlockFit``, the form ``relaxometry.fit`` assesses
+        block by block (status, R^2).
 
-        index : flat (C-order) indices into the spatial grid [n]
-        scale : optional per-voxel divisor [n] of the signal-unit values (s0, water, fat;
-            rss by its square), for a caller that fits each voxel in units of its noise SD.
+        Parameters
+        ----------
+        index : array_like of int, (n,)
+            Flat (C-order) indices into the spatial grid.
+        scale : array_like, (n,), optional
+            Per-voxel divisor of the signal-unit values (s0, water, fat; rss by its square), for a
+            caller that fits each voxel in units of its noise SD.
+
+        Returns
+        -------
+        BlockFit
+            R2* (1/s), S0, convergence, uncertainty, rss and the maps "pdff" (%), "water", "fat",
+            "fat_water_ambiguous" and "fat_water_start" of those voxels.
         """
         from ..estimators import BlockFit
 
@@ -267,26 +316,29 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
 
     Parameters
     ----------
-    signal : array [echo, ...spatial] magnitude, or None when ``complex_signal`` is given.
-    echo_times_ms : array [echo], ms
-    field_strength_t : float, tesla (required)
-    mask : bool array of the spatial shape, optional (default: voxels with finite, positive
-        signal).
+    signal : ndarray, (n_echoes, ...spatial), or None
+        Magnitude; None when ``complex_signal`` is given (its magnitude is used).
+    echo_times_ms : array_like, (n_echoes,)
+        Echo times in ms, strictly increasing, at least 3.
+    field_strength_t : float
+        Main field in T (required).
+    mask : bool array of the spatial shape, optional
+        Voxels to fit (default: voxels with finite, positive signal).
     noise_sigma : float or array of the spatial shape, optional
         Noise SD per real channel (a map where it varies in space). Given: noncentral-chi
         likelihood; None: least squares.
     coils : float, optional
         Effective coil count for the noncentral chi (default 1, Rician).
-    complex_signal : complex array [echo, ...spatial], optional
+    complex_signal : complex ndarray, (n_echoes, ...spatial), optional
         Real/imaginary (or magnitude * exp(i phase)) data; adds a complex fit in
         ``complex_maps`` (spatially consistent field map, see ``fieldmap``), and decides the
         voxels where the magnitude alone is ambiguous.
-    readout : "auto", "bipolar" or "monopolar"
-        Readout of the complex data. "bipolar": the odd/even echo phase is estimated from the
-        data and removed before the complex fit; "monopolar": nothing is corrected; "auto"
-        (default): estimated, and removed when detected (see ``bipolar``). Known from the
-        DICOM/sidecar: ``bipolar.readout_from_metadata(image.metadata)``.
-    start_selection : "auto", "voxel" or "neighbourhood"
+    precession_clockwise : bool
+        Sign of the fat phasor in the complex fit (see fatmodel.fat_phasor); the magnitude
+        does not depend on it.
+    spectrum : str or FatSpectrum, optional
+        Fat spectrum (default six-peak, fatmodel.SIX_PEAK_LIVER).
+    start_selection : {"auto", "voxel", "neighbourhood"}
         "voxel" (MAGO/MAGORINO): each voxel keeps its better start (the fat-dominant one
         only with a log-likelihood ratio above ``fat_evidence``). "neighbourhood": the
         start is chosen by the log-likelihood ratio summed over the neighbours in a
@@ -295,12 +347,24 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
         the median residual sum of squares). With complex data the complex fit decides the
         voxels this leaves ambiguous. "auto" (default): "neighbourhood" with ``FEW_ECHOES``
         (4) echoes or fewer, else "voxel".
+    neighbourhood : int
+        Box width in voxels for "neighbourhood" (3 = 3x3x3 in 3-D).
+    chunk_size : int
+        Voxels per block of the magnitude fit.
+    threads : int
+        Worker threads (numpy releases the GIL in the heavy loops).
+    progress : callable(float), optional
+        Called with the finished fraction (0..1), as in ``relaxometry.fit``.
+    cancel : callable() -> bool, optional
+        Polled between blocks; returning True raises FitCancelled.
     fat_evidence : float
         Nats the fat-dominant solution needs over the water-dominant one (see
         ``FAT_DOMINANT_EVIDENCE``; 0 = plain maximum likelihood).
-    threads : int
-        Worker threads (numpy releases the GIL in the heavy loops).
-    progress : callable(fraction), optional; cancel : callable() -> bool, optional
+    readout : {"auto", "bipolar", "monopolar"}
+        Readout of the complex data. "bipolar": the odd/even echo phase is estimated from the
+        data and removed before the complex fit; "monopolar": nothing is corrected; "auto"
+        (default): estimated, and removed when detected (see ``bipolar``). Known from the
+        DICOM/sidecar: ``bipolar.readout_from_metadata(image.metadata)``.
     warn : bool
         Also issue the ``warnings`` as UserWarning (default True; False for a caller that
         reports them itself).
@@ -308,6 +372,16 @@ def fit_fatwater(signal, echo_times_ms, field_strength_t, mask=None, noise_sigma
     Returns
     -------
     FatWaterFit
+
+    Raises
+    ------
+    InputError
+        Missing or implausible field strength, bad readout or start_selection, or a signal,
+        complex signal, mask or noise map of the wrong shape.
+    EchoTimeError
+        Echo times of the wrong count, not increasing, or fewer than 3.
+    FitCancelled
+        ``cancel()`` returned True.
     """
     b0 = _require_field_strength(field_strength_t)
     check_readout(readout)

@@ -35,10 +35,22 @@ def pooled_evidence(llr, water_pdff, fat_pdff, mask, size=3, tolerance=AMBIGUOUS
 
     Parameters
     ----------
-    llr, water_pdff, fat_pdff : arrays [n_voxels] over the voxels of ``mask`` (C order)
-    r2star : optional (water R2*, its SD, fat R2*, its SD), arrays [n_voxels], 1/s
-    mask : bool array, spatial shape
-    Returns the summed log-likelihood ratio [n_voxels] (nats).
+    llr, water_pdff, fat_pdff : ndarray, (n_voxels,)
+        Log-likelihood ratio (nats) and the PDFF (%) of the water- and fat-dominant solutions,
+        over the voxels of ``mask`` (C order).
+    mask : bool ndarray, spatial shape
+        The voxels.
+    size : int
+        Box width in voxels (the voxel itself included).
+    tolerance : float
+        PDFF points within which two solutions are the same answer.
+    r2star : tuple of 4 ndarray (n_voxels,), optional
+        (water R2*, its SD, fat R2*, its SD), 1/s.
+
+    Returns
+    -------
+    ndarray, (n_voxels,)
+        The summed log-likelihood ratio, nats.
     """
     half = size // 2
     grids = []
@@ -75,13 +87,27 @@ def choose_starts_by_neighbourhood(result, mask, noise_sigma, size=3,
 
     Parameters
     ----------
-    result : dict from ``fit_fatwater_chunk(..., keep_both=True)`` over the voxels of ``mask``
-        in C order (``mask`` flattened), modified in place and returned.
-    mask : bool array, spatial shape
-    noise_sigma : float or array [n_voxels]
+    result : dict
+        From ``fit_fatwater_chunk(..., keep_both=True)`` over the voxels of ``mask`` in C order
+        (``mask`` flattened), modified in place and returned.
+    mask : bool ndarray, spatial shape
+        The voxels.
+    noise_sigma : float or ndarray (n_voxels,)
         Noise SD per real channel (signal units), to turn costs into log-likelihood ratios.
     size : int
         Box width in voxels (3 = 3x3x3 in 3-D).
+    fat_evidence : float
+        Summed log-likelihood ratio (nats) above which the fat-dominant solution is chosen.
+
+    Returns
+    -------
+    dict
+        ``result``.
+
+    Raises
+    ------
+    InputError
+        ``result`` was not fitted with ``keep_both=True``.
     """
     mask = np.asarray(mask, dtype=bool)
     if "start_evidence" not in result:

@@ -286,9 +286,17 @@ def check_magnitude(signal, echo_times_ms=None, names=None):
 
     Parameters
     ----------
-    signal : array, shape (n_echoes, ...)
-    echo_times_ms : array (n_echoes,), optional, for the message
-    names : list of str, optional, for the message
+    signal : ndarray, (n_echoes, ...)
+        Magnitude images.
+    echo_times_ms : ndarray, (n_echoes,), optional
+        Echo times in ms, for the message.
+    names : list of str, optional
+        Echo names, for the message.
+
+    Raises
+    ------
+    InputError
+        An echo has a NaN, infinite or negative value.
     """
     for k in range(signal.shape[0]):
         echo = signal[k]
@@ -316,6 +324,37 @@ def stack_echoes(volumes, echo_times_ms, ijk_to_ras, quantity="T2*", field_stren
     Warnings about what was changed are appended to ``metadata["warnings"]``. Extra arrays
     in ``metadata["complex_components"]`` ([echo, k, j, i] each, input order) are re-sorted
     with the echoes.
+
+    Parameters
+    ----------
+    volumes : sequence of arrays (k, j, i), or one array (n_echoes, k, j, i)
+        Magnitude images, one per echo, in any order.
+    echo_times_ms : sequence of float or None
+        One echo time per volume in ms; None or NaN where unknown.
+    ijk_to_ras : (4, 4) array, (n_echoes, 4, 4) array, sequence of (4, 4) or None
+        Geometry of each echo (one shared matrix, one per echo, or None: not checked).
+    quantity : str
+        "T2*" (gradient echo) or "T2" (spin echo).
+    field_strength_t : float, optional
+        Main field in T.
+    metadata : dict, optional
+        Metadata of the image (copied, not changed); gets ``warnings`` and ``echo_names``.
+    names : sequence of str, optional
+        What to call each echo in messages (e.g. a file or node name).
+    looked_in : str or sequence of str, optional
+        Where the echo times were looked for; named in the message when some are missing.
+    warn : bool
+        Also issue a Python warning (:class:`EchoOrderWarning`) when echoes are re-sorted.
+
+    Returns
+    -------
+    MultiEchoImage
+        Echoes sorted by echo time: signal (n_echoes, k, j, i), echo times in ms.
+
+    Raises
+    ------
+    EchoTimeError, GeometryError, InputError
+        As :func:`validate_echoes`.
     """
     stack = validate_echoes(volumes, echo_times_ms, ijk_to_ras, names=names,
                             looked_in=looked_in, warn=warn)
@@ -333,8 +372,29 @@ def stack_echoes(volumes, echo_times_ms, ijk_to_ras, quantity="T2*", field_stren
 def reconcile_echo_times(found, given, where: str):
     """Choose between echo times read from the data (``found``) and typed in (``given``).
 
-    Returns the echo times to use (ms, input order, may contain None) and the source name.
     Raises EchoTimeError when both exist and disagree, rather than silently picking one.
+
+    Parameters
+    ----------
+    found : sequence of float or None, optional
+        Echo times in ms read from the data, one per echo (None where a file had none).
+    given : sequence of float, optional
+        Echo times in ms typed in by the caller.
+    where : str
+        Where ``found`` was read (the source name when it is used).
+
+    Returns
+    -------
+    echo_times : list of float (may contain None), or None
+        The echo times to use, in ms, input order: ``found`` when nothing was given or both
+        agree (within 0.01 ms, in any order), else ``given``.
+    source : str
+        ``where``, or "given by the caller".
+
+    Raises
+    ------
+    EchoTimeError
+        ``given`` has a different count from ``found``, or both are complete and disagree.
     """
     found_list = None if found is None else [None if t is None else float(t) for t in found]
     have_found = found_list is not None and all(t is not None and np.isfinite(t)
@@ -358,7 +418,20 @@ def reconcile_echo_times(found, given, where: str):
 
 
 def field_strength_from(value, notes: list[str] | None = None):
-    """Field strength in tesla from a header value (None if absent/zero; gauss converted)."""
+    """Field strength in tesla from a header value (None if absent/zero; gauss converted).
+
+    Parameters
+    ----------
+    value : object
+        Header value (number or text).
+    notes : list of str, optional
+        Notes for the user; a note is appended when a value above 20 is read as gauss.
+
+    Returns
+    -------
+    float or None
+        Field strength in T; None when the value is missing, not a number, zero or negative.
+    """
     try:
         b0 = float(value)
     except (TypeError, ValueError):
@@ -375,9 +448,19 @@ def field_strength_from(value, notes: list[str] | None = None):
 def quantity_from_sequence(scanning_sequence=None, echo_pulse_sequence=None) -> str:
     """'T2' for a spin-echo series, else 'T2*'.
 
-    ``scanning_sequence`` is DICOM (0018,0020) ScanningSequence (e.g. "SE", ["GR", "EP"]),
-    ``echo_pulse_sequence`` is the enhanced-MR (0018,9008) EchoPulseSequence
-    ("SPIN", "GRADIENT", "BOTH").
+    Parameters
+    ----------
+    scanning_sequence : str or sequence of str, optional
+        DICOM (0018,0020) ScanningSequence (e.g. "SE", ["GR", "EP"]); spin echo when it has SE
+        and not GR.
+    echo_pulse_sequence : str, optional
+        Enhanced-MR (0018,9008) EchoPulseSequence ("SPIN", "GRADIENT", "BOTH"); when given it
+        decides (spin echo for "SPIN" only).
+
+    Returns
+    -------
+    str
+        "T2" or "T2*".
     """
     if echo_pulse_sequence:
         return "T2" if str(echo_pulse_sequence).strip().upper() == "SPIN" else "T2*"

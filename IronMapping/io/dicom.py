@@ -39,7 +39,44 @@ _GE_COMPONENT = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 
 @dataclass
 class Frame:
-    """One 2-D image (a classic file, or one frame of a multi-frame file)."""
+    """One 2-D image (a classic file, or one frame of a multi-frame file).
+
+    Attributes
+    ----------
+    path : str
+    frame : int or None
+        Frame index in a multi-frame file; None for a classic file.
+    series_uid : str
+        SeriesInstanceUID (the path when absent).
+    series_number : int or None
+    description : str
+        SeriesDescription.
+    echo_time : float or None
+        Echo time in ms (EchoTime, or EffectiveEchoTime of multi-frame files).
+    echo_number : int or None
+        EchoNumbers (classic files only).
+    component : str
+        "magnitude", "phase", "real" or "imaginary".
+    position : ndarray, (3,)
+        ImagePositionPatient, mm (LPS).
+    row_dir, col_dir : ndarray, (3,)
+        Direction cosines of ImageOrientationPatient (LPS).
+    pixel_spacing : tuple of 2 float
+        PixelSpacing, mm.
+    rows, cols : int
+    slope, intercept : float
+        Rescale of the stored values.
+    philips_scale : float or None
+        Philips ScaleSlope (2005,100E) for floating-point values, else None.
+    slice_spacing : float or None
+        SpacingBetweenSlices or SliceThickness, mm.
+    te_tag : str
+        The tag the echo time was read from, for messages.
+    info : dict
+        Acquisition facts shared by the file's frames (JSON-safe).
+    derived : bool
+        ImageType starts with DERIVED (e.g. a scanner-calculated map).
+    """
 
     path: str
     frame: int | None
@@ -65,9 +102,15 @@ class Frame:
 
     @property
     def normal(self):
+        """Slice normal, the cross product of the row and column directions (LPS, unit length for
+        orthonormal directions).
+        """
         return np.cross(self.row_dir, self.col_dir)
 
     def grid_key(self):
+        """Rows, columns, row and column directions and pixel spacing (rounded to 4 decimals):
+        frames with equal keys lie on the same in-plane grid.
+        """
         return (self.rows, self.cols, tuple(np.round(self.row_dir, 4)),
                 tuple(np.round(self.col_dir, 4)),
                 tuple(np.round(np.asarray(self.pixel_spacing, dtype=float), 4)))
@@ -283,8 +326,18 @@ def _enhanced_frames(ds, path):
 def scan_files(paths):
     """Read DICOM headers (no pixels) of ``paths``.
 
-    Returns (frames, skipped) where skipped is a list of (path, reason) for files that are
-    not DICOM images with geometry.
+    Parameters
+    ----------
+    paths : iterable of str
+        Files to read; names with a known non-DICOM suffix and DICOMDIR files are passed over,
+        files pydicom cannot read are left out silently.
+
+    Returns
+    -------
+    frames : list of Frame
+        Every 2-D image found (one per frame of a multi-frame file).
+    skipped : list of (str, str)
+        (path, reason) for DICOM files that are not images with geometry.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -329,7 +382,26 @@ def _merge_key(f: Frame):
 
 
 class DicomCandidate:
-    """One loadable multi-echo series (or set of per-echo series) found among DICOM files."""
+    """One loadable multi-echo series (or set of per-echo series) found among DICOM files.
+
+    Attributes
+    ----------
+    frames : list of Frame
+        Magnitude frames of the candidate.
+    series_frames : list of Frame
+        Every frame of its series (for the phase, real and imaginary components).
+    usable : bool
+    reason : str
+        Why it is not usable ("" when it is).
+    series_numbers, series_uids, descriptions : list
+        Of its series, sorted.
+    identifiers : set of str
+        Series numbers, UIDs and lower-case descriptions by which a caller may choose it.
+    n_echoes : int
+    te_range : tuple of 2 float or None
+        Shortest and longest echo time, ms.
+    n_slices : int
+    """
 
     def __init__(self, frames, series_frames, usable=True, reason=""):
         self.frames = frames              # magnitude frames of the candidate
@@ -350,12 +422,17 @@ class DicomCandidate:
 
     @property
     def label(self):
+        """Short name: "DICOM series <numbers> '<description>'".
+
+        "series (one per echo)" when the echoes are separate series.
+        """
         nums = "+".join(str(n) for n in self.series_numbers) or "?"
         kind = "series" if len(self.series_uids) == 1 else "series (one per echo)"
         desc = " / ".join(self.descriptions) or "no description"
         return f"DICOM {kind} {nums} '{desc}'"
 
     def summary(self):
+        """One line for a list of series: label, echoes, TE range (ms), slices, matrix, UID."""
         f0 = self.frames[0]
         if self.te_range is None:
             te = ", no echo times"
@@ -369,14 +446,36 @@ class DicomCandidate:
                 f"{self.n_slices} slices of {f0.rows}x{f0.cols} (UID {uid})")
 
     def load(self, echo_times_ms=None):
+        """Load this candidate (see :func:`load_frames`).
+
+        Parameters
+        ----------
+        echo_times_ms : sequence of float, optional
+            Echo times in ms, one per echo, to use instead of (or where there are no) DICOM ones.
+
+        Returns
+        -------
+        MultiEchoImage
+        """
         return load_frames(self.frames, self.series_frames, echo_times_ms)
 
 
 def find_candidates(paths):
     """Group DICOM files into candidate multi-echo series.
 
-    Returns (candidates, skipped) where candidates is a list of DicomCandidate (usable or
-    not, with a reason).
+    Parameters
+    ----------
+    paths : iterable of str
+        Files to read (see :func:`scan_files`).
+
+    Returns
+    -------
+    candidates : list of DicomCandidate
+        Usable or not (then with a reason), usable ones first, by series number. Per-echo series
+        of one acquisition are merged; phase, real or imaginary series are attached to the
+        magnitude candidate with the same grid and echoes.
+    skipped : list of (str, str)
+        (path, reason) for files that are not DICOM images with geometry.
     """
     frames, skipped = scan_files(paths)
     by_series = {}
@@ -503,7 +602,37 @@ def _order_echo(frames, what):
 
 
 def load_frames(frames, series_frames=None, echo_times_ms=None):
-    """Build a MultiEchoImage from magnitude frames (and set aside the other components)."""
+    """Build a MultiEchoImage from magnitude frames (and set aside the other components).
+
+    Parameters
+    ----------
+    frames : list of Frame
+        Magnitude frames of one candidate, grouped into echoes by echo time (else echo number).
+    series_frames : list of Frame, optional
+        Every frame of its series; phase, real and imaginary frames matching the echoes become
+        ``metadata["complex_components"]`` (arrays (n_echoes, k, j, i)), others are listed in
+        ``metadata["set_aside"]``.
+    echo_times_ms : sequence of float, optional
+        Echo times in ms, reconciled with the DICOM ones
+        (:func:`IronMapping.io.checks.reconcile_echo_times`).
+
+    Returns
+    -------
+    MultiEchoImage
+        Signal (n_echoes, k, j, i) in rescaled stored values, echo times in ms, IJK-to-RAS
+        matrix, field strength (T) from MagneticFieldStrength when present, and metadata
+        (sequence, rescale rule, readout, warnings).
+
+    Raises
+    ------
+    EchoTimeError
+        Echo times missing on some images only, or a given count that does not match the echoes.
+    GeometryError
+        Echoes with different slice counts, images of one echo with different size, orientation
+        or pixel spacing, or pixel data that does not match the header.
+    InputError
+        Two images of one echo at the same slice position, or pixel data that cannot be decoded.
+    """
     groups = {}
     for f in frames:
         groups.setdefault(_echo_key(f), []).append(f)

@@ -47,7 +47,19 @@ _CHUNK = 1 << 22
 
 
 def strip_suffix(path):
-    """File name without its image extension (.nii.gz, .nii, .nrrd, ...)."""
+    """File name without its image extension (.nii.gz, .nii, .nrrd, ...).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An image file (the folder part is dropped).
+
+    Returns
+    -------
+    str
+        The base name without .seq.nrrd, .nii.gz, .nii, .nrrd, .nhdr, .mha or .mhd (any other
+        extension: the last one removed).
+    """
     name = os.path.basename(os.fspath(path))
     low = name.lower()
     for suf in (".seq.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
@@ -57,17 +69,53 @@ def strip_suffix(path):
 
 
 def is_nifti(path) -> bool:
+    """Whether ``path`` names a NIfTI file (.nii or .nii.gz, any case).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    bool
+    """
     return os.fspath(path).lower().endswith(NIFTI_SUFFIXES)
 
 
 def sidecar_path(path):
-    """The JSON sidecar beside an image file, or None."""
+    """The JSON sidecar beside an image file, or None.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An image file; its sidecar is ``<name without extension>.json`` in the same folder.
+
+    Returns
+    -------
+    str or None
+        The sidecar's path when that file exists.
+    """
     cand = os.path.join(os.path.dirname(os.fspath(path)), strip_suffix(path) + ".json")
     return cand if os.path.isfile(cand) else None
 
 
 def read_sidecar(path):
-    """The parsed JSON sidecar of ``path`` (dict), or None when there is none."""
+    """The parsed JSON sidecar of ``path`` (dict), or None when there is none.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An image file.
+
+    Returns
+    -------
+    dict or None
+
+    Raises
+    ------
+    InputError
+        The sidecar is not readable JSON or does not hold a JSON object.
+    """
     sc = sidecar_path(path)
     if sc is None:
         return None
@@ -82,7 +130,17 @@ def read_sidecar(path):
 
 
 def natural_key(path):
-    """Sort key putting e2 before e10."""
+    """Sort key putting e2 before e10.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file; only its base name is used, case-insensitively.
+
+    Returns
+    -------
+    list of int and str
+    """
     name = os.path.basename(os.fspath(path))
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
@@ -95,7 +153,17 @@ users write). Text containing bipolar/alternating or monopolar/unipolar/flyback;
 
 
 def sidecar_readout(sidecar):
-    """'bipolar', 'monopolar' or None (not stated) from a JSON sidecar."""
+    """'bipolar', 'monopolar' or None (not stated) from a JSON sidecar.
+
+    Parameters
+    ----------
+    sidecar : dict or None
+        Parsed sidecar; the keys of ``SIDECAR_READOUT_KEYS`` are read in that order.
+
+    Returns
+    -------
+    str or None
+    """
     for key in SIDECAR_READOUT_KEYS:
         value = (sidecar or {}).get(key)
         if value is None or isinstance(value, (dict, list)):
@@ -117,7 +185,21 @@ def sidecar_readout(sidecar):
 
 
 def component_of(path, sidecar) -> str:
-    """'magnitude', 'phase', 'real' or 'imaginary' from the sidecar ImageType or file suffix."""
+    """'magnitude', 'phase', 'real' or 'imaginary' from the sidecar ImageType or file suffix.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file (dcm2niix suffixes ``_ph``, ``_phase``, ``_real``, ``_imaginary``,
+        ``_imag``).
+    sidecar : dict or None
+        Its parsed sidecar; ``ImageType`` (P/PHASE, REAL/R, IMAGINARY/I) takes precedence.
+
+    Returns
+    -------
+    str
+        "magnitude" unless the sidecar or suffix says otherwise.
+    """
     if sidecar:
         it = sidecar.get("ImageType") or []
         if isinstance(it, str):
@@ -137,7 +219,25 @@ def component_of(path, sidecar) -> str:
 
 
 def sidecar_echo_times_ms(sidecar, notes, name):
-    """Echo times in ms from a sidecar's EchoTime (seconds; scalar or list), or None."""
+    """Echo times in ms from a sidecar's EchoTime (seconds; scalar or list), or None.
+
+    Values of 1 or more are taken as already in ms (BIDS says seconds; an echo time of a second
+    or more is surely milliseconds), with a note.
+
+    Parameters
+    ----------
+    sidecar : dict or None
+        Parsed sidecar.
+    notes : list of str
+        Notes for the user; appended to.
+    name : str
+        File name for the note.
+
+    Returns
+    -------
+    list of float or None
+        Echo times in ms; None when the sidecar has no EchoTime.
+    """
     if not sidecar or sidecar.get("EchoTime") is None:
         return None
     raw = sidecar["EchoTime"]
@@ -151,7 +251,25 @@ def sidecar_echo_times_ms(sidecar, notes, name):
 
 
 def read_image_info(path):
-    """(number of volumes, spatial size) of an image file without reading its pixels."""
+    """(number of volumes, spatial size) of an image file without reading its pixels.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An image file SimpleITK can read.
+
+    Returns
+    -------
+    n_volumes : int
+        Size of the 4th axis, 1 for 2-D and 3-D images.
+    size : tuple of int
+        Spatial size (i, j, k) as SimpleITK gives it.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read as an image.
+    """
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -166,7 +284,28 @@ def read_image_info(path):
 
 
 def read_volumes(path):
-    """Read an image file into volumes [n, k, j, i] float32 and its IJK-to-RAS (4x4)."""
+    """Read an image file into volumes [n, k, j, i] float32 and its IJK-to-RAS (4x4).
+
+    NIfTI files are also checked on their bytes (:func:`check_nifti_file`): a truncated file
+    is refused and non-finite voxels become NaN.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A scalar 2-D, 3-D or 4-D image file.
+
+    Returns
+    -------
+    volumes : ndarray of float32, (n_volumes, k, j, i)
+        Stored values; a 2-D image gives (1, 1, j, i).
+    ijk_to_ras : ndarray, (4, 4)
+        The file's own geometry, in mm.
+
+    Raises
+    ------
+    InputError
+        Unreadable, truncated or corrupt file, vector pixels, or more than 4 dimensions.
+    """
     import SimpleITK as sitk
 
     try:
@@ -238,6 +377,11 @@ def check_nifti_file(path):
     some cases, so both are checked on the bytes themselves (``.nii`` or ``.nii.gz``, NIfTI-1
     or -2), streaming, without holding a second copy of the data.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A NIfTI file.
+
     Returns
     -------
     int64 array or None
@@ -308,10 +452,22 @@ def check_nifti_file(path):
 def split_magnitude_real_imaginary(vols, name):
     """Find magnitude among 3 volumes that are magnitude, real and imaginary in some order.
 
-    Returns (magnitude, {"real": ..., "imaginary": ...}, (index of magnitude, median relative
-    difference)) or None when they are not.
-    The two others keep their file order as real, then imaginary (GE writes magnitude, real,
-    imaginary).
+    The magnitude is the non-negative volume equal to sqrt(real^2 + imag^2) of the two others
+    within a median relative difference of 5 % over its brightest quarter. The two others keep
+    their file order as real, then imaginary (GE writes magnitude, real, imaginary).
+
+    Parameters
+    ----------
+    vols : ndarray, (n_volumes, k, j, i)
+        The volumes of one file; anything but 3 volumes gives None.
+    name : str
+        The file's name (not used).
+
+    Returns
+    -------
+    tuple or None
+        (magnitude (k, j, i), {"real": ..., "imaginary": ...}, (index of magnitude, median
+        relative difference)), or None when they are not.
     """
     if vols.shape[0] != 3:
         return None
@@ -330,7 +486,23 @@ def split_magnitude_real_imaginary(vols, name):
 
 
 class FileEntry:
-    """One image file and what its sidecar says."""
+    """One image file and what its sidecar says.
+
+    Attributes
+    ----------
+    path, name : str
+        The file and its base name.
+    sidecar : dict or None
+        The parsed JSON sidecar (NIfTI files only).
+    component : str
+        "magnitude", "phase", "real" or "imaginary" (:func:`component_of`).
+    notes : list of str
+        Notes about the sidecar for the user.
+    echo_times : list of float or None
+        Echo times in ms from the sidecar (:func:`sidecar_echo_times_ms`).
+    echo_number : int or None
+        From a dcm2niix ``_e<n>`` suffix.
+    """
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -343,6 +515,9 @@ class FileEntry:
         self.echo_number = int(m.group(1)) if m else None
 
     def group_key(self):
+        """Key of the acquisition a file belongs to: the sidecar's series number and description, or
+        else the folder and the file stem without echo and component suffixes.
+        """
         sc = self.sidecar or {}
         if sc.get("SeriesNumber") is not None:
             return ("series", str(sc.get("SeriesNumber")),
@@ -355,6 +530,17 @@ class FileEntry:
 
 
 def describe_group(entries):
+    """Name of a group of files for messages: "series <n> '<description>'", or the file stem.
+
+    Parameters
+    ----------
+    entries : list of FileEntry
+        Files of one group (:meth:`FileEntry.group_key`); the first sidecar found is used.
+
+    Returns
+    -------
+    str
+    """
     sc = next((e.sidecar for e in entries if e.sidecar), {}) or {}
     desc = sc.get("SeriesDescription") or sc.get("ProtocolName") or \
         entries[0].group_key()[2]
@@ -365,6 +551,12 @@ def describe_group(entries):
 def load_files(entries, echo_times_ms=None, explicit=False, source_format="nifti"):
     """Build a MultiEchoImage from image files, one echo each (or one 4-D multi-echo file).
 
+    Files with one recorded echo time each are sorted by it; otherwise the input order is the
+    echo order. A 4-D file gives one echo per volume when its sidecar lists an echo time per
+    volume (or, for a single file, ``echo_times_ms`` does); a 3-volume file without a list
+    holds magnitude, real and imaginary (:func:`split_magnitude_real_imaginary`). Phase, real
+    and imaginary files matching the echoes go to ``metadata["complex_components"]``.
+
     Parameters
     ----------
     entries : list of FileEntry
@@ -373,7 +565,24 @@ def load_files(entries, echo_times_ms=None, explicit=False, source_format="nifti
         Typed-in echo times (ms), one per magnitude echo in input order; must agree with
         sidecars where those exist.
     explicit : bool
-        True when the caller listed the files (their order is the echo order).
+        True when the caller listed the files; the message about missing echo times then also
+        names the ``echo_times_ms`` argument.
+    source_format : str
+        Recorded as ``metadata["source_format"]`` ("nifti", "volume-files").
+
+    Returns
+    -------
+    MultiEchoImage
+        Signal (n_echoes, k, j, i), echo times in ms, the files' geometry, field strength (T)
+        and readout from the sidecar when recorded.
+
+    Raises
+    ------
+    InputError
+        Only phase/real/imaginary files, or a file that cannot be read.
+    EchoTimeError
+        Echo times missing, or their count not matching the volumes (the message says where
+        they were looked for).
     """
     mags = [e for e in entries if e.component == "magnitude"]
     others = [e for e in entries if e.component != "magnitude"]
