@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fatmodel import fat_phasor
+from ..io.metadata import readout_from_text
 from .complex_fit import (_complex_model, _complex_start, _lm_complex, _phase_start,
                           echo_period_hz, fit_fatwater_complex_chunk)
 from .likelihood import _Gaussian
@@ -105,11 +106,9 @@ def readout_from_metadata(metadata):
             value = place[key]
             if key == "bipolar" and isinstance(value, (bool, np.bool_)):
                 return "bipolar" if value else "monopolar"
-            text = str(value).lower()
-            if "bipolar" in text or "alternat" in text:
-                return "bipolar"
-            if any(w in text for w in ("monopolar", "unipolar", "flyback", "fly-back")):
-                return "monopolar"
+            named = readout_from_text(value)
+            if named is not None:
+                return named
     return None
 
 

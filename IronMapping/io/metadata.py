@@ -37,3 +37,25 @@ def json_safe(metadata: dict, max_list: int = 64) -> dict:
         else:
             out[k] = _json_safe_value(v, max_list)
     return out
+
+
+def readout_from_text(value) -> str | None:
+    """'bipolar', 'monopolar' or None from a recorded readout description.
+
+    Parameters
+    ----------
+    value : object
+        Text (or anything with a text form): "bipolar"/"alternating" means bipolar,
+        "monopolar"/"unipolar"/"flyback"/"fly-back" monopolar (case ignored).
+
+    Returns
+    -------
+    str or None
+        None when the text names neither.
+    """
+    text = str(value).lower()
+    if "bipolar" in text or "alternat" in text:
+        return "bipolar"
+    if any(w in text for w in ("monopolar", "unipolar", "flyback", "fly-back")):
+        return "monopolar"
+    return None

@@ -34,6 +34,7 @@ from ..errors import EchoTimeError, InputError
 from .checks import (field_strength_from, quantity_from_sequence, reconcile_echo_times,
                      stack_echoes)
 from .geometry import sitk_ijk_to_ras
+from .metadata import readout_from_text
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _ECHO_SUFFIX = re.compile(r"_e(\d+)(?=(_ph|_real|_imaginary|_imag|_mag)?$)", re.IGNORECASE)
@@ -176,11 +177,9 @@ def sidecar_readout(sidecar):
             if key == "ucReadOutMode" and code in (1, 2):
                 return "monopolar" if code == 1 else "bipolar"
             continue
-        text = str(value).lower()
-        if "bipolar" in text or "alternat" in text:
-            return "bipolar"
-        if any(w in text for w in ("monopolar", "unipolar", "flyback", "fly-back")):
-            return "monopolar"
+        named = readout_from_text(value)
+        if named is not None:
+            return named
     return None
 
 
