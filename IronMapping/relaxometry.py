@@ -444,8 +444,6 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
     fit_flat[spikes] = False
     index = _Selection(fit_flat)
     del fit_flat
-    kernel = _kernel_for(problem.method, field_strength_t, snr_limit=snr_limit,
-                         fat_evidence=fat_evidence, precession_clockwise=precession_clockwise)
     if problem.method == "fat-water":
         # the whole-image fat-water fit (neighbourhood start selection, complex fit, bipolar
         # correction) runs first; the blocks then take its voxels and assess them as any fit
@@ -454,6 +452,8 @@ def fit(signal, echo_times_ms, method: str = "auto", mask=None, noise_sigma: flo
                                               precession_clockwise, complex_signal, readout)
     elif complex_signal is not None or readout != "auto":
         raise InputError("complex_signal and readout apply to method='fat-water' only.")
+    else:
+        kernel = _kernel_for(problem.method, snr_limit=snr_limit)
     flat = _run(problem, noise, index, kernel, workers, progress, cancel)
     del index
     flat.status[spikes] = Status.OUTLIER
@@ -606,10 +606,10 @@ class _BlockFitter:
             y /= scale
         # Non-finite intermediate values are expected (diverging voxels) and end up in status.
         with np.errstate(all="ignore"):
-            if isinstance(kernel, _VoxelKernel):
-                bf = kernel.block_fit(idx, scale)
-            else:
+            if callable(kernel):
                 bf = kernel(y, self.t_s, sigma=self.sigma, coils=self.coils)
+            else:  # a whole-image fit computed beforehand (fatwater.FatWaterFit)
+                bf = kernel.block_fit(idx, scale)
             status, quality, uncertainty = _assess(y, self.t_s, bf, self.method, self.sigma,
                                                    self.coils, invalid, self.r2_max)
         del y
@@ -719,21 +719,10 @@ def _noise_and_mask(y2d, te_ms, method, mask_flat, include_flat, noise_sigma, co
     return noise, mask_flat | invalid, invalid, notes
 
 
-class _VoxelKernel:
-    """A block kernel whose answers were computed beforehand for the whole image (indexed by
-    voxel), e.g. the spatially consistent fat-water fit."""
-
-    def __init__(self, whole_fit):
-        self.whole_fit = whole_fit
-
-    def block_fit(self, idx, scale):
-        return self.whole_fit.block_fit(idx, scale)
-
-
 def _spatial_fat_water(problem, noise, index, field_strength_t, workers, progress, cancel, notes,
                        fat_evidence, precession_clockwise, complex_signal, readout):
-    """(kernel, progress for the blocks): fatwater.fit_fatwater on the selected voxels (90 % of
-    the progress), its warnings added to notes."""
+    """(the whole-image FatWaterFit, progress for the blocks): fatwater.fit_fatwater on the
+    selected voxels (90 % of the progress), its warnings added to notes."""
     import os
 
     from .fatwater import FAT_DOMINANT_EVIDENCE, fit_fatwater
@@ -753,7 +742,7 @@ def _spatial_fat_water(problem, noise, index, field_strength_t, workers, progres
         progress=None if progress is None else (lambda f: progress(0.9 * f)),
         fat_evidence=FAT_DOMINANT_EVIDENCE if fat_evidence is None else fat_evidence)
     notes.extend(w for w in whole.warnings if w not in notes)
-    return _VoxelKernel(whole), (None if progress is None else (lambda f: progress(0.9 + 0.1 * f)))
+    return whole, (None if progress is None else (lambda f: progress(0.9 + 0.1 * f)))
 
 
 def _flag_for_polish(y, t, sigma, coils):
@@ -764,22 +753,8 @@ def _flag_for_polish(y, t, sigma, coils):
     return bf
 
 
-def _kernel_for(method, field_strength_t, snr_limit=None, fat_evidence=None, precession_clockwise=True):
-    """The block kernel ``(y, t_s, sigma, coils) -> BlockFit`` of a concrete method."""
-    if method == "fat-water":
-        from .fatwater import fit_fatwater_chunk
-
-        evidence = {} if fat_evidence is None else {"fat_evidence": fat_evidence}
-
-        def kernel(y, t, sigma, coils):
-            res = fit_fatwater_chunk(y, t, field_strength_t=field_strength_t, sigma=sigma, coils=coils,
-                                     precession_clockwise=precession_clockwise, **evidence)
-            maps = {k: res[k] for k in ("pdff", "water", "fat", "fat_water_ambiguous")}
-            maps["fat_water_start"] = res["start"]
-            return estimators.BlockFit(res["r2star"], res["s0"], res["converged"],
-                                       np.full(y.shape[1], y.shape[0]), uncertainty=res["uncertainty"],
-                                       rss=res["rss"], maps=maps)
-        return kernel
+def _kernel_for(method, snr_limit=None):
+    """The block kernel ``(y, t_s, sigma, coils) -> BlockFit`` of a concrete voxel-wise method."""
     kernel = _KERNELS[method]
     if method == "truncation" and snr_limit is not None:
         return lambda y, t, **kw: kernel(y, t, snr_limit=snr_limit, **kw)
