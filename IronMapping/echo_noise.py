@@ -9,12 +9,10 @@ mode of the log residual variance, which an inflated tail does not move: for pur
 mode of log(chi^2_d / d) is exactly 0 for every d.
 
 Parallel imaging makes sigma vary in space (g-factor; Dietrich et al., JMRI 2007;26:375): the
-same residual variances, pooled in tiles and smoothed, give a noise map.
+same residual variances, pooled in tiles and smoothed, give a noise map (noise_map).
 
 The floor level 2 L sigma^2 (L: effective coil count) comes from samples that have decayed to
-the floor: later echoes of voxels that are already at the floor in the first two echoes. Noise
-in different echoes is independent, so selecting voxels on echoes 1-2 does not bias the moments
-of the later echoes.
+the floor (noise_floor).
 
 All functions take ``signal2d`` (n_echoes, n_voxels) and echo times in seconds.
 """
@@ -25,9 +23,27 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, special, stats
+from scipy import ndimage, stats
 
 from . import estimators
+from .noise_floor import (COIL_GRID, DECAY_FIT_QUANTILE, MIN_FLOOR_SAMPLES,
+                          MIN_TILE_FLOOR_SAMPLES, coils_from_decay, coils_from_floor_ratio,
+                          floor_level, floor_samples)
+from .noise_map import (HOT_TILE, MAP_SIGNIFICANCE, MAP_SMOOTHING_TILES, MAP_SPREAD_TO_USE,
+                        TILE_SLICES, VOXELS_PER_TILE, TileMap, _group_median, noise_map, tile_ids)
+
+# The floor (noise_floor) and the map (noise_map) have modules of their own; their public names
+# stay importable from here.
+__all__ = [
+    "EchoTrainNoise", "estimate_noise_echo_train", "paired_residual_variances", "separate_misfit",
+    "neighbour_triples", "log_chi2_density", "pooled_log_mode",
+    "SNR_FOR_RESIDUALS", "MIN_ECHOES_FOR_RESIDUALS", "MAX_SAMPLED_VOXELS", "MAP_KEPT_SHARE",
+    "MAP_MAX_RESAMPLING", "AMPLITUDE_STRATA", "MISFIT_DROP",
+    "floor_samples", "floor_level", "coils_from_decay", "coils_from_floor_ratio", "COIL_GRID",
+    "DECAY_FIT_QUANTILE", "MIN_FLOOR_SAMPLES", "MIN_TILE_FLOOR_SAMPLES",
+    "noise_map", "tile_ids", "TileMap", "HOT_TILE", "MAP_SIGNIFICANCE", "MAP_SMOOTHING_TILES",
+    "MAP_SPREAD_TO_USE", "TILE_SLICES", "VOXELS_PER_TILE",
+]
 
 #: An echo enters the residual estimate while its magnitude exceeds this many sigma: there the
 #: magnitude's variance is within a few per cent of sigma^2, and that deficit is corrected.
@@ -38,26 +54,9 @@ MIN_ECHOES_FOR_RESIDUALS = 3
 #: Voxels sampled for the estimate at most (spread evenly over the image): the pooled sigma is
 #: then precise to well under 1 %, and the cost stays small beside the fit itself.
 MAX_SAMPLED_VOXELS = 20_000
-#: Voxels with residuals wanted per noise-map tile, and slices per tile (3-D images).
-VOXELS_PER_TILE = 200
-TILE_SLICES = 4
-#: Fewest pure-floor samples for a coil count (each carries information ~L on the floor level).
-MIN_FLOOR_SAMPLES = 300
-#: Fewest floor samples for a tile's own floor estimate.
-MIN_TILE_FLOOR_SAMPLES = 30
-#: A tile whose noise SD exceeds the broad trend by this factor is taken as misfit.
-HOT_TILE = 1.2
-#: Gaussian smoothing of the tile estimates, in tiles.
-MAP_SMOOTHING_TILES = 0.5
-#: The noise map is used only when it spans more than this ratio (95th / 5th percentile in
-#: tissue); below it, one pooled sigma is more precise than the map.
-MAP_SPREAD_TO_USE = 1.2
 #: A noise map made from fewer usable pairs than this share of those sampled is made again
 #: from up to MAP_MAX_RESAMPLING times as many.
 MAP_KEPT_SHARE = 0.4
-#: A map is made only where the tiles' log variances spread more than this many times what
-#: their sampling noise explains.
-MAP_SIGNIFICANCE = 2.0
 MAP_MAX_RESAMPLING = 4.0
 
 
@@ -376,409 +375,6 @@ def pooled_log_mode(log_variance, dofs) -> float:
     return float(shifts[k])
 
 
-def _tile_shape(spatial, n_samples) -> tuple[int, ...]:
-    """Tile edges (voxels per axis) so that a tile holds about VOXELS_PER_TILE samples."""
-    n_vox = int(np.prod(spatial))
-    per_tile = n_vox * VOXELS_PER_TILE / max(n_samples, 1)
-    slices = [min(n, TILE_SLICES) for n in spatial[:-2]]
-    edge = int(np.clip(round(np.sqrt(per_tile / max(np.prod(slices), 1))), 8, max(spatial[-2:])))
-    return tuple(slices + [edge, edge])
-
-
-def tile_ids(index, spatial):
-    """Noise-map tiles of sampled voxels.
-
-    Parameters
-    ----------
-    index : int ndarray, shape (n,)
-        Flat voxel indices.
-    spatial : tuple of int
-        Spatial shape (k, j, i).
-
-    Returns
-    -------
-    (tile_id, grid_shape, tile) or None
-        Tile id per sample (shape (n,)), the tile grid shape and the voxels per tile along each
-        axis; None for fewer than two spatial axes or fewer than 4 tiles.
-    """
-    if len(spatial) < 2:
-        return None
-    tile = _tile_shape(spatial, index.size)
-    grid_shape = tuple(-(-n // s) for n, s in zip(spatial, tile))
-    if int(np.prod(grid_shape)) < 4:
-        return None
-    coords = np.unravel_index(index, spatial)
-    return np.ravel_multi_index(tuple(c // s for c, s in zip(coords, tile)), grid_shape), grid_shape, tile
-
-
-def noise_map(index, log_variance, dofs, spatial, log_sigma2, floor=None, coils=1.0):
-    """Smooth noise SD map, or None where the noise is uniform or unmeasured.
-
-    The residual variances are pooled in tiles (median after trimming misfit outliers,
-    corrected for the chi^2 median). Where the signal is too weak for residuals (the centre of a
-    parallel-imaging image, a dark iron-loaded liver) the floor samples carry the local noise:
-    E[M^2] = 2 L sigma^2 with the given coil count L. Tiles with floor samples take the floor's
-    sigma (so that the floor level 2 L sigma^2 is exact there), the others the residuals'; the
-    tiles are lightly smoothed and interpolated back to the voxel grid.
-
-    Parameters
-    ----------
-    index : int ndarray, shape (n,)
-        Flat indices of voxels with residual variances.
-    log_variance : ndarray, shape (n,)
-        Their log variances, misfit removed.
-    dofs : int ndarray, shape (n,)
-        Their degrees of freedom.
-    spatial : tuple of int
-        Spatial shape (k, j, i).
-    log_sigma2 : float
-        Pooled log sigma^2, for tiles without residuals.
-    floor : (int ndarray, ndarray), optional
-        (flat voxel index, magnitude) of pure-floor samples.
-    coils : float
-        Effective coil count L of the floor samples.
-
-    Returns
-    -------
-    TileMap or None
-    """
-    tiles = tile_ids(index, spatial)
-    if tiles is None:
-        return None
-    tile_id, grid_shape, tile = tiles
-    n_tiles = int(np.prod(grid_shape))
-    d_values, d_index = np.unique(dofs, return_inverse=True)
-    normalised = log_variance - np.log(stats.chi2.median(d_values) / d_values)[d_index]
-    # two passes: tile medians, then again without voxels far above their tile's median (misfit)
-    spread = np.sqrt(2.0 / np.maximum(dofs, 1)) * 3.0
-    keep = np.ones(index.size, bool)
-    for _ in range(2):
-        med, count = _group_median(tile_id[keep], normalised[keep], n_tiles)
-        fallback = np.where(np.isfinite(med), med, log_sigma2)
-        keep = normalised <= fallback[tile_id] + spread
-    med, count = _group_median(tile_id[keep], normalised[keep], n_tiles)
-    res_ok = np.isfinite(med) & (count >= 30)
-    info_res = np.where(res_ok, count * np.median(dofs) / 2.0, 0.0)
-    values = np.where(res_ok, np.nan_to_num(med), 0.0)
-    info = info_res.copy()
-    # sampling variance of each tile's log variance: a median of log chi^2_d / d values
-    # (variance trigamma(d/2) each, the median pi/2 times the mean's), or the log of a mean of
-    # floor powers (relative variance 1/L per sample)
-    d_typical = float(np.median(dofs))
-    sampling_var = np.where(res_ok, 0.5 * np.pi * special.polygamma(1, 0.5 * d_typical) / np.maximum(count, 1), np.inf)
-    if floor is not None and floor[0].size:
-        f_tile = np.ravel_multi_index(tuple(c // s for c, s in zip(np.unravel_index(floor[0], spatial), tile)),
-                                      grid_shape)
-        f_count = np.bincount(f_tile, minlength=n_tiles)
-        f_m2 = np.bincount(f_tile, weights=floor[1].astype(np.float64) ** 2, minlength=n_tiles)
-        f_ok = f_count >= MIN_TILE_FLOOR_SAMPLES
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_m2 = np.log(f_m2 / np.maximum(f_count, 1))
-        # where the floor is sampled it gives the level 2 L sigma^2 exactly, whatever L is, which
-        # is what the noise-floor models need; elsewhere the residuals give sigma
-        values = np.where(f_ok, log_m2 - np.log(2.0 * coils), values)
-        info = np.where(f_ok, f_count * coils, info_res)
-        sampling_var = np.where(f_ok, 1.0 / np.maximum(f_count * coils, 1), sampling_var)
-    weight = info.reshape(grid_shape)
-    values = values.reshape(grid_shape)
-    if weight.sum() == 0:
-        return None
-    # g-factor maps vary over large distances; a tile far above the broad trend is misfit
-    # (partial volume at an organ's edge, fat in marrow), not noise: it takes the trend
-    trend_w = ndimage.gaussian_filter(weight, 2.0, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        trend = ndimage.gaussian_filter(values * weight, 2.0, mode="nearest") / trend_w
-    hot = (weight > 0) & np.isfinite(trend) & (values > trend + 2.0 * np.log(HOT_TILE))
-    values = np.where(hot, trend, values)
-    if not _varies_beyond_sampling(values.reshape(-1), sampling_var, weight.reshape(-1) > 0):
-        return None
-    # light smoothing across tiles: enough to fill empty tiles and steady sparse ones, little
-    # enough to follow a g-factor map that rises two-fold over a few tiles
-    smoothed_w = ndimage.gaussian_filter(weight, MAP_SMOOTHING_TILES, mode="nearest")
-    smoothed_v = ndimage.gaussian_filter(values * weight, MAP_SMOOTHING_TILES, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        log_s2 = np.where(smoothed_w > 1e-6 * weight.max(), smoothed_v / smoothed_w, np.nan)
-    if np.isnan(log_s2).any():  # tiles far from any estimate: the nearest estimate
-        nearest = ndimage.distance_transform_edt(np.isnan(log_s2), return_distances=False, return_indices=True)
-        log_s2 = log_s2[tuple(nearest)]
-    lo, hi = np.percentile(log_s2.reshape(-1)[tile_id], [5, 95])
-    if np.exp(0.5 * (hi - lo)) <= 0.9 * MAP_SPREAD_TO_USE:
-        return None  # uniform noise: no map
-    return TileMap(log_s2.astype(np.float32), tuple(tile), tuple(spatial))
-
-
-@dataclass(frozen=True)
-class TileMap:
-    """A noise SD map held as log variances on a coarse grid of tiles.
-
-    Interpolated linearly (as ndimage.zoom with grid_mode) wherever it is asked for: at sampled
-    voxels cheaply, on the whole grid only when the map is used.
-
-    Attributes
-    ----------
-    log_variance : float32 ndarray, shape of the tile grid
-        log sigma^2 per tile.
-    tile : tuple of int
-        Voxels per tile along each axis.
-    spatial : tuple of int
-        The image's spatial shape (k, j, i).
-    """
-
-    log_variance: np.ndarray  # (tile grid shape) float32
-    tile: tuple               # voxels per tile along each axis
-    spatial: tuple            # the image's spatial shape
-
-    def at(self, flat_index) -> np.ndarray:
-        """Noise SD at given voxels.
-
-        Parameters
-        ----------
-        flat_index : int ndarray
-            Flat voxel indices, any shape.
-
-        Returns
-        -------
-        float64 ndarray, same shape
-            sigma in signal units.
-        """
-        coords = np.unravel_index(np.asarray(flat_index), self.spatial)
-        grid = [(c + 0.5) / s - 0.5 for c, s in zip(coords, self.tile)]
-        values = ndimage.map_coordinates(self.log_variance.astype(np.float64), grid, order=1, mode="nearest")
-        return np.exp(0.5 * values)
-
-    def full(self) -> np.ndarray:
-        """Noise SD (float32, signal units) at every voxel, flat: shape (n_voxels,)."""
-        full = ndimage.zoom(self.log_variance, [float(s) for s in self.tile], order=1, mode="nearest",
-                            grid_mode=True)
-        full = full[tuple(slice(0, n) for n in self.spatial)]
-        if full.shape != tuple(self.spatial):  # zoom rounding: pad with the edge value
-            full = np.pad(full, [(0, n - m) for n, m in zip(self.spatial, full.shape)], mode="edge")
-        return np.exp(0.5 * full).astype(np.float32).reshape(-1)
-
-
-def _varies_beyond_sampling(values, sampling_var, measured) -> bool:
-    """True when the tiles' log variances spread more than their sampling noise explains
-    (MAP_SIGNIFICANCE times it): otherwise a map would only add the tiles' noise to the fit."""
-    if measured.sum() < 4:
-        return False
-    v = values[measured]
-    return float(np.var(v)) > MAP_SIGNIFICANCE * float(np.mean(sampling_var[measured]))
-
-
-def _weighted_median(values, weights) -> float:
-    order = np.argsort(values)
-    cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
-    return float(np.asarray(values)[order][np.searchsorted(cum, 0.5 * cum[-1])])
-
-
-def _group_median(groups, values, n_groups):
-    """Median of `values` per group id (NaN for empty groups) and the group sizes."""
-    order = np.lexsort((values, groups))
-    g, v = groups[order], values[order]
-    count = np.bincount(g, minlength=n_groups)
-    start = np.concatenate(([0], np.cumsum(count)[:-1]))
-    med = np.full(n_groups, np.nan)
-    has = count > 0
-    lo = start[has] + (count[has] - 1) // 2
-    hi = start[has] + count[has] // 2
-    med[has] = 0.5 * (v[lo] + v[hi])
-    return med, count
-
-
-def floor_samples(y, t, sigma, coils=1.0):
-    """Magnitudes that are pure noise (echoes decayed to the floor) and their voxel columns.
-
-    They are the later echoes of fast-decaying voxels whose decay, fitted on their leading
-    echoes well above the floor, predicts an amplitude below 0.1 sigma there (iron-loaded
-    tissue, lung edges). They are chosen on *other* echoes than the ones returned, so the choice
-    does not bias their moments (noise in different echoes is independent). Voxels that are
-    merely dark in their first echoes are not taken: with many coils a faint tissue signal
-    cannot be told from the floor by two samples (background air is judged as a whole, in
-    noise_source). Exact zeros (scanner masking) are left out.
-
-    Parameters
-    ----------
-    y : ndarray, shape (n_echoes, n)
-        Magnitudes (signal units).
-    t : ndarray, shape (n_echoes,)
-        Echo times in s.
-    sigma : float or ndarray, shape (n,)
-        Noise SD (signal units).
-    coils : float
-        Effective coil count L.
-
-    Returns
-    -------
-    samples : ndarray, shape (m,)
-        The floor magnitudes.
-    columns : int ndarray, shape (m,)
-        For each, its column in y.
-    """
-    if y.shape[0] < 3:
-        return np.empty(0), np.empty(0, np.intp)
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
-    columns = np.broadcast_to(np.arange(y.shape[1]), y.shape)
-    mean = np.sqrt(2.0 * coils) * sigma
-    parts, cols = [], []
-    n_lead = np.cumprod(y >= mean + 5.0 * sigma, axis=0).sum(0)
-    fast = (n_lead >= 1) & (n_lead <= y.shape[0] - 3) & (y[1] > 0)
-    if fast.any():
-        # the decay from the leading echoes (at least two: a dark liver may have one echo
-        # above the floor); echoes from the one after the echo that ended the run are free
-        yf, nf = y[:, fast], n_lead[fast]
-        n_fit = np.maximum(nf, 2)
-        lead = np.arange(y.shape[0])[:, None] < n_fit[None, :]
-        r2, ln_s0 = estimators.weighted_loglinear(yf, t, np.where(lead, yf * yf, 0.0))
-        with np.errstate(over="ignore", invalid="ignore"):
-            predicted = np.exp(ln_s0 - np.outer(t, r2))
-            late = np.arange(y.shape[0])[:, None] >= np.maximum(nf + 1, n_fit)[None, :]
-            pure = late & (predicted < 0.1 * sigma[fast]) & np.isfinite(predicted) & (r2 > 0)
-        values, rows = yf[pure], np.nonzero(pure)[0]
-        if _still_decaying(values, rows):
-            # fat oscillation or a second component faked a fast decay: these echoes hold signal
-            return np.empty(0), np.empty(0, np.intp)
-        parts.append(values)
-        cols.append(columns[:, fast][pure])
-    if not parts:
-        return np.empty(0), np.empty(0, np.intp)
-    samples = np.concatenate(parts)
-    cols = np.concatenate(cols)
-    ok = np.isfinite(samples) & (samples > 0)
-    return samples[ok], cols[ok]
-
-
-def _still_decaying(values, rows) -> bool:
-    """True when the mean square of would-be floor samples falls from the earlier to the later
-    echoes by more than 15 %: pure noise does not decay."""
-    if values.size < 200:
-        return False
-    split = np.median(rows)
-    early, late = values[rows <= split], values[rows > split]
-    if early.size < 100 or late.size < 100:
-        return False
-    return float(np.mean(late * late)) < 0.85 * float(np.mean(early * early))
-
-
-def floor_level(y, t, sigma, coils=1.0):
-    """The effective L: mean of M^2 / (2 sigma^2) over pure-floor samples.
-
-    Parameters
-    ----------
-    y : ndarray, shape (n_echoes, n)
-        Magnitudes (signal units).
-    t : ndarray, shape (n_echoes,)
-        Echo times in s.
-    sigma : float or ndarray, shape (n,)
-        Local noise SD of the voxels of y.
-    coils : float
-        Coil count used to choose the floor samples.
-
-    Returns
-    -------
-    level : float or None
-        None without floor samples.
-    n : int
-        Number of floor samples.
-    """
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
-    samples, cols = floor_samples(y, t, sigma, coils)
-    if samples.size == 0:
-        return None, 0
-    return float(np.mean(samples * samples / (2.0 * sigma[cols] ** 2))), int(samples.size)
-
-
-#: Coil counts tried when the floor level has to be inferred from the decay curves.
-COIL_GRID = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
-
-
-#: Voxels whose decay misfits the single exponential at every coil count by more than this
-#: quantile of chi-square (n_echoes - 2 dof) are left out of the coil-count likelihood.
-DECAY_FIT_QUANTILE = 0.999
-
-
-def coils_from_decay(y, t, sigma, max_voxels: int = 4000):
-    """Effective coil count from decays that approach the floor, when no pure-floor samples exist.
-
-    Voxels whose first echoes stand well above the floor and whose last echo is below 10 sigma
-    carry the floor level 2 L sigma^2 in the shape of their squared signal
-    (E[S^2] = A^2 + 2 L sigma^2). L maximises the exact noncentral-chi likelihood at each L's
-    squared-signal fit: on COIL_GRID, then on a fine grid between the coarse minimum's
-    neighbours, then interpolated. Voxels that no single exponential fits at any L (fat
-    oscillation in marrow, partial volume of two tissues) are left out: their misfit, not the
-    floor, would set L.
-
-    Parameters
-    ----------
-    y : ndarray, shape (n_echoes, n)
-        Magnitudes (signal units).
-    t : ndarray, shape (n_echoes,)
-        Echo times in s.
-    sigma : float or ndarray, shape (n,)
-        Noise SD (signal units).
-    max_voxels : int
-        At most this many voxels are used.
-
-    Returns
-    -------
-    float or None
-        L; None when fewer than 300 voxels remain.
-    """
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (y.shape[1],))
-    if y.shape[0] < 6:
-        return None
-    # choose the voxels on a fit of the first half of the echoes only: choosing on the late
-    # echoes' own values would keep those whose noise happened to be low, faking a low floor
-    half = y.shape[0] // 2
-    bright = (y[0] > 20.0 * sigma) & np.all(y[:half] > 0, axis=0)
-    r2, ln_s0 = estimators.weighted_loglinear(y[:half], t[:half], np.where(bright, y[:half] ** 2, 0.0))
-    with np.errstate(over="ignore", invalid="ignore"):
-        predicted_last = np.exp(ln_s0 - r2 * t[-1])
-    use = bright & np.isfinite(predicted_last) & (predicted_last < 10.0 * sigma)
-    idx = np.flatnonzero(use)
-    if idx.size < 300:
-        return None
-    idx = idx[np.linspace(0, idx.size - 1, min(idx.size, max_voxels)).astype(np.intp)]
-    yn = y[:, idx] / sigma[idx]  # in units of the local noise SD
-    loglik, deviance = _decay_likelihoods(yn, t, COIL_GRID)
-    fits = (deviance.min(axis=0) < stats.chi2.ppf(DECAY_FIT_QUANTILE, y.shape[0] - 2)) \
-        & np.all(yn > 0, axis=0)
-    if fits.sum() < 300:
-        return None
-    grid = np.asarray(COIL_GRID)
-    cost = -loglik[:, fits].sum(axis=1)
-    k = int(np.argmin(cost))
-    if k in (0, grid.size - 1):
-        return float(grid[k])
-    # the cost is far from quadratic over the coarse grid's steps: search again finely between
-    # the neighbours of the coarse minimum, then interpolate
-    fine = np.exp(np.linspace(np.log(grid[k - 1]), np.log(grid[k + 1]), 9))
-    cost = -_decay_likelihoods(yn[:, fits], t, fine)[0].sum(axis=1)
-    k = int(np.clip(np.argmin(cost), 1, fine.size - 2))
-    x = np.log(fine[k - 1:k + 2])
-    coef = np.polyfit(x, cost[k - 1:k + 2], 2)
-    if coef[0] <= 0:
-        return float(fine[k])
-    return float(np.exp(np.clip(-coef[1] / (2 * coef[0]), x[0], x[2])))
-
-
-def _decay_likelihoods(yn, t, coil_grid):
-    """(log-likelihood, deviance), each (len(coil_grid), n): per voxel and coil count, at that
-    L's squared-signal fit; yn in units of sigma. The log-likelihood is the exact noncentral
-    chi with its L-dependent normalising terms; the deviance is the squared-signal residual sum
-    sum (S^2 - E[S^2])^2 / Var(S^2), about chi-square (n_echoes - 2) where the model holds."""
-    y2 = yn * yn
-    with np.errstate(divide="ignore"):
-        log_y = np.log(yn)
-    loglik, deviance = [], []
-    for L in coil_grid:
-        bf = estimators.noise_corrected(yn, t, 1.0, L)
-        a = np.nan_to_num(bf.s0 * np.exp(-np.outer(t, bf.r2star)), nan=0.0, posinf=0.0)
-        a2 = a * a
-        loglik.append(estimators._nc_chi_loglik(yn, a, 1.0, L) + L * log_y.sum(axis=0))
-        deviance.append((((y2 - a2 - 2.0 * L) ** 2) / (4.0 * (a2 + L))).sum(axis=0))
-    return np.asarray(loglik), np.asarray(deviance)
-
-
 def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
     """Paired residual variances of the echoes well above the floor (chosen on the guide voxel).
 
@@ -788,50 +384,6 @@ def _refine(yc, ya, yb, t, sigma_guide, sigma_pair, coils):
     snr = max(SNR_FOR_RESIDUALS, float(np.sqrt(10.0 * (2.0 * coils - 1.0))))
     n_keep = _leading_echoes(yc, (snr + np.sqrt(2.0 * coils)) * np.asarray(sigma_guide))
     return paired_residual_variances(ya, yb, t, n_keep, coils=coils, sigma=np.asarray(sigma_pair))
-
-
-def _group_index(groups) -> np.ndarray:
-    """Non-negative integer group numbers for bincount: tile ids as they are (no sort of every
-    sample), anything else through np.unique."""
-    g = np.asarray(groups)
-    if g.dtype.kind in "iu" and g.size and g.min() >= 0 and g.max() < 4 * g.size:
-        return g
-    return np.unique(g, return_inverse=True)[1].reshape(-1)
-
-
-def coils_from_floor_ratio(samples, groups=None) -> float | None:
-    """Effective coil count from the shape of pure-floor samples, whatever their noise level.
-
-    The moment ratio E[M]^2 / E[M^2] of a central chi depends on L alone, so within a group of
-    samples that share one sigma (a tile) it gives L without knowing sigma; the groups' relative
-    variances Var(M) / E[M^2] = 1 - ratio are pooled by their sizes.
-
-    Parameters
-    ----------
-    samples : ndarray, shape (m,)
-        Pure-floor magnitudes (signal units).
-    groups : int ndarray, shape (m,), optional
-        Group (tile) id per sample.
-
-    Returns
-    -------
-    float or None
-        L; None with too few samples.
-    """
-    x = np.asarray(samples, dtype=np.float64)
-    if x.size < MIN_FLOOR_SAMPLES:
-        return None
-    g = np.zeros(x.size, np.intp) if groups is None else _group_index(groups)
-    n = np.bincount(g)
-    m1 = np.bincount(g, weights=x) / np.maximum(n, 1)
-    m2 = np.bincount(g, weights=x * x) / np.maximum(n, 1)
-    ok = n >= MIN_TILE_FLOOR_SAMPLES
-    if not ok.any():
-        return None
-    relative_var = np.sum(n[ok] * (m2[ok] - m1[ok] ** 2) / m2[ok]) / np.sum(n[ok])
-    from .noise import effective_coils_from_ratio
-
-    return effective_coils_from_ratio(1.0 - relative_var)
 
 
 def _floor_coils(y, t, sigma, default, columns_to_group=None):

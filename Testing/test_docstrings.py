@@ -36,7 +36,7 @@ NUMPYDOC_MODULES = (
     "fatwater/neighbourhood.py", "fileio.py", "focal.py", "focal_phase.py", "grading.py",
     "headline.py", "image.py", "io/__init__.py", "io/checks.py", "io/dicom.py",
     "io/dicom_writer.py", "io/geometry.py", "io/loader.py", "io/metadata.py", "io/nifti.py",
-    "io/nrrd_sequence.py", "logic.py", "maps_io.py", "noise.py", "noise_source.py", "organs.py",
+    "io/nrrd_sequence.py", "logic.py", "maps_io.py", "noise.py", "noise_floor.py", "noise_map.py", "noise_source.py", "organs.py",
     "patterns.py", "phantom.py", "phantom_abdomen.py", "pipeline.py", "quantification.py",
     "quantities.py", "reference_fit.py", "regions.py", "relaxometry.py", "report.py",
     "report_figures.py", "sample_data.py", "scene/__init__.py", "scene/core.py",
