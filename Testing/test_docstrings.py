@@ -33,7 +33,7 @@ NUMPYDOC_MODULES = (
     "fatwater/__init__.py", "fatwater/bipolar.py", "fatwater/checks.py",
     "fatwater/complex_fit.py", "fatwater/fieldmap.py", "fatwater/inputs.py",
     "fatwater/likelihood.py", "fatwater/magnitude.py", "fatwater/maps.py",
-    "fatwater/neighbourhood.py", "fileio.py", "focal.py", "focal_phase.py", "grading.py",
+    "fatwater/neighbourhood.py", "fileio.py", "fit_result.py", "focal.py", "focal_phase.py", "grading.py",
     "headline.py", "image.py", "io/__init__.py", "io/checks.py", "io/dicom.py",
     "io/dicom_writer.py", "io/geometry.py", "io/loader.py", "io/metadata.py", "io/nifti.py",
     "io/nrrd_sequence.py", "logic.py", "maps_io.py", "noise.py", "noise_floor.py", "noise_map.py", "noise_source.py", "organs.py",
