@@ -70,11 +70,12 @@ def floor_samples(y, t, sigma, coils=1.0):
             late = np.arange(y.shape[0])[:, None] >= np.maximum(nf + 1, n_fit)[None, :]
             pure = late & (predicted < 0.1 * sigma[fast]) & np.isfinite(predicted) & (r2 > 0)
         values, rows = yf[pure], np.nonzero(pure)[0]
-        if _still_decaying(values, rows):
+        free = _decay_free_rows(values, rows)
+        if free is None:
             # fat oscillation or a second component faked a fast decay: these echoes hold signal
             return np.empty(0), np.empty(0, np.intp)
-        parts.append(values)
-        cols.append(columns[:, fast][pure])
+        parts.append(values[free])
+        cols.append(columns[:, fast][pure][free])
     if not parts:
         return np.empty(0), np.empty(0, np.intp)
     samples = np.concatenate(parts)
@@ -83,9 +84,29 @@ def floor_samples(y, t, sigma, coils=1.0):
     return samples[ok], cols[ok]
 
 
+def _decay_free_rows(values, rows):
+    """Which would-be floor samples to keep: all of them when they do not decay; else those
+    from the first echo on from which they no longer do (fat oscillation fakes a fast decay
+    whose in-phase echoes still hold signal, and that signal dies away in the later echoes);
+    None when no such echo leaves MIN_FLOOR_SAMPLES samples that can be tested."""
+    if not _still_decaying(values, rows):
+        return np.ones(values.size, bool)
+    for first in np.unique(rows)[1:]:
+        later = rows >= first
+        if np.count_nonzero(later) < MIN_FLOOR_SAMPLES:
+            return None
+        split = np.median(rows[later])
+        if min(np.count_nonzero(later & (rows <= split)), np.count_nonzero(rows > split)) < 100:
+            return None  # too few echoes left to tell a decay from the floor
+        if not _still_decaying(values[later], rows[later]):
+            return later
+    return None
+
+
 def _still_decaying(values, rows) -> bool:
     """True when the mean square of would-be floor samples falls from the earlier to the later
-    echoes by more than 15 %: pure noise does not decay."""
+    echoes by more than 15 %: pure noise does not decay. (Not tighter: the earlier and the later
+    echoes come from different voxels, whose noise differs where it varies in space.)"""
     if values.size < 200:
         return False
     split = np.median(rows)

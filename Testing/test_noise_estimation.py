@@ -272,3 +272,23 @@ def test_background_purity_counts_zeros_and_decay_as_before_on_float32_air():
     fading = noncentral_chi(np.zeros((8, 20000)), 10.0, 1, rng)
     fading[4:] *= 0.88                        # late echoes 23 % lower in power: not pure noise
     assert "decays" in background_purity(fading.astype(np.float32))["why"]
+
+
+def test_floor_samples_survive_fat_that_fakes_a_fast_decay():
+    # 1.5 T, 1 ms echo spacing: fat near the opposed-phase second echo makes two leading echoes
+    # look like a fast decay whose in-phase echoes still hold signal; the floor is then taken
+    # from the later echoes, where that signal has died away, not given up.
+    from IronMapping import noise_floor
+
+    rng = np.random.default_rng(4)
+    n, sigma = 40_000, 20.0
+    te_ms = 1.0 * np.arange(1, 13)
+    r2 = np.exp(rng.uniform(np.log(25.0), np.log(1000.0), n))
+    pdff = rng.uniform(0.0, 0.5, n)
+    c = fat_phasor(te_ms, 1.5)
+    amplitude = 1000.0 * np.abs((1 - pdff)[None] + pdff[None] * c[:, None]) * np.exp(-np.outer(te_ms / 1e3, r2))
+    y = noncentral_chi(amplitude, sigma, 1, rng)
+    samples, columns = noise_floor.floor_samples(y, te_ms / 1e3, sigma, 1.0)
+    assert samples.size >= noise_floor.MIN_FLOOR_SAMPLES
+    # the floor level 2 L sigma^2 with L = 1, to within the 15 % the decay test tolerates
+    assert np.mean(samples ** 2) / (2.0 * sigma ** 2) == pytest.approx(1.0, abs=0.15)
