@@ -42,6 +42,7 @@ NUMPYDOC_MODULES = (
     "report_figures.py", "sample_data.py", "scene/__init__.py", "scene/core.py",
     "scene/findings.py", "scene/inputs.py", "scene/outputs.py", "scene/segments.py",
     "segment_statistics.py", "tissue_mask.py",
+    "censoring.py", "lesion_contrast.py", "region_masks.py", "roi_signal.py",
 )
 
 #: Scripting API modules not converted yet: only their docstrings' presence is checked.
