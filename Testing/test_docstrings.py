@@ -43,6 +43,7 @@ NUMPYDOC_MODULES = (
     "scene/findings.py", "scene/inputs.py", "scene/outputs.py", "scene/segments.py",
     "segment_statistics.py", "tissue_mask.py",
     "censoring.py", "lesion_contrast.py", "region_masks.py", "roi_signal.py",
+    "region_comparisons.py", "region_summary.py", "summary_outputs.py", "summary_schema.py",
 )
 
 #: Scripting API modules not converted yet: only their docstrings' presence is checked.
