@@ -44,6 +44,7 @@ NUMPYDOC_MODULES = (
     "segment_statistics.py", "tissue_mask.py",
     "censoring.py", "lesion_contrast.py", "region_masks.py", "roi_signal.py",
     "region_comparisons.py", "region_summary.py", "summary_outputs.py", "summary_schema.py",
+    "label_maps.py", "volume_io.py",
 )
 
 #: Scripting API modules not converted yet: only their docstrings' presence is checked.
