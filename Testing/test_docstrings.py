@@ -45,6 +45,7 @@ NUMPYDOC_MODULES = (
     "censoring.py", "lesion_contrast.py", "region_masks.py", "roi_signal.py",
     "region_comparisons.py", "region_summary.py", "summary_outputs.py", "summary_schema.py",
     "label_maps.py", "volume_io.py",
+    "focal_detection.py", "focal_outputs.py", "focal_reading.py", "focal_settings.py",
 )
 
 #: Scripting API modules not converted yet: only their docstrings' presence is checked.
