@@ -25,7 +25,7 @@ A calibration made at another field than the data raises CalibrationError when i
 explicitly, unless ``convert_field=True`` (then R2* is converted and a warning is added); the
 default calibration (Wood 2005, 1.5 T) on 3 T data gives LIC null with a note instead.
 
-The summary is made in parts, each importable from here:
+The summary is made in parts (their public names are importable from here too):
 
 - :mod:`IronMapping.summary_schema`: the contract (``Summary``, ``RegionRow``,
   ``CalibrationBlock``);
