@@ -42,6 +42,10 @@ NUMPYDOC_MODULES = (
     "report_figures.py", "sample_data.py", "scene/__init__.py", "scene/core.py",
     "scene/findings.py", "scene/inputs.py", "scene/outputs.py", "scene/segments.py",
     "segment_statistics.py", "tissue_mask.py",
+    "censoring.py", "lesion_contrast.py", "region_masks.py", "roi_signal.py",
+    "region_comparisons.py", "region_summary.py", "summary_outputs.py", "summary_schema.py",
+    "label_maps.py", "volume_io.py",
+    "focal_detection.py", "focal_outputs.py", "focal_reading.py", "focal_settings.py",
 )
 
 #: Scripting API modules not converted yet: only their docstrings' presence is checked.
