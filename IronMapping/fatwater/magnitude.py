@@ -229,9 +229,11 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
     upper = np.array([np.inf, np.inf, r_max])[:, None]
     ftol = _FTOL * 0.5 * np.einsum("ij,ij->j", y, y)
 
-    def flush(sel):
-        w[idx[sel]], f[idx[sel]], r[idx[sel]] = p[:, sel]
-        cost_out[idx[sel]] = cost[sel]
+    p_out = np.empty((3, n))
+
+    def flush(j):
+        p_out[:, idx[j]] = p[:, j]
+        cost_out[idx[j]] = cost[j]
 
     for _ in range(max_iter):
         h11, h12, h13, h22, h23, h33 = rows[:6]
@@ -277,17 +279,19 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
         if park and done.size - n_done < park:
             break
         if n_done > _COMPACT * done.size:
-            flush(done)
-            conv_out[idx[done]] = True
+            finished = np.flatnonzero(done)
+            flush(finished)
+            conv_out[idx[finished]] = True
             keep = np.flatnonzero(~done)
             idx = idx[keep]
             p, rows, ya = (x.take(keep, axis=1) for x in (p, rows, ya))
             cost, lam, ftol = (x.take(keep) for x in (cost, lam, ftol))
             lik = lik.take(keep)
             done = np.zeros(idx.size, dtype=bool)
-    everything = np.ones(idx.size, dtype=bool)
-    flush(everything)
+    p_out[:, idx] = p
+    cost_out[idx] = cost
     conv_out[idx] = done
+    w[:], f[:], r[:] = p_out
     return cost_out, conv_out
 
 
