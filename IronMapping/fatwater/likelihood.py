@@ -72,8 +72,9 @@ def _moderate_table(nu, z_large, dtype):
         ratio = i1 / i0
         h[0] = -nu * np.log(2.0) - special.gammaln(nu + 1.0)
         ratio[0] = 0.0
-        _TABLES[key] = tuple(x.astype(dtype) for x in (h[:-1], np.diff(h), ratio[:-1],
-                                                       np.diff(ratio)))
+        # One row per node (one gather per element): h, its step, the ratio, its step.
+        _TABLES[key] = np.stack([h[:-1], np.diff(h), ratio[:-1], np.diff(ratio)],
+                                axis=1).astype(dtype)
     return _TABLES[key]
 
 
@@ -158,17 +159,14 @@ class _NoncentralChi:
 
     def _h_ratio_table(self, z):
         """h(z) - z and the ratio for 0 <= z < z_large by linear interpolation of the table."""
-        h0, dh, r0, dr = self.table
         s = z * (1.0 / _TABLE_STEP)
         k = np.floor(s)
         s -= k
-        k = k.astype(np.intp)
-        h = dh.take(k, mode="clip")
-        h *= s
-        h += h0.take(k, mode="clip")
-        ratio = dr.take(k, mode="clip")
-        ratio *= s
-        ratio += r0.take(k, mode="clip")
+        node = self.table.take(k.astype(np.intp), axis=0, mode="clip")
+        h = node[:, 1] * s
+        h += node[:, 0]
+        ratio = node[:, 3] * s
+        ratio += node[:, 2]
         return h, ratio
 
     def _h_ratio(self, z):
