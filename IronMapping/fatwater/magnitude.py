@@ -36,7 +36,8 @@ from .likelihood import _Gaussian, _NoncentralChi
 
 _BLOCK = 32768         # voxels fitted together (memory: ~30 arrays of 12 x 2 x _BLOCK float32)
 
-_LM_COLUMNS = 8192     # columns per Levenberg-Marquardt pass (cache-sized)
+_LM_COLUMNS = 16384    # columns per Levenberg-Marquardt pass: fewer numpy calls per voxel than
+                       # 8192 (threads wait less for the GIL), still mostly in cache
 _PARK = 0.05           # a pass stops when fewer than this share of its columns is unfinished;
                        # the slow voxels of all passes then finish together (one Python tail)
 _TINY = 1e-12
