@@ -98,8 +98,10 @@ class _NoncentralChi:
     Up to terms free of A, -log p(M | A) = A^2 / (2 sigma^2) - h(M A / sigma^2) with
     h(z) = log I_nu(z) - nu log z, nu = L - 1; the score is (M I_L(z)/I_nu(z) - A) / sigma^2.
     The cost is sigma^2 times the negative log-likelihood so that it scales like 0.5 * RSS.
-    I_nu: a 6-term asymptotic series where z >= 25 + 2 nu^2 (error < ~1e-7); below that the
-    Abramowitz & Stegun polynomials for L = 1, scipy's scaled Bessel functions otherwise.
+    I_nu: a 6-term asymptotic series where z >= 25 + 2 nu^2 (error < ~1e-7); below that linear
+    interpolation of a table made once per coil count from scipy's scaled Bessel functions
+    (error < ~1e-7); for coil counts whose table would be too long, the Abramowitz & Stegun
+    polynomials (L = 1) or scipy's Bessel functions directly.
     """
 
     name = "noncentral-chi"
