@@ -6,6 +6,8 @@ of the cost = -J^T rho, so that Levenberg-Marquardt solves (J^T J + lam D) d = J
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from scipy import special
 
@@ -54,7 +56,9 @@ _AS_I1_LARGE = (0.39894228, -0.03988024, -0.00362018, 0.00163801, -0.01031555, 0
 
 _TABLE_STEP = 1.0 / 1024.0  # linear interpolation error <= step^2 / 16 ~ 6e-8 (|f''| <= 1/2)
 _TABLE_MAX_ENTRIES = 1 << 17
-_TABLES = {}
+_TABLES = {}           # (nu, length, dtype) -> table; the few most recent coil counts
+_TABLES_KEPT = 8
+_TABLES_LOCK = threading.Lock()
 
 
 def _moderate_table(nu, z_large, dtype):
@@ -64,7 +68,9 @@ def _moderate_table(nu, z_large, dtype):
     if n_steps > _TABLE_MAX_ENTRIES:
         return None
     key = (nu, n_steps, np.dtype(dtype).str)
-    if key not in _TABLES:
+    with _TABLES_LOCK:
+        table = _TABLES.get(key)
+    if table is None:
         z = np.arange(n_steps + 1) * _TABLE_STEP
         zp = np.maximum(z, _TABLE_STEP)
         i0, i1 = special.ive(nu, zp), special.ive(nu + 1.0, zp)
@@ -73,9 +79,13 @@ def _moderate_table(nu, z_large, dtype):
         h[0] = -nu * np.log(2.0) - special.gammaln(nu + 1.0)
         ratio[0] = 0.0
         # One row per node (one gather per element): h, its step, the ratio, its step.
-        _TABLES[key] = np.stack([h[:-1], np.diff(h), ratio[:-1], np.diff(ratio)],
-                                axis=1).astype(dtype)
-    return _TABLES[key]
+        table = np.stack([h[:-1], np.diff(h), ratio[:-1], np.diff(ratio)],
+                         axis=1).astype(dtype)
+        with _TABLES_LOCK:
+            while len(_TABLES) >= _TABLES_KEPT:
+                _TABLES.pop(next(iter(_TABLES)))
+            _TABLES[key] = table
+    return table
 
 
 class _Gaussian:
