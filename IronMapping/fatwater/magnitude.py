@@ -38,6 +38,9 @@ _BLOCK = 32768         # voxels fitted together (memory: ~30 arrays of 12 x 2 x 
 
 _LM_COLUMNS = 16384    # columns per Levenberg-Marquardt pass: fewer numpy calls per voxel than
                        # 8192 (threads wait less for the GIL), still mostly in cache
+_ONE_PASS = 16384      # at most this many columns in one pass without parking: the parked
+                       # voxels get a fresh iteration budget in the common pass, so this bound
+                       # (not the pass size) decides which voxels get it
 _PARK = 0.05           # a pass stops when fewer than this share of its columns is unfinished;
                        # the slow voxels of all passes then finish together (one Python tail)
 _TINY = 1e-12
@@ -164,7 +167,7 @@ def _loglinear_start(y, t_ms):
 def _lm_blocked(y, model, w, f, r, lik, max_iter):
     """``_lm_magnitude`` in cache-sized passes whose slow voxels finish in one common pass."""
     n = y.shape[1]
-    if n <= 2 * _LM_COLUMNS:
+    if n <= _ONE_PASS:
         return _lm_magnitude(y, model, w, f, r, lik, max_iter)
     cost = np.empty(n)
     conv = np.zeros(n, dtype=bool)
