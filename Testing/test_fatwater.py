@@ -303,3 +303,56 @@ def test_kellman_liver_magnitude_and_complex_pdff_agree(shared_data):
     assert mag_r2 == pytest.approx(cx_r2, rel=0.05)
     assert np.isfinite([mag_pdff, mag_r2, cx_pdff, cx_r2]).all()
     assert np.mean(cx["converged"]) > 0.95
+
+
+@pytest.mark.parametrize("coils", [1.0, 2.0, 3.5])
+def test_noncentral_chi_terms_match_the_bessel_functions(coils):
+    # The likelihood's h(z) - z = log I_nu(z) - nu log z - z and I_L(z) / I_nu(z) (nu = L - 1),
+    # from its interpolation table below the asymptotic range and its series above it, against
+    # scipy's scaled Bessel functions in float64.
+    from scipy import special
+
+    from IronMapping.fatwater.likelihood import _NoncentralChi
+
+    nu = coils - 1.0
+    lik = _NoncentralChi(np.ones((1, 1)), coils, np.float64)
+    z = np.concatenate([[0.0, 1e-9, 1e-4], np.linspace(1e-3, 3 * lik.z_large, 20001),
+                        np.geomspace(lik.z_large, 1e6, 200)])
+    h, ratio = lik._h_ratio(z)
+    zp = np.maximum(z, 1e-300)
+    i0, i1 = special.ive(nu, zp), special.ive(nu + 1.0, zp)
+    with np.errstate(divide="ignore"):
+        h_ref = np.log(i0) - nu * np.log(zp)
+    with np.errstate(invalid="ignore"):
+        ratio_ref = i1 / i0
+    tiny = z < 1e-6  # limits at z -> 0
+    h_ref[tiny] = -nu * np.log(2.0) - special.gammaln(nu + 1.0)
+    ratio_ref[tiny] = z[tiny] / (2.0 * (nu + 1.0))
+    assert np.max(np.abs(h - h_ref)) < 3e-7
+    assert np.max(np.abs(ratio - ratio_ref)) < 3e-7
+
+
+def test_fused_cost_and_normal_rows_equal_the_separate_steps():
+    # The Levenberg-Marquardt loop evaluates the model, the likelihood terms, the Jacobian and
+    # the normal equations in one pass (_cost_and_rows); it must equal the separate steps.
+    from IronMapping.fatwater.likelihood import _Gaussian, _NoncentralChi
+    from IronMapping.fatwater.magnitude import (_cost_and_rows, _MagnitudeModel,
+                                                _normal_rows)
+
+    te = 1.0 * np.arange(1, 13)
+    model = _MagnitudeModel(te, fat_phasor(te, 1.5), np.float32)
+    rng = np.random.default_rng(3)
+    n = 500
+    p = np.stack([rng.uniform(0, 1, n), rng.uniform(0, 0.5, n), rng.uniform(0.02, 1.0, n)])
+    p[:, :5] = 0.0  # W = F = 0 (and R = 0): finite rows
+    y = rng.uniform(0, 1, (12, n)).astype(np.float32)
+    for lik in (_Gaussian(), _NoncentralChi(np.full((1, n), 4e-4, np.float32), 1.0,
+                                            np.float32)):
+        cost, rows = _cost_and_rows(y, model, p, lik)
+        e, a, q, amp = model.evaluate(*p)
+        cost_ref, rho = lik.terms(y, amp)
+        jw, jf, jr = model.jacobian(p[0], p[1], e, a, q, amp)
+        rows_ref = _normal_rows(jw, jf, jr, rho, lik.fisher_weights(amp))
+        assert np.all(np.isfinite(rows))
+        np.testing.assert_allclose(cost, cost_ref, rtol=1e-5)
+        np.testing.assert_allclose(rows, rows_ref, rtol=1e-4, atol=1e-6)

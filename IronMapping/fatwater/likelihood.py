@@ -6,6 +6,8 @@ of the cost = -J^T rho, so that Levenberg-Marquardt solves (J^T J + lam D) d = J
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from scipy import special
 
@@ -52,6 +54,40 @@ _AS_I1_LARGE = (0.39894228, -0.03988024, -0.00362018, 0.00163801, -0.01031555, 0
                 -0.02895312, 0.01787654, -0.00420059)
 
 
+_TABLE_STEP = 1.0 / 1024.0  # linear interpolation error <= step^2 / 16 ~ 6e-8 (|f''| <= 1/2)
+_TABLE_MAX_ENTRIES = 1 << 17
+_TABLES = {}           # (nu, length, dtype) -> table; the few most recent coil counts
+_TABLES_KEPT = 8
+_TABLES_LOCK = threading.Lock()
+
+
+def _moderate_table(nu, z_large, dtype):
+    """Tables of h(z) - z and I_nu+1(z)/I_nu(z) on z = k * _TABLE_STEP, k = 0..K (z_large
+    inside), each with its forward differences, for linear interpolation; None if too long."""
+    n_steps = int(np.ceil(z_large / _TABLE_STEP)) + 2
+    if n_steps > _TABLE_MAX_ENTRIES:
+        return None
+    key = (nu, n_steps, np.dtype(dtype).str)
+    with _TABLES_LOCK:
+        table = _TABLES.get(key)
+    if table is None:
+        z = np.arange(n_steps + 1) * _TABLE_STEP
+        zp = np.maximum(z, _TABLE_STEP)
+        i0, i1 = special.ive(nu, zp), special.ive(nu + 1.0, zp)
+        h = np.log(i0) - nu * np.log(zp)
+        ratio = i1 / i0
+        h[0] = -nu * np.log(2.0) - special.gammaln(nu + 1.0)
+        ratio[0] = 0.0
+        # One row per node (one gather per element): h, its step, the ratio, its step.
+        table = np.stack([h[:-1], np.diff(h), ratio[:-1], np.diff(ratio)],
+                         axis=1).astype(dtype)
+        with _TABLES_LOCK:
+            while len(_TABLES) >= _TABLES_KEPT:
+                _TABLES.pop(next(iter(_TABLES)))
+            _TABLES[key] = table
+    return table
+
+
 class _Gaussian:
     name = "gaussian"
 
@@ -72,8 +108,10 @@ class _NoncentralChi:
     Up to terms free of A, -log p(M | A) = A^2 / (2 sigma^2) - h(M A / sigma^2) with
     h(z) = log I_nu(z) - nu log z, nu = L - 1; the score is (M I_L(z)/I_nu(z) - A) / sigma^2.
     The cost is sigma^2 times the negative log-likelihood so that it scales like 0.5 * RSS.
-    I_nu: a 6-term asymptotic series where z >= 25 + 2 nu^2 (error < ~1e-7); below that the
-    Abramowitz & Stegun polynomials for L = 1, scipy's scaled Bessel functions otherwise.
+    I_nu: a 6-term asymptotic series where z >= 25 + 2 nu^2 (error < ~1e-7); below that linear
+    interpolation of a table made once per coil count from scipy's scaled Bessel functions
+    (error < ~1e-7); for coil counts whose table would be too long, the Abramowitz & Stegun
+    polynomials (L = 1) or scipy's Bessel functions directly.
     """
 
     name = "noncentral-chi"
@@ -91,6 +129,7 @@ class _NoncentralChi:
         self.log_c0 = _series_log(c0)
         self.ratio_c = _series_ratio(c1, c0)
         self.h_zero = -nu * np.log(2.0) - special.gammaln(nu + 1.0)
+        self.table = _moderate_table(nu, self.z_large, self.sigma2.dtype)
 
     def take(self, keep):
         new = object.__new__(_NoncentralChi)
@@ -130,6 +169,18 @@ class _NoncentralChi:
             ratio = np.where(tiny, zs / (2.0 * (nu + 1.0)), ratio)
         return h, ratio
 
+    def _h_ratio_table(self, z):
+        """h(z) - z and the ratio for 0 <= z < z_large by linear interpolation of the table."""
+        s = z * (1.0 / _TABLE_STEP)
+        k = np.floor(s)
+        s -= k
+        node = self.table.take(k.astype(np.intp), axis=0, mode="clip")
+        h = node[:, 1] * s
+        h += node[:, 0]
+        ratio = node[:, 3] * s
+        ratio += node[:, 2]
+        return h, ratio
+
     def _h_ratio(self, z):
         """h(z) - z and I_L(z)/I_nu(z) elementwise, for a 1-D or C-contiguous z.
 
@@ -149,8 +200,11 @@ class _NoncentralChi:
         rl = _horner(self.ratio_c, u)
         if small.size:
             zs = z[small]
-            h_small, rl[small] = self._h_ratio_moderate(zs)
-            hl[small] = h_small - zs
+            if self.table is None:
+                h_small, rl[small] = self._h_ratio_moderate(zs)
+                hl[small] = h_small - zs
+            else:
+                hl[small], rl[small] = self._h_ratio_table(zs)
         return hl.reshape(shape), rl.reshape(shape)
 
     def terms(self, y, a):

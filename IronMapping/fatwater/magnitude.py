@@ -36,7 +36,11 @@ from .likelihood import _Gaussian, _NoncentralChi
 
 _BLOCK = 32768         # voxels fitted together (memory: ~30 arrays of 12 x 2 x _BLOCK float32)
 
-_LM_COLUMNS = 8192     # columns per Levenberg-Marquardt pass (cache-sized)
+_LM_COLUMNS = 16384    # columns per Levenberg-Marquardt pass: fewer numpy calls per voxel than
+                       # 8192 (threads wait less for the GIL), still mostly in cache
+_ONE_PASS = 16384      # at most this many columns in one pass without parking: the parked
+                       # voxels get a fresh iteration budget in the common pass, so this bound
+                       # (not the pass size) decides which voxels get it
 _PARK = 0.05           # a pass stops when fewer than this share of its columns is unfinished;
                        # the slow voxels of all passes then finish together (one Python tail)
 _TINY = 1e-12
@@ -163,7 +167,7 @@ def _loglinear_start(y, t_ms):
 def _lm_blocked(y, model, w, f, r, lik, max_iter):
     """``_lm_magnitude`` in cache-sized passes whose slow voxels finish in one common pass."""
     n = y.shape[1]
-    if n <= 2 * _LM_COLUMNS:
+    if n <= _ONE_PASS:
         return _lm_magnitude(y, model, w, f, r, lik, max_iter)
     cost = np.empty(n)
     conv = np.zeros(n, dtype=bool)
@@ -181,6 +185,33 @@ def _lm_blocked(y, model, w, f, r, lik, max_iter):
     return cost, conv
 
 
+def _cost_and_rows(ya, model, p, lik):
+    """Cost [n] and normal-equation rows [9, n] (float64) of the model at parameters p [3, n].
+
+    evaluate + lik.terms + jacobian + _normal_rows in one pass that reuses its [E, n] buffers
+    (fewer, larger numpy calls: they hold the GIL less).
+    """
+    w, f, r = p.astype(model.dtype)
+    e = model.decay(r)
+    a = model.cr * f
+    a += w
+    q = model.ci2 * (f * f)
+    jw = np.multiply(a, a)
+    q += jw
+    q += _TINY * _TINY  # keeps e / q finite at W = F = 0 (as max(q, _TINY) did)
+    np.sqrt(q, out=q)
+    amp = np.multiply(q, e)
+    cost, rho = lik.terms(ya, amp)
+    g = np.divide(e, q, out=e)
+    np.multiply(a, g, out=jw)
+    jf = np.multiply(model.ci2, f, out=q)
+    a *= model.cr
+    jf += a
+    jf *= g
+    jr = np.multiply(model.minus_t, amp, out=g)
+    return cost, _normal_rows(jw, jf, jr, rho, lik.fisher_weights(amp))
+
+
 def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
     """Projected Levenberg-Marquardt on a block; works on the shrinking set of active voxels.
 
@@ -192,86 +223,79 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
     cost_out = np.empty(n)
     conv_out = np.zeros(n, dtype=bool)
     idx = np.arange(n)
-    wa, fa, ra = w.copy(), f.copy(), r.copy()
+    p = np.stack([w, f, r]).astype(np.float64)
     lam = np.full(n, _LAMBDA0)
     ya = y
-    e, a, q, amp = model.evaluate(wa, fa, ra)
-    cost, rho = lik.terms(ya, amp)
+    # The normal equations of the current point: a rejected trial keeps them.
+    cost, rows = _cost_and_rows(ya, model, p, lik)
     done = np.zeros(n, dtype=bool)
     r_max = R2STAR_MAX * 1e-3
+    upper = np.array([np.inf, np.inf, r_max])[:, None]
     ftol = _FTOL * 0.5 * np.einsum("ij,ij->j", y, y)
 
-    def flush(sel):
-        w[idx[sel]], f[idx[sel]], r[idx[sel]] = wa[sel], fa[sel], ra[sel]
-        cost_out[idx[sel]] = cost[sel]
+    p_out = np.empty((3, n))
 
-    stale = None  # voxels whose last step was rejected: the state arrays hold the trial point
+    def flush(j):
+        p_out[:, idx[j]] = p[:, j]
+        cost_out[idx[j]] = cost[j]
+
     for _ in range(max_iter):
-        jw, jf, jr = model.jacobian(wa, fa, e, a, q, amp)
-        rows = _normal_rows(jw, jf, jr, rho, lik.fisher_weights(amp))
-        if stale is not None:
-            # A rejected voxel has not moved: it keeps its normal equations.
-            rows = np.where(stale, rows_prev, rows)
-        rows_prev = rows
-        h11, h12, h13, h22, h23, h33, g1, g2, g3 = rows
+        h11, h12, h13, h22, h23, h33 = rows[:6]
+        g = rows[6:]
         # Active bounds: a parameter on its bound whose descent direction points outside is
         # frozen for this step (projected Levenberg-Marquardt).
-        fix_w = (wa <= 0.0) & (g1 <= 0.0)
-        fix_f = (fa <= 0.0) & (g2 <= 0.0)
-        fix_r = ((ra <= 0.0) & (g3 <= 0.0)) | ((ra >= r_max) & (g3 >= 0.0))
-        if fix_w.any() or fix_f.any() or fix_r.any():
-            free_w, free_f, free_r = ~fix_w, ~fix_f, ~fix_r
-            h12 = h12 * (free_w & free_f)
-            h13 = h13 * (free_w & free_r)
-            h23 = h23 * (free_f & free_r)
-            h11 = np.where(fix_w, 1.0, h11)
-            h22 = np.where(fix_f, 1.0, h22)
-            h33 = np.where(fix_r, 1.0, h33)
-            g1 = g1 * free_w
-            g2 = g2 * free_f
-            g3 = g3 * free_r
+        fix = (p <= 0.0) & (g <= 0.0)
+        fix[2] |= (p[2] >= r_max) & (g[2] >= 0.0)
         damp = lam + 1.0
-        dw, df, dr, _, ok = _solve3((h11 * damp, h12, h13, h22 * damp, h23, h33 * damp),
-                                    (g1, g2, g3))
-        w_new = np.maximum(wa + dw, 0.0)
-        f_new = np.maximum(fa + df, 0.0)
-        r_new = np.clip(ra + dr, 0.0, r_max)
-        e_n, a_n, q_n, amp_n = model.evaluate(w_new, f_new, r_new)
-        cost_n, rho_n = lik.terms(ya, amp_n)
+        if fix.any():
+            free = ~fix
+            h12 = h12 * (free[0] & free[1])
+            h13 = h13 * (free[0] & free[2])
+            h23 = h23 * (free[1] & free[2])
+            h11 = np.where(fix[0], 1.0, h11)
+            h22 = np.where(fix[1], 1.0, h22)
+            h33 = np.where(fix[2], 1.0, h33)
+            g = g * free
+        dw, df, dr, _, ok = _solve3((h11 * damp, h12, h13, h22 * damp, h23, h33 * damp), g)
+        p_new = np.stack([dw, df, dr])
+        p_new += p
+        np.clip(p_new, 0.0, upper, out=p_new)
+        cost_n, rows_n = _cost_and_rows(ya, model, p_new, lik)
         acc = ok & (cost_n <= cost)
-        step_small = ((np.abs(w_new - wa) + np.abs(f_new - fa) <= _XTOL * (wa + fa + 1e-6))
-                      & (np.abs(r_new - ra) <= _XTOL * (ra + 1e-3)))
+        step = np.abs(p_new - p)
+        step_small = ((step[0] + step[1] <= _XTOL * (p[0] + p[1] + 1e-6))
+                      & (step[2] <= _XTOL * (p[2] + 1e-3)))
         fun_small = np.abs(cost - cost_n) <= ftol
         newly = (acc & (step_small | fun_small)) | (~acc & (lam > 1e9))
-        wa = np.where(acc, w_new, wa)
-        fa = np.where(acc, f_new, fa)
-        ra = np.where(acc, r_new, ra)
-        cost = np.where(acc, cost_n, cost)
-        # The trial arrays become the state (cheaper than copying rejected columns back).
-        e, a, q, amp, rho = e_n, a_n, q_n, amp_n, rho_n
-        stale = None if acc.all() else ~acc
-        lam = np.where(acc, np.maximum(lam * 0.2, 1e-9), lam * 10.0)
+        if acc.all():
+            p, cost, rows = p_new, cost_n, rows_n
+            lam *= 0.2
+            np.maximum(lam, 1e-9, out=lam)
+        else:
+            p = np.where(acc, p_new, p)
+            cost = np.where(acc, cost_n, cost)
+            rows = np.where(acc, rows_n, rows)
+            lam = np.where(acc, np.maximum(lam * 0.2, 1e-9), lam * 10.0)
         done |= newly
-        if done.all():
+        n_done = np.count_nonzero(done)
+        if n_done == done.size:
             break
-        if park and done.size - np.count_nonzero(done) < park:
+        if park and done.size - n_done < park:
             break
-        if done.mean() > _COMPACT:
-            flush(done)
-            conv_out[idx[done]] = True
-            keep = ~done
+        if n_done > _COMPACT * done.size:
+            finished = np.flatnonzero(done)
+            flush(finished)
+            conv_out[idx[finished]] = True
+            keep = np.flatnonzero(~done)
             idx = idx[keep]
-            wa, fa, ra, cost, lam, ftol = (x[keep] for x in (wa, fa, ra, cost, lam, ftol))
-            ya, e, a, q, amp, rho = (np.compress(keep, x, axis=1)
-                                     for x in (ya, e, a, q, amp, rho))
-            rows_prev = np.compress(keep, rows_prev, axis=1)
-            if stale is not None:
-                stale = stale[keep]
+            p, rows, ya = (x.take(keep, axis=1) for x in (p, rows, ya))
+            cost, lam, ftol = (x.take(keep) for x in (cost, lam, ftol))
             lik = lik.take(keep)
             done = np.zeros(idx.size, dtype=bool)
-    everything = np.ones(idx.size, dtype=bool)
-    flush(everything)
+    p_out[:, idx] = p
+    cost_out[idx] = cost
     conv_out[idx] = done
+    w[:], f[:], r[:] = p_out
     return cost_out, conv_out
 
 
