@@ -13,7 +13,9 @@ from ..errors import InputError
 from ..fatmodel import fat_phasor, get_spectrum
 from .checks import R2STAR_MAX, _check_echo_times_s, _require_field_strength
 from .likelihood import _Gaussian
-from .magnitude import _COMPACT, _LAMBDA0, _XTOL, _MagnitudeModel, _lm_magnitude, _loglinear_start
+from .magnitude import _COMPACT, _LAMBDA0, _MagnitudeModel, _lm_magnitude, _loglinear_start
+
+_COMPLEX_XTOL = 1e-7  # relative step of the complex fit's parameters at convergence
 
 _COMPLEX_BLOCK = 4096  # voxels per complex fit block
 
@@ -102,7 +104,7 @@ def _lm_complex(z, t, c, p, max_iter, even=None, water_only=False):
         pn[2] = np.clip(pn[2], 0.0, r_max)
         bn, mn, resn, costn = evaluate(pn, za)
         acc = ok & (costn <= cost)
-        small = (np.abs(pn - pa) <= _XTOL * 1e-3 * (np.abs(pa) + 1e-6)).all(0)
+        small = (np.abs(pn - pa) <= _COMPLEX_XTOL * (np.abs(pa) + 1e-6)).all(0)
         flat = np.abs(cost - costn) <= 1e-12 * cost + 1e-30
         done |= (acc & (small | flat)) | (~acc & (lam > 1e9))
         pa = np.where(acc, pn, pa)
