@@ -95,25 +95,37 @@ def _decay_free_rows(values, rows):
         later = rows >= first
         if np.count_nonzero(later) < MIN_FLOOR_SAMPLES:
             return None
-        split = np.median(rows[later])
-        if min(np.count_nonzero(later & (rows <= split)), np.count_nonzero(rows > split)) < 100:
+        ratio = _decay_ratio(values[later], rows[later])
+        if ratio is None:
             return None  # too few echoes left to tell a decay from the floor
-        if not _still_decaying(values[later], rows[later]):
+        if ratio >= _DECAY_TOLERATED:
             return later
     return None
 
 
-def _still_decaying(values, rows) -> bool:
-    """True when the mean square of would-be floor samples falls from the earlier to the later
-    echoes by more than 15 %: pure noise does not decay. (Not tighter: the earlier and the later
-    echoes come from different voxels, whose noise differs where it varies in space.)"""
+#: Would-be floor samples whose mean square falls by more than this factor from the earlier to
+#: the later echoes still hold signal. (Not tighter: the earlier and the later echoes come from
+#: different voxels, whose noise differs where it varies in space.)
+_DECAY_TOLERATED = 0.85
+
+
+def _decay_ratio(values, rows):
+    """Mean square of the later over the earlier half of the samples' echoes; None with fewer
+    than 200 samples or 100 in either half."""
     if values.size < 200:
-        return False
+        return None
     split = np.median(rows)
     early, late = values[rows <= split], values[rows > split]
     if early.size < 100 or late.size < 100:
-        return False
-    return float(np.mean(late * late)) < 0.85 * float(np.mean(early * early))
+        return None
+    return float(np.mean(late * late)) / float(np.mean(early * early))
+
+
+def _still_decaying(values, rows) -> bool:
+    """True when the samples' mean square falls by more than _DECAY_TOLERATED from the earlier to
+    the later echoes: pure noise does not decay."""
+    ratio = _decay_ratio(values, rows)
+    return ratio is not None and ratio < _DECAY_TOLERATED
 
 
 def floor_level(y, t, sigma, coils=1.0):
