@@ -356,3 +356,45 @@ def test_fused_cost_and_normal_rows_equal_the_separate_steps():
         assert np.all(np.isfinite(rows))
         np.testing.assert_allclose(cost, cost_ref, rtol=1e-5)
         np.testing.assert_allclose(rows, rows_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_a_voxel_whose_next_step_is_within_tolerance_is_not_evaluated_again(monkeypatch):
+    # Levenberg-Marquardt declares a voxel converged when its next (Gauss-Newton) step is within
+    # _XTOL, without evaluating that trial point: started at its optimum a voxel costs one
+    # evaluation, and a fit from the usual start agrees with a tight fit within the tolerance.
+    import IronMapping.fatwater.magnitude as magnitude_fit
+    from IronMapping.fatwater.likelihood import _Gaussian
+
+    b0, te = PROTOCOLS["1.5T uniform 12 echoes"]
+    model = magnitude_fit._MagnitudeModel(te, fat_phasor(te, b0), np.float32)
+    rng = np.random.default_rng(5)
+    n = 2000
+    w, f = rng.uniform(0.3, 0.8, n), rng.uniform(0.0, 0.3, n)
+    r = np.exp(rng.uniform(np.log(0.03), np.log(0.5), n))  # R2* 30-500 1/s, in 1/ms
+    y = (magnitude(w, f, r * 1e3, te, b0) + rng.normal(0, 0.01, (te.size, n))).astype(np.float32)
+    # the least-squares optimum, converged far below the working tolerance
+    monkeypatch.setattr(magnitude_fit, "_XTOL", 1e-7)
+    wt, ft, rt = w.copy(), f.copy(), r.copy()
+    magnitude_fit._lm_magnitude(y, model, wt, ft, rt, _Gaussian(), 200)
+    monkeypatch.undo()
+
+    evaluated = []
+    real = magnitude_fit._cost_and_rows
+
+    def counting(ya, *args):
+        evaluated.append(ya.shape[1])
+        return real(ya, *args)
+
+    monkeypatch.setattr(magnitude_fit, "_cost_and_rows", counting)
+    w0, f0, r0 = wt.copy(), ft.copy(), rt.copy()
+    _, conv = magnitude_fit._lm_magnitude(y, model, w0, f0, r0, _Gaussian(), 50)
+    assert conv.all()
+    assert evaluated == [n]  # the start only: no trial point was needed
+    np.testing.assert_array_equal(r0, rt)
+
+    evaluated.clear()
+    ws, fs, rs = np.full(n, 0.7), np.zeros(n), np.full(n, 0.1)
+    _, conv = magnitude_fit._lm_magnitude(y, model, ws, fs, rs, _Gaussian(), 50)
+    assert conv.mean() > 0.99
+    ok = conv & (rt > 0)
+    assert np.percentile(np.abs(rs[ok] - rt[ok]) / rt[ok], 99) < 1e-2

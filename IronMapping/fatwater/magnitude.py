@@ -15,12 +15,14 @@ solution.
 Likelihood: Gaussian (least squares) when the noise is unknown; noncentral chi (Rician for one
 coil) when the noise SD per real channel and the (effective) coil count are known. Then least
 squares runs first; voxels whose model comes within 10 sigma of the noise floor are refined by
-the noncentral-chi likelihood (far above it the two coincide: R2* bias < ~0.5 %). The chosen
-start is refined fully, the other by two steps (its likelihood only decides the choice); a
-voxel whose choice changes has the new winner refined fully.
+the noncentral-chi likelihood (far above it the two coincide: R2* bias < ~0.5 %). Unless one
+start already lost decisively, the choice is made on the noncentral-chi likelihood of both
+least-squares optima, and only the chosen one is refined (starting from those likelihood terms).
 
 Batched Levenberg-Marquardt on blocks [echo, voxel] of float32 (parameters, normal equations
-and their closed-form 3x3 solves in float64); no per-voxel Python loops.
+and their closed-form 3x3 solves in float64); no per-voxel Python loops. Converged: a relative
+step of at most 1e-3 (``_XTOL``), taken or, with little damping, next to be taken (that trial
+point is then not evaluated).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ _MAX_ITER_NCCHI = 30
 _FIRST_ITER = 10       # least-squares steps after which a decisively losing start stops
 _GAUSSIAN_ENOUGH = 10.0  # all model amplitudes >= this many sigma: least squares is the ML fit
 _COMPACT = 0.25        # drop finished voxels from the block when this fraction is done
+_SETTLED_LAMBDA = 1e-2  # damping below which a step within _XTOL means converged (Gauss-Newton)
 
 
 # Magnitude fit
@@ -165,18 +168,19 @@ def _loglinear_start(y, t_ms):
     return r, s0
 
 
-def _lm_blocked(y, model, w, f, r, lik, max_iter):
+def _lm_blocked(y, model, w, f, r, lik, max_iter, start_terms=None):
     """``_lm_magnitude`` in cache-sized passes whose slow voxels finish in one common pass."""
     n = y.shape[1]
     if n <= _ONE_PASS:
-        return _lm_magnitude(y, model, w, f, r, lik, max_iter)
+        return _lm_magnitude(y, model, w, f, r, lik, max_iter, start_terms=start_terms)
     cost = np.empty(n)
     conv = np.zeros(n, dtype=bool)
     park = int(_PARK * _LM_COLUMNS)
     for start in range(0, n, _LM_COLUMNS):
         sl = slice(start, min(start + _LM_COLUMNS, n))
+        terms = None if start_terms is None else (start_terms[0][sl], start_terms[1][:, sl])
         cost[sl], conv[sl] = _lm_magnitude(y[:, sl], model, w[sl], f[sl], r[sl], lik.take(sl),
-                                           max_iter, park)
+                                           max_iter, park, terms)
     rest = np.flatnonzero(~conv)
     if rest.size:
         wr, fr, rr = w[rest], f[rest], r[rest]
@@ -186,11 +190,12 @@ def _lm_blocked(y, model, w, f, r, lik, max_iter):
     return cost, conv
 
 
-def _cost_and_rows(ya, model, p, lik):
+def _cost_and_rows(ya, model, p, lik, terms=None):
     """Cost [n] and normal-equation rows [9, n] (float64) of the model at parameters p [3, n].
 
     evaluate + lik.terms + jacobian + _normal_rows in one pass that reuses its [E, n] buffers
-    (fewer, larger numpy calls: they hold the GIL less).
+    (fewer, larger numpy calls: they hold the GIL less). ``terms``: ``lik.terms`` at p if
+    already known (cost [n], rho [E, n]).
     """
     w, f, r = p.astype(model.dtype)
     e = model.decay(r)
@@ -202,7 +207,7 @@ def _cost_and_rows(ya, model, p, lik):
     q += _TINY * _TINY  # keeps e / q finite at W = F = 0 (as max(q, _TINY) did)
     np.sqrt(q, out=q)
     amp = np.multiply(q, e)
-    cost, rho = lik.terms(ya, amp)
+    cost, rho = lik.terms(ya, amp) if terms is None else terms
     g = np.divide(e, q, out=e)
     np.multiply(a, g, out=jw)
     jf = np.multiply(model.ci2, f, out=q)
@@ -213,11 +218,12 @@ def _cost_and_rows(ya, model, p, lik):
     return cost, _normal_rows(jw, jf, jr, rho, lik.fisher_weights(amp))
 
 
-def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
+def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0, start_terms=None):
     """Projected Levenberg-Marquardt on a block; works on the shrinking set of active voxels.
 
     y [E, n] normalised magnitudes; w, f, r [n] starts (modified in place).
     park : stop early (unfinished voxels not converged) once fewer than this many are active.
+    start_terms : ``lik.terms`` at the starts (cost [n], rho [E, n]) if already known.
     Returns cost [n], converged [n] bool.
     """
     n = y.shape[1]
@@ -228,7 +234,7 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
     lam = np.full(n, _LAMBDA0)
     ya = y
     # The normal equations of the current point: a rejected trial keeps them.
-    cost, rows = _cost_and_rows(ya, model, p, lik)
+    cost, rows = _cost_and_rows(ya, model, p, lik, start_terms)
     done = np.zeros(n, dtype=bool)
     r_max = R2STAR_MAX * 1e-3
     upper = np.array([np.inf, np.inf, r_max])[:, None]
@@ -236,9 +242,27 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
 
     p_out = np.empty((3, n))
 
-    def flush(j):
-        p_out[:, idx[j]] = p[:, j]
-        cost_out[idx[j]] = cost[j]
+    def settle(*extra):
+        """After marking voxels done: None when the pass stops here, else ``extra`` ([.., n]
+        arrays of this iteration), without the finished voxels when enough of them were
+        dropped from the block (their results written out)."""
+        nonlocal idx, p, rows, ya, cost, lam, ftol, lik, done
+        n_done = np.count_nonzero(done)
+        if n_done == done.size or (park and done.size - n_done < park):
+            return None
+        if n_done <= _COMPACT * done.size:
+            return extra
+        finished = np.flatnonzero(done)
+        p_out[:, idx[finished]] = p[:, finished]
+        cost_out[idx[finished]] = cost[finished]
+        conv_out[idx[finished]] = True
+        keep = np.flatnonzero(~done)
+        idx = idx[keep]
+        p, rows, ya = (x.take(keep, axis=1) for x in (p, rows, ya))
+        cost, lam, ftol = (x.take(keep) for x in (cost, lam, ftol))
+        lik = lik.take(keep)
+        done = np.zeros(idx.size, dtype=bool)
+        return tuple(x.take(keep, axis=-1) for x in extra)
 
     for _ in range(max_iter):
         h11, h12, h13, h22, h23, h33 = rows[:6]
@@ -261,11 +285,19 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
         p_new = np.stack([dw, df, dr])
         p_new += p
         np.clip(p_new, 0.0, upper, out=p_new)
-        cost_n, rows_n = _cost_and_rows(ya, model, p_new, lik)
-        acc = ok & (cost_n <= cost)
         step = np.abs(p_new - p)
         step_small = ((step[0] + step[1] <= _XTOL * (p[0] + p[1] + 1e-6))
                       & (step[2] <= _XTOL * (p[2] + 1e-3)))
+        # A voxel whose next (essentially Gauss-Newton) step is already within the tolerance
+        # has converged where it is: its trial point is not evaluated (one evaluation fewer
+        # per fit; the answer within one step of _XTOL of the one the trial would give).
+        done |= ok & step_small & (lam < _SETTLED_LAMBDA)
+        trial = settle(p_new, ok, step_small)
+        if trial is None:
+            break
+        p_new, ok, step_small = trial
+        cost_n, rows_n = _cost_and_rows(ya, model, p_new, lik)
+        acc = ok & (cost_n <= cost)
         fun_small = np.abs(cost - cost_n) <= ftol
         newly = (acc & (step_small | fun_small)) | (~acc & (lam > 1e9))
         if acc.all():
@@ -278,21 +310,8 @@ def _lm_magnitude(y, model, w, f, r, lik, max_iter, park=0):
             rows = np.where(acc, rows_n, rows)
             lam = np.where(acc, np.maximum(lam * 0.2, 1e-9), lam * 10.0)
         done |= newly
-        n_done = np.count_nonzero(done)
-        if n_done == done.size:
+        if settle() is None:
             break
-        if park and done.size - n_done < park:
-            break
-        if n_done > _COMPACT * done.size:
-            finished = np.flatnonzero(done)
-            flush(finished)
-            conv_out[idx[finished]] = True
-            keep = np.flatnonzero(~done)
-            idx = idx[keep]
-            p, rows, ya = (x.take(keep, axis=1) for x in (p, rows, ya))
-            cost, lam, ftol = (x.take(keep) for x in (cost, lam, ftol))
-            lik = lik.take(keep)
-            done = np.zeros(idx.size, dtype=bool)
     p_out[:, idx] = p
     cost_out[idx] = cost
     conv_out[idx] = done
@@ -437,16 +456,17 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
         # Far above the noise floor the noncentral chi is Gaussian with mean A + sigma^2/(2A):
         # the R2* bias of least squares is below ~0.5 % there (amplitudes >= 10 sigma), so
         # only voxels with a model amplitude nearer the floor are refined.
-        amp_min = model.evaluate(w, f, r)[3].min(0)
+        amp_ls = model.evaluate(w, f, r)[3]  # the least-squares optima's model magnitudes
+        amp_min = amp_ls.min(0)
         floor = np.minimum(amp_min[:m], amp_min[m:]) < _GAUSSIAN_ENOUGH * sn
         full_iter = min(max_iter, _MAX_ITER_NCCHI)
 
-        def refine(sel, iterations):
+        def refine(sel, iterations, start_terms=None):
             ws, fs, rs = w[sel], f[sel], r[sel]
             cost_s, conv_s = _lm_blocked(y2_lm[:, sel], model, ws, fs, rs,
                                          _NoncentralChi((sn[sel % m] ** 2)[None, :], coils,
                                                         model.dtype),
-                                         iterations)
+                                         iterations, start_terms)
             w[sel], f[sel], r[sel], cost[sel], conv[sel] = ws, fs, rs, cost_s, conv_s
 
         def decide(sel):
@@ -461,14 +481,18 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
             decide(undecided)
         else:
             # Decide on the noncentral-chi likelihood of both least-squares optima (the same
-            # footing for both), then refine only the chosen one.
-            both = np.concatenate([undecided, undecided + m])
-            amp_ = model.evaluate(w[both], f[both], r[both])[3]
-            sn_both = sn[both % m]
-            cost[both] = _NoncentralChi((sn_both ** 2)[None, :], coils, model.dtype).terms(
-                y2_lm[:, both], amp_)[0]
+            # footing for both), then refine only the chosen one, from those likelihood terms.
+            at_floor = np.flatnonzero(floor)
+            both = np.concatenate([at_floor, at_floor + m])
+            amp_ = amp_ls.take(both, axis=1)
+            cost_both, rho_both = _NoncentralChi((sn[both % m] ** 2)[None, :], coils,
+                                                 model.dtype).terms(y2_lm[:, both], amp_)
+            open_ = np.flatnonzero(np.abs(llr[at_floor] - fat_evidence) <= _DECISIVE)
+            open_ = np.concatenate([open_, open_ + at_floor.size])
+            cost[both[open_]] = cost_both[open_]
             decide(undecided)
-            refine(np.flatnonzero(floor) + m * fat_wins[floor], full_iter)
+            chosen = np.arange(at_floor.size) + at_floor.size * fat_wins[at_floor]
+            refine(both[chosen], full_iter, (cost_both[chosen], rho_both[:, chosen]))
     idx = np.arange(sl.start, sl.stop)[valid]
     if sn is not None:
         llr = np.where(np.isnan(evidence), llr, evidence / (sn * sn))
