@@ -547,27 +547,28 @@ def _assess(y, t, bf: estimators.BlockFit, method, sigma, coils, invalid, r2_max
     """Status, R^2 quality and SD(R2*) for one block (y: (n_echoes, n) float64, t in s)."""
     r2, s0 = bf.r2star, bf.s0
     s0_safe = np.nan_to_num(s0)
-    e = np.multiply.outer(-t, np.nan_to_num(r2))
-    np.exp(e, out=e)
-    predicted = e * s0_safe
-    noise_model = method in NOISE_FLOOR_MODELS and sigma is not None
-    if noise_model:
-        # root-mean-square magnitude of the noncentral chi: sqrt(A^2 + 2 L sigma^2)
-        np.multiply(predicted, predicted, out=predicted)
-        predicted += 2.0 * coils * sigma * sigma
-        np.sqrt(predicted, out=predicted)
-    elif bf.offset is not None:
-        predicted += bf.offset
-    resid = np.subtract(y, predicted, out=predicted)
+    rss = bf.rss
+    if rss is None or bf.uncertainty is None:  # (a fit that gives both, fat-water, needs no decay)
+        e = np.multiply.outer(-t, np.nan_to_num(r2))
+        np.exp(e, out=e)
     if method == "truncation":
         used = (np.arange(y.shape[0])[:, None] < bf.echoes_used[None, :]).astype(np.float64)
-        resid *= used
         yw = y * used
         n_used = used.sum(0)
     else:
         used, yw, n_used = None, y, float(y.shape[0])
-    rss = bf.rss
     if rss is None:
+        predicted = e * s0_safe
+        if method in NOISE_FLOOR_MODELS and sigma is not None:
+            # root-mean-square magnitude of the noncentral chi: sqrt(A^2 + 2 L sigma^2)
+            np.multiply(predicted, predicted, out=predicted)
+            predicted += 2.0 * coils * sigma * sigma
+            np.sqrt(predicted, out=predicted)
+        elif bf.offset is not None:
+            predicted += bf.offset
+        resid = np.subtract(y, predicted, out=predicted)
+        if used is not None:
+            resid *= used
         rss = np.einsum("ij,ij->j", resid, resid)
     sum_y = yw.sum(0)
     tss = np.einsum("ij,ij->j", yw, yw) - sum_y * sum_y / n_used
