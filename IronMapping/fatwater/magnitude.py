@@ -473,22 +473,22 @@ def _fit_magnitude_block(y, t_ms, model, sigma, coils, max_iter, out, sl, keep_b
             evidence[sel] = cost[sel] - cost[m + sel]
             fat_wins[sel] = (evidence[sel] / sn[sel] ** 2) > fat_evidence
 
-        undecided = np.flatnonzero(floor & (np.abs(llr - fat_evidence) <= _DECISIVE))
+        at_floor = np.flatnonzero(floor)
+        near = np.abs(llr[at_floor] - fat_evidence) <= _DECISIVE  # of at_floor: not decisive
+        undecided = at_floor[near]
         if keep_both:
             # Both solutions are returned: refine both, decide on the refined likelihoods.
-            refine(np.flatnonzero(floor), full_iter)
-            refine(np.flatnonzero(floor) + m, full_iter)
+            refine(at_floor, full_iter)
+            refine(at_floor + m, full_iter)
             decide(undecided)
         else:
             # Decide on the noncentral-chi likelihood of both least-squares optima (the same
             # footing for both), then refine only the chosen one, from those likelihood terms.
-            at_floor = np.flatnonzero(floor)
             both = np.concatenate([at_floor, at_floor + m])
             amp_ = amp_ls.take(both, axis=1)
             cost_both, rho_both = _NoncentralChi((sn[both % m] ** 2)[None, :], coils,
                                                  model.dtype).terms(y2_lm[:, both], amp_)
-            open_ = np.flatnonzero(np.abs(llr[at_floor] - fat_evidence) <= _DECISIVE)
-            open_ = np.concatenate([open_, open_ + at_floor.size])
+            open_ = np.concatenate([near, near])
             cost[both[open_]] = cost_both[open_]
             decide(undecided)
             chosen = np.arange(at_floor.size) + at_floor.size * fat_wins[at_floor]
