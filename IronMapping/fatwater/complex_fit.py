@@ -11,11 +11,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..fatmodel import fat_phasor, get_spectrum
-from .checks import R2STAR_MAX, _check_echo_times_s, _require_field_strength
+from .checks import _check_echo_times_s, _require_field_strength
+from .complex_lm import lm_complex as _lm_complex
 from .likelihood import _Gaussian
-from .magnitude import _COMPACT, _LAMBDA0, _MagnitudeModel, _lm_magnitude, _loglinear_start
+from .magnitude import _MagnitudeModel, _lm_magnitude, _loglinear_start
 
-_COMPLEX_XTOL = 1e-7  # relative step of the complex fit's parameters at convergence
 
 _COMPLEX_BLOCK = 4096  # voxels per complex fit block
 
@@ -45,89 +45,6 @@ def _complex_start(z, t, c, w, f, r):
     psi = np.angle(lag.sum(0)) / (2 * np.pi * dt.mean())
     phi = np.angle((p * np.exp(-2j * np.pi * t * psi)).sum(0))
     return psi, phi
-
-
-def _lm_complex(z, t, c, p, max_iter, even=None, water_only=False):
-    """Projected Levenberg-Marquardt for (W, F, R, psi, phi[, theta]) [5 or 6, n] on z [E, n].
-
-    t [E, 1] ms, c [E, 1] fat phasor; ``even`` [E, 1] (see ``_complex_model``) adds the odd/even
-    echo phase theta as a sixth parameter; ``water_only`` holds F at its start (0). W, F >= 0 and 0 <= R <= R2STAR_MAX: a parameter on
-    its bound whose descent direction points outside is frozen for the step. Finished voxels
-    are dropped from the working set. Returns (p, cost [n] = 0.5 * residual energy,
-    converged [n] bool).
-    """
-    n = z.shape[1]
-    p = p.copy()
-    cost_out = np.empty(n)
-    conv_out = np.zeros(n, dtype=bool)
-    idx = np.arange(n)
-    lam = np.full(n, _LAMBDA0)
-    r_max = R2STAR_MAX * 1e-3
-    n_par = p.shape[0]
-    eye = np.eye(n_par)
-
-    def evaluate(pp, zz):
-        b, m = _complex_model(t, c, *pp, even=even)
-        res = zz - m
-        return b, m, res, 0.5 * (res.real ** 2 + res.imag ** 2).sum(0)
-
-    za, pa = z, p
-    b, m, res, cost = evaluate(pa, za)
-    done = np.zeros(n, dtype=bool)
-    for _ in range(max_iter):
-        columns = [b, c * b, -t * m, 2j * np.pi * t * m, 1j * m]
-        if even is not None:
-            columns.append(1j * even * m)
-        j = np.stack(columns)  # [n_par, E, n]
-        h = np.einsum("aen,ben->nab", j.real, j.real) + np.einsum("aen,ben->nab", j.imag, j.imag)
-        g = np.einsum("aen,en->na", j.real, res.real) + np.einsum("aen,en->na", j.imag, res.imag)
-        frozen = np.zeros(g.shape, dtype=bool)
-        frozen[:, 0] = (pa[0] <= 0.0) & (g[:, 0] <= 0.0)
-        frozen[:, 1] = ((pa[1] <= 0.0) & (g[:, 1] <= 0.0)) | water_only
-        frozen[:, 2] = ((pa[2] <= 0.0) & (g[:, 2] <= 0.0)) | ((pa[2] >= r_max) & (g[:, 2] >= 0.0))
-        free = ~frozen
-        h = h * (free[:, :, None] & free[:, None, :]) + frozen[:, :, None] * eye
-        g = g * free
-        diag = np.einsum("naa->na", h)
-        hd = h + (lam[:, None] * diag)[:, :, None] * eye
-        bad = ~np.isfinite(hd).all((1, 2))
-        hd[bad] = eye
-        with np.errstate(invalid="ignore", over="ignore"):
-            bad |= ~(np.abs(np.linalg.det(hd)) > 1e-300)
-            hd[bad] = eye
-            d = np.linalg.solve(hd, g[:, :, None])[:, :, 0].T
-        ok = np.isfinite(d).all(0) & ~bad
-        d = np.where(ok, d, 0.0)
-        pn = pa + d
-        pn[0] = np.maximum(pn[0], 0.0)
-        pn[1] = np.maximum(pn[1], 0.0)
-        pn[2] = np.clip(pn[2], 0.0, r_max)
-        bn, mn, resn, costn = evaluate(pn, za)
-        acc = ok & (costn <= cost)
-        small = (np.abs(pn - pa) <= _COMPLEX_XTOL * (np.abs(pa) + 1e-6)).all(0)
-        flat = np.abs(cost - costn) <= 1e-12 * cost + 1e-30
-        done |= (acc & (small | flat)) | (~acc & (lam > 1e9))
-        pa = np.where(acc, pn, pa)
-        cost = np.where(acc, costn, cost)
-        b = np.where(acc, bn, b)
-        m = np.where(acc, mn, m)
-        res = np.where(acc, resn, res)
-        lam = np.where(acc, np.maximum(lam * 0.2, 1e-9), np.minimum(lam * 10.0, 1e12))
-        if done.all():
-            break
-        if done.mean() > _COMPACT:
-            p[:, idx[done]] = pa[:, done]
-            cost_out[idx[done]] = cost[done]
-            conv_out[idx[done]] = True
-            keep = ~done
-            idx = idx[keep]
-            pa, b, m, res, za = pa[:, keep], b[:, keep], m[:, keep], res[:, keep], za[:, keep]
-            cost, lam = cost[keep], lam[keep]
-            done = np.zeros(idx.size, dtype=bool)
-    p[:, idx] = pa
-    cost_out[idx] = cost
-    conv_out[idx] = done
-    return p, cost_out, conv_out
 
 
 def _phase_start(z, t, c, w, f, r, psi):
@@ -243,7 +160,9 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
         int(np.argmax(get_spectrum(spectrum).relative_amplitudes))])
     out = {k: np.full(n, np.nan) for k in _OUT_KEYS}
     out["converged"] = np.zeros(n, dtype=bool)
-    model = _MagnitudeModel(t[:, 0], c[:, 0])
+    # The magnitude fits only give the complex fit its starts: float32 suffices (as in
+    # fit_fatwater_chunk); the complex fit converges in float64.
+    model = _MagnitudeModel(t[:, 0], c[:, 0], np.float32)
     for s0_ in range(0, n, _COMPLEX_BLOCK):
         sl = slice(s0_, min(s0_ + _COMPLEX_BLOCK, n))
         zb = z[:, sl].astype(np.complex128)
@@ -258,12 +177,13 @@ def fit_fatwater_complex_chunk(z, te_s, *, field_strength_t, precession_clockwis
         mag = np.abs(zn)
         r0, s0 = _loglinear_start(mag, t[:, 0])
         mcount = zn.shape[1]
+        mag32 = mag.astype(np.float32)
         starts = []
         for water_first in (True, False):
             w = s0.copy() if water_first else np.zeros(mcount)
             f = np.zeros(mcount) if water_first else s0.copy()
             r = r0.copy()
-            _lm_magnitude(mag, model, w, f, r, _Gaussian(), 50)
+            _lm_magnitude(mag32, model, w, f, r, _Gaussian(), 50)
             starts.append((w, f, r))
         z2 = np.concatenate([zn, zn], axis=1)
         w = np.concatenate([starts[0][0], starts[1][0]])
