@@ -106,3 +106,32 @@ def test_a_voxel_at_its_optimum_costs_no_trial_evaluation(monkeypatch):
     # The start's own terms only: the next step is within the tolerance, so no trial point.
     assert evaluated == [200]
     np.testing.assert_array_equal(again, optimum)
+
+
+def test_ldl_solve_matches_lapack_and_refuses_what_is_not_positive_definite():
+    rng = np.random.default_rng(11)
+    n, size = 50, 6
+    jac = rng.standard_normal((n, 12, size))
+    a = np.einsum("nea,neb->nab", jac, jac)
+    g = rng.standard_normal((n, size))
+    a[3] = -np.eye(size)          # negative definite
+    a[7, 2, :] = a[7, :, 2] = 0.0  # singular: a parameter the data do not determine
+    a[9, 0, 0] = np.nan
+    x, ok = complex_lm.ldl_solve(np.moveaxis(a, 0, -1), g.T)
+    good = np.setdiff1d(np.arange(n), [3, 7, 9])
+    np.testing.assert_array_equal(np.flatnonzero(~ok), [3, 7, 9])
+    np.testing.assert_allclose(x[:, good].T, np.linalg.solve(a[good], g[good][:, :, None])[:, :, 0],
+                               rtol=1e-9, atol=1e-12)
+    assert np.all(x[:, ~ok] == 0.0)
+
+
+def test_a_direction_the_data_do_not_determine_gets_no_step():
+    rng = np.random.default_rng(12)
+    jac = rng.standard_normal((4, 10, 5))
+    jac[:, :, 3] = 0.0  # e.g. the field map of a voxel with no signal
+    h = np.moveaxis(np.einsum("nea,neb->nab", jac, jac), 0, -1)
+    g = np.einsum("nea,ne->an", jac, rng.standard_normal((4, 10)))
+    d, ok = complex_lm.solve_damped(h, g, np.full(4, 1e-3))
+    assert ok.all()
+    np.testing.assert_array_equal(d[3], 0.0)
+    assert np.all(np.abs(d[[0, 1, 2, 4]]) > 0)

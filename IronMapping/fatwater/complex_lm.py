@@ -152,31 +152,56 @@ def step_within_tolerance(d, p, t_max):
     return amplitude & decay & phase
 
 
+def ldl_solve(a, g):
+    """Solve symmetric positive definite systems a x = g, voxel by voxel, by a vectorised
+    LDL^T factorisation. a [P, P, n], g [P, n]; returns x [P, n] and ok [n] (False where a
+    pivot is not positive or a value not finite; x is 0 there)."""
+    n_par = a.shape[0]
+    lower = [[None] * n_par for _ in range(n_par)]  # L[i][j], i > j
+    scaled = [[None] * n_par for _ in range(n_par)]  # L[i][j] D[j]
+    pivots = []
+    ok = np.isfinite(a).all((0, 1)) & np.isfinite(g).all(0)
+    for j in range(n_par):
+        d = a[j, j].copy()
+        for k in range(j):
+            d -= lower[j][k] * scaled[j][k]
+        ok &= d > 0
+        d = np.where(d > 0, d, 1.0)
+        pivots.append(d)
+        for i in range(j + 1, n_par):
+            s = a[i, j].copy()
+            for k in range(j):
+                s -= lower[i][k] * scaled[j][k]
+            scaled[i][j] = s
+            lower[i][j] = s / d
+    y = []
+    for i in range(n_par):
+        yi = g[i].copy()
+        for k in range(i):
+            yi -= lower[i][k] * y[k]
+        y.append(yi)
+    x = [None] * n_par
+    for i in reversed(range(n_par)):
+        xi = y[i] / pivots[i]
+        for k in range(i + 1, n_par):
+            xi -= lower[k][i] * x[k]
+        x[i] = xi
+    x = np.array(x)
+    ok &= np.isfinite(x).all(0)
+    return np.where(ok, x, 0.0), ok
+
+
 def solve_damped(h, g, lam):
     """Levenberg-Marquardt steps (H + lam diag(H)) d = g for h [P, P, n] (symmetric, positive
     semi-definite) and g [P, n]. Returns d [P, n] and ok [n]; a direction the data do not
     determine (a zero column of J) gets no step."""
     n_par = h.shape[0]
-    hd = np.moveaxis(h, -1, 0).copy()  # [n, P, P]
     k = np.arange(n_par)
-    diag = hd[:, k, k]
-    # A tiny ridge keeps the damped matrix positive definite (no singular system in the batch).
-    hd[:, k, k] = diag + lam[:, None] * diag + 1e-12 * diag.max(1, keepdims=True) + 1e-300
-    ok = np.isfinite(hd).all((1, 2)) & np.isfinite(g).all(0)
-    gt = g.T[:, :, None]
-    if not ok.all():
-        hd[~ok] = np.eye(n_par)
-        gt = np.where(ok[:, None, None], gt, 0.0)
-    try:
-        d = np.linalg.solve(hd, gt)[:, :, 0].T
-    except np.linalg.LinAlgError:  # not expected with the ridge: leave out what is singular
-        with np.errstate(invalid="ignore", over="ignore"):
-            singular = ~(np.abs(np.linalg.det(hd)) > 1e-300)
-        hd[singular] = np.eye(n_par)
-        ok &= ~singular
-        d = np.linalg.solve(hd, gt)[:, :, 0].T
-    ok &= np.isfinite(d).all(0)
-    return np.where(ok, d, 0.0), ok
+    diag = h[k, k]
+    hd = h.copy()
+    # A tiny ridge keeps the damped matrix positive definite.
+    hd[k, k] = diag * (1.0 + lam) + 1e-12 * diag.max(0) + 1e-300
+    return ldl_solve(hd, g)
 
 
 def lm_complex(z, t, c, p, max_iter, even=None, water_only=False):
