@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import R2STAR_MAX
+from .magnitude import _LAMBDA0, _SETTLED_LAMBDA, uniform_spacing
 
 _COMPLEX_XTOL = 1e-4  # largest change of the model, relative to the signal, of a converged step
-_LAMBDA0 = 1e-3
-_SETTLED_LAMBDA = 1e-2  # damping below which a step within the tolerance means converged
 _COMPACT = 0.1          # drop finished voxels from the working set when this fraction is done
+                        # (earlier than the magnitude fit: its takes are cheap next to a pass)
 _TWO_PI = 2.0 * np.pi
 
 
@@ -47,9 +47,7 @@ class ComplexNormalEquations:
         self.even = None if even is None else np.asarray(even, dtype=np.float64)
         self.n_par = 5 if even is None else 6
         self.t_max = float(t.max())
-        dt = np.diff(t)
-        self.spacing = (float(dt[0]) if t.size >= 4 and np.allclose(dt, dt[0], rtol=1e-9)
-                        else None)
+        self.spacing = uniform_spacing(t)
         cr, ci, c2 = c.real, c.imag, np.abs(c) ** 2
         rows = [np.ones_like(t), cr, c2, t, t * cr, t * c2, t * ci, ci, t * t, t * t * cr,
                 t * t * c2]
@@ -242,8 +240,7 @@ def lm_complex(z, t, c, p, max_iter, even=None, water_only=False):
         conv_out[idx[done]] = True
         keep = np.flatnonzero(~done)
         idx = idx[keep]
-        pa, g, za = (x.take(keep, axis=-1) for x in (pa, g, za))
-        h = h.take(keep, axis=-1)
+        pa, h, g, za = (x.take(keep, axis=-1) for x in (pa, h, g, za))
         cost, lam = cost.take(keep), lam.take(keep)
         done = np.zeros(idx.size, dtype=bool)
         return tuple(x.take(keep, axis=-1) for x in extra)

@@ -82,6 +82,15 @@ def _solve3(h, g):
     return x1, x2, x3, c33 * inv, ok
 
 
+def uniform_spacing(t_ms):
+    """The echo spacing (ms) when the echoes [E] are uniformly spaced and at least 4 (then
+    powers of one exponential replace an exponential per echo), else None."""
+    dt = np.diff(np.asarray(t_ms, dtype=np.float64))
+    if dt.size >= 3 and np.allclose(dt, dt[0], rtol=1e-9):
+        return float(dt[0])
+    return None
+
+
 class _MagnitudeModel:
     """|W + F c(t)| exp(-R t) on normalised data; t in ms, R in 1/ms.
 
@@ -97,15 +106,14 @@ class _MagnitudeModel:
         self.minus_t = -self.t
         self.cr = c.real[:, None].astype(dtype)
         self.ci2 = (c.imag ** 2)[:, None].astype(dtype)
-        dt = np.diff(t_ms)
         self.t0 = float(t_ms[0])
         # Uniform echo spacing: exp(-R t_k) by repeated multiplication (one exp per row
         # instead of one per echo; relative error ~ k * eps).
-        self.spacing = float(dt[0]) if dt.size and np.allclose(dt, dt[0], rtol=1e-9) else None
+        self.spacing = uniform_spacing(t_ms)
 
     def decay(self, r):
         """exp(-R t) [E, n]; r already of ``dtype``."""
-        if self.spacing is None or self.t.shape[0] < 4:
+        if self.spacing is None:
             return np.exp(self.minus_t * r)
         e = np.empty((self.t.shape[0], r.size), dtype=self.dtype)
         np.multiply(r, -self.t0, out=e[0])
