@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import R2STAR_MAX
-from .magnitude import _LAMBDA0, _SETTLED_LAMBDA, uniform_spacing
+from .magnitude import _LAMBDA0, _SETTLED_LAMBDA, _uniform_spacing
 
 _COMPLEX_XTOL = 1e-4  # largest change of the model, relative to the signal, of a converged step
 _COMPACT = 0.1          # drop finished voxels from the working set when this fraction is done
@@ -47,7 +47,7 @@ class ComplexNormalEquations:
         self.even = None if even is None else np.asarray(even, dtype=np.float64)
         self.n_par = 5 if even is None else 6
         self.t_max = float(t.max())
-        self.spacing = uniform_spacing(t)
+        self.spacing = _uniform_spacing(t)
         cr, ci, c2 = c.real, c.imag, np.abs(c) ** 2
         rows = [np.ones_like(t), cr, c2, t, t * cr, t * c2, t * ci, ci, t * t, t * t * cr,
                 t * t * c2]

@@ -82,7 +82,7 @@ def _solve3(h, g):
     return x1, x2, x3, c33 * inv, ok
 
 
-def uniform_spacing(t_ms):
+def _uniform_spacing(t_ms):
     """The echo spacing (ms) when the echoes [E] are uniformly spaced and at least 4 (then
     powers of one exponential replace an exponential per echo), else None."""
     dt = np.diff(np.asarray(t_ms, dtype=np.float64))
@@ -109,7 +109,7 @@ class _MagnitudeModel:
         self.t0 = float(t_ms[0])
         # Uniform echo spacing: exp(-R t_k) by repeated multiplication (one exp per row
         # instead of one per echo; relative error ~ k * eps).
-        self.spacing = uniform_spacing(t_ms)
+        self.spacing = _uniform_spacing(t_ms)
 
     def decay(self, r):
         """exp(-R t) [E, n]; r already of ``dtype``."""
